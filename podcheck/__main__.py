@@ -1,0 +1,3 @@
+from podcheck.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""The `podcheck` command (typer). Exit codes: 0 all applicable checks passed, 1 something failed,
+2 a usage or config error, or no verdict could be reached. Bad input is one line on stderr."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+try:  # typer vendors click as typer._click; older typers use click itself
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException
+
+from podcheck import __version__
+from podcheck import config as config_mod
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
+                  help="Health checks and repairs for GPU pods running ComfyUI.")
+
+
+class UsageFailure(Exception):
+    """Bad input: printed as one line, exit 2."""
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"podcheck {__version__}")
+        raise typer.Exit(0)
+
+
+def load_config(path: Optional[Path]) -> config_mod.Config:
+    try:
+        return config_mod.load(path)
+    except config_mod.ConfigError as exc:
+        raise UsageFailure(str(exc)) from None
+
+
+ConfigOpt = typer.Option(None, "--config", help="podcheck.toml (default: $PODCHECK_CONFIG, ./podcheck.toml, <workspace>/podcheck.toml)")
+
+
+@app.callback(invoke_without_command=True)
+@app.command("check")
+def check(
+    ctx: typer.Context,
+    config: Optional[Path] = ConfigOpt,
+    profile: str = typer.Option("runtime", "--profile", help="image | boot | runtime"),
+    select: List[str] = typer.Option([], "--select", help="check id, area or glob; repeatable"),
+    hosts: str = typer.Option("local://", "--hosts", help="testinfra host URLs, comma-separated (ssh://pod, chroot:///rootfs)"),
+    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="ssh_config for ssh:// hosts"),
+    ssh_identity_file: Optional[Path] = typer.Option(None, "--ssh-identity-file", help="ssh key for ssh:// hosts"),
+    json_out: Optional[str] = typer.Option(None, "--json", metavar="FILE|-", help="write the JSON report; - prints only JSON"),
+    junit_xml: Optional[Path] = typer.Option(None, "--junit-xml", help="write JUnit XML (one testcase per check)"),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="print failures only"),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="print durations and descriptions"),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+) -> None:
+    """Run the checks and print a table (the default command)."""
+    if ctx.invoked_subcommand:
+        return
+    from podcheck import runner
+    from podcheck.files import write_atomic
+    from podcheck.plugin import PROFILES
+    from podcheck.reports import json_report, junit, terminal
+
+    if profile not in PROFILES:
+        raise UsageFailure(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    cfg = load_config(config)
+    specs = [h for h in hosts.split(",") if h.strip()] or ["local://"]
+    targets = [runner.Target.parse(h, ssh_config=_str(ssh_config), ssh_identity_file=_str(ssh_identity_file))
+               for h in specs]
+    try:
+        reports = [runner.run(cfg, t, profile=profile, select=select) for t in targets]
+    except runner.RunError as exc:
+        raise UsageFailure(f"no verdict: {exc}") from None
+    if json_out == "-":
+        typer.echo(json_report.render(reports), nl=False)
+    else:
+        for report in reports:
+            terminal.write(report, sys.stdout, quiet=quiet, verbose=verbose)
+        if json_out:
+            write_atomic(json_out, json_report.render(reports))
+    if junit_xml:
+        write_atomic(junit_xml, junit.render(reports))
+    raise typer.Exit(0 if all(r.ok for r in reports) else 1)
+
+
+@app.command("list")
+def list_checks(
+    config: Optional[Path] = ConfigOpt,
+    as_json: bool = typer.Option(False, "--json", help="print the catalogue as JSON"),
+) -> None:
+    """The catalogue: id, area, profiles, repair and what each check verifies."""
+    from podcheck import runner
+
+    try:
+        specs = runner.catalogue(load_config(config))
+    except runner.RunError as exc:
+        raise UsageFailure(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps([{"id": s.id, "area": s.area, "profiles": list(s.profiles), "repair": s.repair,
+                                "needs": list(s.needs), "description": s.description} for s in specs], indent=2))
+        return
+    width = max(len(s.id) for s in specs)
+    for s in specs:
+        typer.echo(f"{s.id:<{width}}  {','.join(s.profiles):<20}  {s.repair or '-':<18}  {s.description}")
+
+
+def _str(path: Optional[Path]) -> Optional[str]:
+    return str(path) if path else None
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Console entry point: run the app, turn bad input into one line and exit code 2."""
+    try:
+        code = app(args=argv, prog_name="podcheck", standalone_mode=False)
+    except UsageFailure as exc:
+        typer.echo(f"podcheck: error: {exc}", err=True)
+        return 2
+    except ClickException as exc:
+        typer.echo(f"podcheck: error: {exc.format_message()}", err=True)
+        return 2
+    except typer.Abort:
+        return 130
+    return code if isinstance(code, int) else 0

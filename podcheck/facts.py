@@ -1,0 +1,215 @@
+"""Facts about a pod, gathered once per run: the probe (pod python) and NVML (or nvidia-smi).
+
+The probe's failures are facts too: `Facts.probe_error` says "probe timed out after 60 s",
+"pod python not found: /workspace/venv/bin/python", "pod python died by signal 11 (SIGSEGV)
+during import torch", and the checks that need the probe fail with it.
+"""
+from __future__ import annotations
+
+import json
+import signal as signals
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from podcheck import gpu
+
+MARK = "@@podcheck@@ "
+PROBE_SOURCE = Path(__file__).with_name("probe.py")
+
+
+@dataclass
+class Facts:
+    """Everything the checks judge that needs more than one command: probe sections and NVML."""
+
+    python: dict[str, Any] = field(default_factory=dict)
+    torch: dict[str, Any] = field(default_factory=dict)
+    sage: dict[str, Any] = field(default_factory=dict)
+    requirements: dict[str, Any] = field(default_factory=dict)
+    probe_error: str | None = None
+    nvml: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def broken(cls, why: str) -> "Facts":
+        return cls(probe_error=why, nvml={"available": False, "error": why, "gpus": []})
+
+    @property
+    def gpus(self) -> list[dict[str, Any]]:
+        return list(self.nvml.get("gpus") or [])
+
+    @property
+    def driver_cuda(self) -> tuple[int, int] | None:
+        value = self.nvml.get("cuda_driver_version")
+        return gpu.cuda_from_driver_int(value) if isinstance(value, int) else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"python": self.python, "torch": self.torch, "sage": self.sage,
+                "requirements": self.requirements, "probe_error": self.probe_error, "nvml": self.nvml}
+
+
+def gather(pod) -> Facts:
+    """Run the probe and read NVML at the same time; both are bounded by timeouts."""
+    box: dict[str, Any] = {}
+    nvml_thread = threading.Thread(target=lambda: box.update(nvml=read_nvml(pod)), daemon=True)
+    nvml_thread.start()
+    facts = run_probe(pod)
+    nvml_thread.join(pod.config.pod.command_timeout + 10)
+    facts.nvml = box.get("nvml") or {"available": False, "error": "NVML did not answer in time", "gpus": []}
+    return facts
+
+
+def probe_args(config) -> dict[str, Any]:
+    return {
+        "gpu": config.pod.gpu != "absent",
+        "sage": config.attention.sage != "off",
+        "requirements": f"{config.pod.comfyui_dir}/requirements.txt",
+    }
+
+
+def run_probe(pod) -> Facts:
+    config = pod.config
+    python = config.pod.python
+    timeout = config.pod.probe_timeout
+    ran = pod.run(python, "-c", PROBE_SOURCE.read_text(), json.dumps(probe_args(config)), timeout=timeout)
+    facts, stage = parse_probe_output(ran.stdout)
+    if ran.ok and stage == "done":
+        return facts
+    where = f" during {stage}" if stage and stage != "done" else ""
+    if ran.timed_out:
+        facts.probe_error = f"probe timed out after {timeout:g} s{where}"
+    elif ran.rc in (126, 127) and not facts.python:
+        facts.probe_error = f"pod python not found: {python}" if ran.rc == 127 else f"pod python not executable: {python}"
+    elif ran.signal:
+        facts.probe_error = f"pod python died by signal {ran.signal} ({_signal_name(ran.signal)}){where}"
+    elif ran.rc != 0:
+        tail = (ran.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        facts.probe_error = f"pod python exited {ran.rc}{where}: {tail}"
+    else:
+        facts.probe_error = "probe printed no facts (output was not podcheck JSON)"
+    return facts
+
+
+def parse_probe_output(stdout: str) -> tuple[Facts, str | None]:
+    """Collect the sections the probe printed; return them with the last stage it reached."""
+    facts, stage = Facts(), None
+    for line in stdout.splitlines():
+        if not line.startswith(MARK):
+            continue
+        try:
+            obj = json.loads(line[len(MARK):])
+        except ValueError:
+            continue
+        if "stage" in obj:
+            stage = obj["stage"]
+        elif obj.get("section") in ("python", "torch", "sage", "requirements"):
+            setattr(facts, obj["section"], obj.get("data") or {})
+    return facts, stage
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signals.Signals(number).name
+    except ValueError:
+        return "unknown"
+
+
+# --- NVML ---------------------------------------------------------------------------------------
+
+def read_nvml(pod) -> dict[str, Any]:
+    """GPU facts: NVML in this process for the local host, `nvidia-smi` for a remote one."""
+    if pod.is_local:
+        return _nvml_local()
+    return _nvml_remote(pod)
+
+
+def _nvml_local() -> dict[str, Any]:
+    try:
+        import pynvml
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        return {"available": False, "error": f"nvidia-ml-py is not installed ({exc})", "gpus": []}
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        return {"available": False, "error": f"NVML: {exc}", "gpus": []}
+    try:
+        out: dict[str, Any] = {"available": True, "source": "nvml",
+                               "driver_version": pynvml.nvmlSystemGetDriverVersion(),
+                               "cuda_driver_version": pynvml.nvmlSystemGetCudaDriverVersion(), "gpus": []}
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
+            entry: dict[str, Any] = {
+                "index": i,
+                "name": pynvml.nvmlDeviceGetName(h),
+                "uuid": pynvml.nvmlDeviceGetUUID(h),
+                "capability": list(pynvml.nvmlDeviceGetCudaComputeCapability(h)),
+                "memory_total": int(mem.total), "memory_free": int(mem.free), "memory_used": int(mem.used),
+            }
+            entry["utilization"] = _maybe(lambda: float(pynvml.nvmlDeviceGetUtilizationRates(h).gpu))
+            entry["processes"] = _maybe(lambda: [
+                {"pid": p.pid, "used_memory": p.usedGpuMemory}
+                for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h)
+            ]) or []
+            out["gpus"].append(entry)
+        return out
+    except pynvml.NVMLError as exc:
+        return {"available": False, "error": f"NVML: {exc}", "gpus": []}
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            pass
+
+
+def _maybe(fn):
+    try:
+        return fn()
+    except Exception:
+        return None
+
+
+SMI_FIELDS = "index,name,uuid,compute_cap,memory.total,memory.free,memory.used,utilization.gpu,driver_version"
+
+
+def _nvml_remote(pod) -> dict[str, Any]:
+    ran = pod.run("nvidia-smi", f"--query-gpu={SMI_FIELDS}", "--format=csv,noheader,nounits")
+    if not ran.ok:
+        return {"available": False, "error": f"nvidia-smi: {ran.why()}", "gpus": []}
+    header = pod.run("nvidia-smi")
+    return parse_nvidia_smi(ran.stdout, header.stdout if header.ok else "")
+
+
+def parse_nvidia_smi(query_csv: str, plain: str = "") -> dict[str, Any]:
+    """Facts from `nvidia-smi --query-gpu=SMI_FIELDS --format=csv,noheader,nounits` (+ its banner)."""
+    import re
+
+    mib = 1024 * 1024
+    gpus, driver = [], None
+    for line in query_csv.strip().splitlines():
+        cols = [c.strip() for c in line.split(",")]
+        if len(cols) < 9:
+            continue
+        cap = parse_float_pair(cols[3])
+        gpus.append({
+            "index": int(cols[0]), "name": cols[1], "uuid": cols[2], "capability": cap,
+            "memory_total": _num(cols[4], mib), "memory_free": _num(cols[5], mib), "memory_used": _num(cols[6], mib),
+            "utilization": _num(cols[7], 1, float), "processes": [],
+        })
+        driver = cols[8]
+    m = re.search(r"CUDA Version:\s*(\d+)\.(\d+)", plain)
+    cuda = int(m.group(1)) * 1000 + int(m.group(2)) * 10 if m else None
+    return {"available": bool(gpus), "source": "nvidia-smi", "driver_version": driver,
+            "cuda_driver_version": cuda, "gpus": gpus, **({} if gpus else {"error": "nvidia-smi lists no GPU"})}
+
+
+def parse_float_pair(text: str) -> list[int] | None:
+    parts = text.split(".")
+    return [int(parts[0]), int(parts[1])] if len(parts) == 2 and all(p.isdigit() for p in parts) else None
+
+
+def _num(text: str, scale: int, cast=int):
+    try:
+        return cast(float(text) * scale)
+    except ValueError:
+        return None

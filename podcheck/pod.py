@@ -1,0 +1,143 @@
+"""The pod as checks see it: the config, the testinfra host, commands with timeouts, and facts.
+
+>>> pod = Pod(cfg, testinfra.get_host("local://"))
+>>> pod.run("ffmpeg", "-version").ok
+True
+"""
+from __future__ import annotations
+
+import shlex
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from podcheck.config import Config
+
+KILL_GRACE = 2  # seconds between `timeout`'s TERM and its KILL
+
+
+@dataclass
+class Ran:
+    """What one command did. `rc` 124 (or 137 after the KILL) means it ran past its timeout."""
+
+    argv: list[str]
+    rc: int
+    stdout: str
+    stderr: str
+    seconds: float
+    timeout: float
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    @property
+    def timed_out(self) -> bool:
+        return self.rc in (124, 137)
+
+    @property
+    def not_found(self) -> bool:
+        return self.rc == 127
+
+    @property
+    def signal(self) -> int | None:
+        """The signal that killed the command, when one did (sh reports 128+N, Popen -N)."""
+        if self.rc < 0:
+            return -self.rc
+        if 128 < self.rc < 160 and not self.timed_out:
+            return self.rc - 128
+        return None
+
+    def why(self) -> str:
+        """One line on how the command failed, for a check's message."""
+        name = self.argv[0] if self.argv else "command"
+        if self.timed_out:
+            return f"`{name}` timed out after {self.timeout:g} s"
+        if self.not_found:
+            return f"`{name}` not found"
+        if self.signal:
+            return f"`{name}` died by signal {self.signal}"
+        tail = (self.stderr or self.stdout).strip().splitlines()
+        return f"`{name}` exited {self.rc}" + (f": {tail[-1][:200]}" if tail else "")
+
+
+@dataclass
+class Pod:
+    """The config, the host and the facts of one pod; shared by every check of a run."""
+
+    config: Config
+    host: Any  # testinfra.host.Host
+    _facts: Any = field(default=None, repr=False)
+    _facts_thread: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def is_local(self) -> bool:
+        return self.host.backend.NAME == "local"
+
+    @property
+    def name(self) -> str:
+        backend = self.host.backend
+        return "local" if self.is_local else f"{backend.NAME}://{backend.get_pytest_id()}"
+
+    def run(self, *argv: str, timeout: float | None = None, env: dict[str, str] | None = None) -> Ran:
+        """Run argv on the host under `timeout` (default `[pod] command_timeout`); never raises on rc."""
+        limit = float(timeout if timeout is not None else self.config.pod.command_timeout)
+        prefix = ["timeout", "-k", str(KILL_GRACE), f"{limit:g}"]
+        if env:
+            prefix += ["env"] + [f"{k}={v}" for k, v in env.items()]
+        command = shlex.join(prefix + [str(a) for a in argv])
+        started = time.monotonic()
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["result"] = self.host.run(command)
+            except Exception as exc:  # a backend that broke (ssh gone) is a result, not a crash
+                box["error"] = exc
+
+        worker = threading.Thread(target=target, daemon=True)
+        worker.start()
+        worker.join(limit + KILL_GRACE + 5)
+        seconds = time.monotonic() - started
+        if "result" in box:
+            r = box["result"]
+            return Ran(list(argv), r.rc, r.stdout, r.stderr, seconds, limit)
+        if "error" in box:
+            return Ran(list(argv), 255, "", f"host error: {box['error']}", seconds, limit)
+        return Ran(list(argv), 124, "", "host did not answer", seconds, limit)
+
+    def exists(self, path: str) -> bool:
+        return self.run("test", "-e", path).ok
+
+    def read_text(self, path: str, timeout: float | None = None) -> str | None:
+        """A file's text on the host, or None when it cannot be read."""
+        ran = self.run("cat", "--", path, timeout=timeout)
+        return ran.stdout if ran.ok else None
+
+    # Facts are gathered once, in the background, from the first moment a check asks for the pod.
+    def start_facts(self) -> None:
+        if self._facts_thread is None and self._facts is None:
+            from podcheck import facts
+
+            def gather() -> None:
+                self._facts = facts.gather(self)
+
+            self._facts_thread = threading.Thread(target=gather, name="podcheck-facts", daemon=True)
+            self._facts_thread.start()
+
+    @property
+    def facts(self):
+        """The Facts of this pod (podcheck.facts.Facts); blocks until gathered."""
+        self.start_facts()
+        if self._facts is None and self._facts_thread is not None:
+            self._facts_thread.join(self.config.pod.probe_timeout + 2 * KILL_GRACE + 15)
+        if self._facts is None:
+            from podcheck.facts import Facts
+            return Facts.broken(f"facts gathering did not finish within {self.config.pod.probe_timeout:g} s")
+        return self._facts
+
+
+def quote(argv: Sequence[str]) -> str:
+    """argv as one shell-safe line, for messages and plans."""
+    return shlex.join([str(a) for a in argv])

@@ -1,0 +1,186 @@
+"""The facts probe: run by the POD's python (never imported by podcheck), stdlib only.
+
+It prints one line per finished section, `@@podcheck@@ {"section": ..., "data": ...}`, flushed at
+once, and `@@podcheck@@ {"stage": ...}` before each risky step. If the interpreter hangs or dies
+(a torch import on a broken driver, a sage kernel that segfaults), the sections already printed
+survive and the last stage names where it stopped.
+
+Argument: one JSON object: {"requirements": path or null, "gpu": bool, "sage": bool}.
+"""
+import json
+import os
+import platform
+import re
+import sys
+import time
+
+MARK = "@@podcheck@@ "
+
+
+def emit(**obj):
+    sys.stdout.write(MARK + json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def err(exc):
+    text = "%s: %s" % (type(exc).__name__, exc)
+    return text.strip()[:2000]
+
+
+def dist_version(name):
+    try:
+        from importlib import metadata
+    except ImportError:  # python < 3.8
+        return None
+    try:
+        return metadata.version(name)
+    except Exception:
+        return None
+
+
+def python_facts():
+    return {
+        "version": platform.python_version(),
+        "executable": sys.executable,
+        "prefix": sys.prefix,
+        "in_venv": sys.prefix != getattr(sys, "base_prefix", sys.prefix),
+    }
+
+
+def torch_facts(gpu_tests):
+    emit(stage="import torch")
+    started = time.time()
+    try:
+        import torch
+    except BaseException as exc:  # ImportError, OSError from a broken libcuda, ...
+        return {"error": err(exc), "missing": isinstance(exc, ImportError) and getattr(exc, "name", "") == "torch"}
+    out = {
+        "version": torch.__version__,
+        "cuda": torch.version.cuda,
+        "import_seconds": round(time.time() - started, 3),
+        "file": getattr(torch, "__file__", None),
+    }
+    emit(stage="torch.cuda")
+    try:
+        out["cuda_available"] = bool(torch.cuda.is_available())
+        out["arch_list"] = list(torch.cuda.get_arch_list()) if out["cuda_available"] or torch.version.cuda else []
+        out["device_count"] = int(torch.cuda.device_count()) if out["cuda_available"] else 0
+    except BaseException as exc:
+        out["cuda_error"] = err(exc)
+        out.setdefault("cuda_available", False)
+        out.setdefault("device_count", 0)
+        out.setdefault("arch_list", [])
+    devices = []
+    for i in range(out["device_count"]):
+        dev = {"index": i}
+        try:
+            dev["name"] = torch.cuda.get_device_name(i)
+            major, minor = torch.cuda.get_device_capability(i)
+            dev["capability"] = [int(major), int(minor)]
+        except BaseException as exc:
+            dev["error"] = err(exc)
+        if gpu_tests:
+            emit(stage="matmul on cuda:%d" % i)
+            try:
+                a = torch.ones((64, 64), device="cuda:%d" % i)
+                value = float((a @ a).sum().item())
+                dev["matmul"] = "ok" if value == 64.0 * 64 * 64 else "wrong result %r" % value
+            except BaseException as exc:
+                dev["matmul"] = err(exc)
+        devices.append(dev)
+    out["devices"] = devices
+    return out
+
+
+def sage_facts(gpu_tests, torch_ok):
+    emit(stage="import sageattention")
+    out = {"version": dist_version("sageattention")}
+    try:
+        import sageattention
+    except BaseException as exc:
+        out["error"] = err(exc)
+        out["missing_module"] = getattr(exc, "name", None)
+        return out
+    out["file"] = getattr(sageattention, "__file__", None)
+    folder = os.path.dirname(out["file"] or "")
+    modules, broken = [], {}
+    for entry in sorted(os.listdir(folder)) if folder else []:
+        if entry.endswith((".so", ".pyd")):
+            name = entry.split(".")[0]
+            modules.append(name)
+            try:
+                __import__("sageattention." + name)
+            except BaseException as exc:
+                broken[name] = err(exc)
+    out["compiled_modules"] = modules
+    out["broken_modules"] = broken
+    if gpu_tests and torch_ok:
+        import torch
+        calls = []
+        for i in range(torch.cuda.device_count()):
+            emit(stage="sageattn on cuda:%d" % i)
+            try:
+                q = torch.randn((1, 2, 64, 64), dtype=torch.float16, device="cuda:%d" % i)
+                o = sageattention.sageattn(q, q, q, tensor_layout="HND", is_causal=False)
+                torch.cuda.synchronize(i)
+                calls.append({"index": i, "result": "ok" if bool(torch.isfinite(o).all()) else "non-finite output"})
+            except BaseException as exc:
+                calls.append({"index": i, "result": err(exc)})
+        out["calls"] = calls
+    return out
+
+
+def requirement_facts(path):
+    """Judge requirements.txt against the installed distributions of this interpreter."""
+    try:
+        with open(path) as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        return {"error": err(exc)}
+    Requirement = None
+    for mod in ("packaging.requirements", "pip._vendor.packaging.requirements"):
+        try:
+            Requirement = __import__(mod, fromlist=["Requirement"]).Requirement
+            break
+        except Exception:
+            continue
+    missing, mismatched, unparsed = [], [], []
+    for raw in lines:
+        line = raw.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        if Requirement is None:
+            name, spec = re.split(r"[<>=!~;\[ ]", line, 1)[0], None
+        else:
+            try:
+                req = Requirement(line)
+            except Exception:
+                unparsed.append(line)
+                continue
+            if req.marker is not None and not req.marker.evaluate():
+                continue
+            name, spec = req.name, req.specifier
+        version = dist_version(name)
+        if version is None:
+            missing.append(line)
+        elif spec is not None and len(spec) and not spec.contains(version, prereleases=True):
+            mismatched.append("%s (installed %s)" % (line, version))
+    return {"path": path, "missing": missing, "mismatched": mismatched, "unparsed": unparsed}
+
+
+def main():
+    args = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    emit(section="python", data=python_facts())
+    torch = torch_facts(bool(args.get("gpu")))
+    emit(section="torch", data=torch)
+    torch_ok = "error" not in torch and torch.get("cuda_available")
+    if args.get("sage"):
+        emit(section="sage", data=sage_facts(bool(args.get("gpu")), torch_ok))
+    if args.get("requirements"):
+        emit(stage="requirements")
+        emit(section="requirements", data=requirement_facts(args["requirements"]))
+    emit(stage="done")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Run the checks in-process: one pytest session per host, results into one Report per host."""
+from __future__ import annotations
+
+import io
+import time
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from podcheck import plugin
+from podcheck.config import Config
+from podcheck.results import Report
+
+
+class RunError(Exception):
+    """No verdict could be reached (a check module that does not import, nothing selected...)."""
+
+
+@dataclass
+class Target:
+    """Where the checks run: a testinfra host spec, with what that backend needs."""
+
+    spec: str = "local://"
+    ssh_config: str | None = None
+    ssh_identity_file: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str, **kw) -> "Target":
+        return cls(spec.strip(), **kw)
+
+    def pytest_args(self) -> list[str]:
+        spec = self.spec
+        if spec.startswith("chroot://"):  # testinfra 10.2.2 cannot parse this URL form itself
+            args = ["--connection=chroot", f"--hosts={spec[len('chroot://'):]}"]
+        else:
+            args = [f"--hosts={spec}"]
+        if self.ssh_config:
+            args.append(f"--ssh-config={self.ssh_config}")
+        if self.ssh_identity_file:
+            args.append(f"--ssh-identity-file={self.ssh_identity_file}")
+        return args
+
+
+@dataclass
+class _Session:
+    """Hands the loaded config to the plugin and collects what pytest could not run."""
+
+    config: Config
+    errors: list[str] = field(default_factory=list)
+    pytest_config: pytest.Config | None = None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_configure(self, config: pytest.Config) -> None:
+        config.stash[plugin.CONFIG] = self.config
+        self.pytest_config = config
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            text = str(report.longrepr).strip().splitlines()
+            self.errors.append(f"{report.nodeid}: {text[-1] if text else 'collection failed'}")
+
+
+def checks_dir() -> Path:
+    import podcheck.checks
+    return Path(podcheck.checks.__file__).parent
+
+
+def _base_args() -> list[str]:
+    """pytest, quiet and self-contained: only testinfra and our plugin, no ini, no conftest, no cache."""
+    where = str(checks_dir())
+    return [where, "--disable-plugin-autoload", "-p", "testinfra.plugin", "-p", "podcheck.plugin",
+            "-p", "no:cacheprovider", "-p", "no:stepwise", "-p", "no:terminal", "--noconftest",
+            "--import-mode=importlib", f"--rootdir={where}", "-o", "addopts=", "-o", "python_files=test_*.py"]
+
+
+def run(config: Config, target: Target | None = None, profile: str = "runtime",
+        select: list[str] | None = None) -> Report:
+    """Run the selected checks against one target and return its Report."""
+    target = target or Target()
+    session = _Session(config)
+    args = [*_base_args(), "--assert=plain", f"--pod-profile={profile}",
+            *[f"--pod-select={s}" for s in select or []], *target.pytest_args()]
+    started = time.time()
+    sink = io.StringIO()
+    with redirect_stdout(sink), redirect_stderr(sink):
+        code = pytest.main(args, plugins=[session])
+    duration = time.time() - started
+    results = session.pytest_config.stash.get(plugin.RESULTS, []) if session.pytest_config else []
+    if session.errors:
+        raise RunError("; ".join(session.errors))
+    if code == pytest.ExitCode.NO_TESTS_COLLECTED or (code == pytest.ExitCode.OK and not results):
+        what = ", ".join(select or []) or "any check"
+        raise RunError(f"no check matches {what} in profile {profile} (see `podcheck list`)")
+    if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        lines = [ln for ln in sink.getvalue().splitlines() if ln.strip()]
+        raise RunError(lines[-1] if lines else f"pytest stopped with exit code {int(code)}")
+    pods = session.pytest_config.stash.get(plugin.PODS, {})
+    host = next(iter(pods.values())).name if pods else target.spec
+    return Report(host=host, profile=profile, started=started, duration_s=duration, results=results)
+
+
+def catalogue(config: Config) -> list[plugin.CheckSpec]:
+    """Every check podcheck has, in file order, without running any."""
+    found: list[plugin.CheckSpec] = []
+
+    class Lister(_Session):
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+            found.extend(s for s in map(plugin.spec_of, items) if s)
+
+    args = [*_base_args(), "--collect-only"]
+    lister = Lister(config)
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        pytest.main(args, plugins=[lister])
+    if lister.errors:
+        raise RunError("; ".join(lister.errors))
+    return found

@@ -1,0 +1,1 @@
+"""Renderers of podcheck results: terminal table, JSON, JUnit (and, for people, Markdown/HTML)."""
