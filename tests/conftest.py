@@ -1,0 +1,18 @@
+"""Fixtures for podcheck's own tests: simulated pods from real parts (see podsim.py)."""
+from __future__ import annotations
+
+import pytest
+
+import podsim
+
+
+@pytest.fixture(scope="session")
+def torch_python():
+    """The pod interpreter of a healthy CPU pod: a venv with torch 2.13.0 (CPU), built once."""
+    return podsim.torch_venv()
+
+
+@pytest.fixture
+def cpu_pod(tmp_path, torch_python):
+    """A healthy CPU-only simulated pod (gpu absent, torch cuda "cpu", sage off)."""
+    return podsim.cpu_pod(tmp_path, torch_python)
