@@ -1,0 +1,66 @@
+"""The people on a shared volume: their names (validated before any path is built) and folders.
+
+>>> invalid_reason("alice") is None
+True
+>>> invalid_reason("../evil")
+"contains '/'"
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+SHELL_META = set(";&|<>$`\\\"'*?[]{}()!#~^%=,")
+
+#: The per-user folders under the workspace: {workspace}/<kind>/<user>.
+KINDS = ("output", "input", "workflows")
+
+
+def invalid_reason(name: str) -> str | None:
+    """Why `name` cannot be a user folder name, or None when it can."""
+    if not name:
+        return "is empty"
+    if "/" in name or "\\" in name:
+        return "contains '/'"
+    if ".." in name or name in (".",):
+        return "contains '..'"
+    if name.startswith("-"):
+        return "starts with '-'"
+    if any(ch.isspace() for ch in name):
+        return "contains whitespace"
+    meta = sorted(set(name) & SHELL_META)
+    if meta:
+        return f"contains shell metacharacters {''.join(meta)!r}"
+    if not NAME.match(name):
+        return "is not letters, digits, '.', '_' and '-' (at most 64)"
+    return None
+
+
+def require_valid(name: str) -> str:
+    """`name`, or ValueError saying why it may not touch a path."""
+    why = invalid_reason(name)
+    if why:
+        raise ValueError(f"invalid user name {name!r}: {why}")
+    return name
+
+
+def users(pod: Any) -> list[str]:
+    """`[pod] users`, or else the folder names under {workspace}/output (unvalidated: check them)."""
+    configured = list(pod.config.pod.users)
+    if configured:
+        return configured
+    root = f"{pod.config.pod.workspace}/output"
+    ran = pod.run("find", root, "-mindepth", "1", "-maxdepth", "1", "-printf", "%f\\0")
+    if not ran.ok:
+        return []
+    names = [n for n in ran.stdout.split("\0") if n and not n.startswith(".")]
+    current = pod.config.pod.user
+    if current and current not in names:
+        names.append(current)
+    return sorted(names)
+
+
+def user_dir(pod: Any, kind: str, user: str) -> str:
+    """{workspace}/<kind>/<user> for a valid user name."""
+    return f"{pod.config.pod.workspace}/{kind}/{require_valid(user)}"
