@@ -96,8 +96,7 @@ def run(config: Config, target: Target | None = None, profile: str = "runtime",
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         lines = [ln for ln in sink.getvalue().splitlines() if ln.strip()]
         raise RunError(lines[-1] if lines else f"pytest stopped with exit code {int(code)}")
-    pods = session.pytest_config.stash.get(plugin.PODS, {})
-    host = next(iter(pods.values())).name if pods else target.spec
+    host = "local" if target.spec in ("local://", "local") else target.spec
     return Report(host=host, profile=profile, started=started, duration_s=duration, results=results)
 
 
