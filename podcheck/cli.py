@@ -55,6 +55,11 @@ def check(
     junit_xml: Optional[Path] = typer.Option(None, "--junit-xml", help="write JUnit XML (one testcase per check)"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="print failures only"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="print durations and descriptions"),
+    fix: bool = typer.Option(False, "--fix", help="repair what fails (also installs a bare pod), then check again"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="with --fix: print the plan and its commands, change nothing"),
+    safe_only: bool = typer.Option(False, "--safe-only", help="with --fix: run only repairs whose blast radius is safe"),
+    background: Optional[bool] = typer.Option(None, "--background/--no-background",
+                                              help="with --fix: run slow repairs detached (default: [fix] background)"),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
 ) -> None:
     """Run the checks and print a table (the default command)."""
@@ -71,14 +76,25 @@ def check(
     specs = [h for h in hosts.split(",") if h.strip()] or ["local://"]
     targets = [runner.Target.parse(h, ssh_config=_str(ssh_config), ssh_identity_file=_str(ssh_identity_file))
                for h in specs]
+    if (dry_run or safe_only or background is not None) and not fix:
+        raise UsageFailure("--dry-run, --safe-only and --background apply only with --fix")
     try:
-        reports = [runner.run(cfg, t, profile=profile, select=select) for t in targets]
+        if fix:
+            from podcheck import fixer
+            opts = fixer.Options(profile=profile, select=select, dry_run=dry_run, safe_only=safe_only,
+                                 background=cfg.fix.background if background is None else background)
+            reports = [fixer.fix(cfg, t, opts) for t in targets]
+        else:
+            reports = [runner.run(cfg, t, profile=profile, select=select) for t in targets]
     except runner.RunError as exc:
         raise UsageFailure(f"no verdict: {exc}") from None
     if json_out == "-":
         typer.echo(json_report.render(reports), nl=False)
     else:
         for report in reports:
+            if fix:
+                from podcheck import fixer
+                fixer.write_repairs(report, sys.stdout)
             terminal.write(report, sys.stdout, quiet=quiet, verbose=verbose)
         if json_out:
             write_atomic(json_out, json_report.render(reports))
@@ -106,6 +122,37 @@ def list_checks(
     width = max(len(s.id) for s in specs)
     for s in specs:
         typer.echo(f"{s.id:<{width}}  {','.join(s.profiles):<20}  {s.repair or '-':<18}  {s.description}")
+
+
+@app.command("status")
+def status(
+    config: Optional[Path] = ConfigOpt,
+    hosts: str = typer.Option("local://", "--hosts", help="testinfra host URL of the pod"),
+    as_json: bool = typer.Option(False, "--json", help="print the status as JSON"),
+) -> None:
+    """Install markers, the fix lock, background repairs with their log tail, and the last --fix."""
+    from podcheck import fixer, runner
+
+    pod = fixer.connect(load_config(config), runner.Target.parse(hosts))
+    data = fixer.status(pod)
+    typer.echo(json.dumps(data, indent=2) if as_json else fixer.render_status(data), nl=not as_json)
+
+
+@app.command("reset")
+def reset(
+    ids: List[str] = typer.Argument(None, metavar="[REPAIR_ID]...", help="repairs to forget (default: all)"),
+    config: Optional[Path] = ConfigOpt,
+    hosts: str = typer.Option("local://", "--hosts", help="testinfra host URL of the pod"),
+) -> None:
+    """Forget install markers, so the next --fix runs those repairs again."""
+    from podcheck import fixer, runner
+
+    pod = fixer.connect(load_config(config), runner.Target.parse(hosts))
+    try:
+        gone = fixer.reset(pod, list(ids or []))
+    except ValueError as exc:
+        raise UsageFailure(str(exc)) from None
+    typer.echo(f"forgot the markers of {', '.join(gone)}" if gone else "no marker to forget")
 
 
 def _str(path: Optional[Path]) -> Optional[str]:

@@ -64,6 +64,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "memory": {"min_ram_available_gib": 4.0, "min_vram_free_gib": 2.0},
     "disk": {"min_free_gib": 10.0, "min_free_inodes": 10000},
     "training": {"gpu_util_threshold": 5.0, "stuck_seconds": 300, "roots": ["{workspace}/fluxgym/outputs"]},
+    "fix": {
+        "background": False,  # `--fix` runs slow repairs detached (as `--background`)
+        "base_python": "python3",  # the interpreter the `venv` repair creates the pod venv with
+        "ffmpeg_install": ["apt-get", "-o", "DPkg::Lock::Timeout=120", "install", "-y", "-q", "ffmpeg"],
+        "pip_args": [],  # extra `pip install` arguments for every install (e.g. --find-links, --no-compile)
+        "install_timeout": 1800.0,  # one pip, git or package-manager command
+        "launch_timeout": 180.0,  # until a launched ComfyUI answers /system_stats
+        "lock_wait_seconds": 1800.0,  # a second fixer waits this long for the first
+        "lock_lease_seconds": 120.0,  # a lock whose heartbeat is older than this is taken over
+        "legacy_markers": "{workspace}/.install_markers",
+        "legacy_state_env": "{workspace}/runpodTools/state.env",
+    },
 }
 
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
