@@ -115,17 +115,11 @@ def show_facts(
     ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="ssh_config for ssh:// hosts"),
 ) -> None:
     """Print what the probe and NVML see, as JSON (to record a GPU machine's facts for tests)."""
-    import testinfra
-
     from podcheck.pod import Pod
     from podcheck.runner import Target
 
-    target = Target.parse(hosts, ssh_config=_str(ssh_config))
-    spec, connection = target.spec, None
-    if spec.startswith("chroot://"):
-        spec, connection = spec[len("chroot://"):], "chroot"
     try:
-        host = testinfra.get_host(spec, connection=connection, ssh_config=target.ssh_config)
+        host = Target.parse(hosts, ssh_config=_str(ssh_config)).host()
     except Exception as exc:  # testinfra raises plain RuntimeError/ValueError on bad host specs
         raise UsageFailure(f"--hosts {hosts}: {exc}") from None
     typer.echo(json.dumps(Pod(load_config(config), host).facts.as_dict(), indent=2))
