@@ -41,17 +41,7 @@ class Options:
 
 def connect(config: Config, target: runner.Target) -> Pod:
     """The pod of a target, for repairs (the checks build their own inside pytest)."""
-    import testinfra
-
-    kw: dict[str, Any] = {}
-    if target.ssh_config:
-        kw["ssh_config"] = target.ssh_config
-    if target.ssh_identity_file:
-        kw["ssh_identity_file"] = target.ssh_identity_file
-    spec = target.spec
-    if spec.startswith("chroot://"):
-        return Pod(config, testinfra.get_host(spec[len("chroot://"):], connection="chroot", **kw))
-    return Pod(config, testinfra.get_host(spec, **kw))
+    return Pod(config, target.host())
 
 
 def fix(config: Config, target: runner.Target, opts: Options, out: TextIO = sys.stderr) -> Report:

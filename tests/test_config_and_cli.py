@@ -184,3 +184,12 @@ def test_cli_never_tracebacks_on_wrong_types(tmp_path, capsys, key, value):
     except config.ConfigError:
         code = main(["list", "--config", str(path)])
         assert_one_line_error((code, capsys.readouterr().err))
+
+
+def test_facts_command_prints_what_the_probe_sees(cpu_pod):
+    run = cpu_pod.podcheck("facts")
+    assert run.rc == 0, run.stderr
+    facts = podsim.json.loads(run.stdout)
+    assert facts["torch"]["version"] == "2.13.0+cpu" and facts["torch"]["cuda"] is None
+    assert facts["probe_error"] is None and facts["nvml"]["available"] is False
+    assert_one_line_error(cli("facts", "--hosts", "bogus://x"))

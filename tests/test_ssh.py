@@ -33,3 +33,17 @@ def test_ssh_matches_local(server, cpu_pod):
     assert remote.json["host"] == f"ssh://root@127.0.0.1:{server.port}"
     assert comparable(remote) == comparable(local)
     assert remote.status("attention.sage_import") == "failed"
+
+
+def test_unreachable_host_is_no_verdict(cpu_pod):
+    port = sshd.free_port()  # nothing listens there
+    run = cpu_pod.podcheck("--hosts", f"ssh://root@127.0.0.1:{port}", "--select", "system.ffmpeg")
+    assert run.rc == 2 and run.stdout == ""
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith(f"podcheck: error: no verdict: cannot reach ssh://root@127.0.0.1:{port}")
+    assert "Connection refused" in line
+
+
+def test_chroot_target_that_does_not_exist(cpu_pod, tmp_path):
+    run = cpu_pod.podcheck("--hosts", f"chroot://{tmp_path}/no-rootfs", "--select", "system.ffmpeg")
+    assert run.rc == 2 and "cannot reach chroot://" in run.stderr
