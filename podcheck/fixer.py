@@ -172,6 +172,29 @@ def run_steps(steps: list[planner.Step], repairs: dict[str, Repair], book: marke
     return results
 
 
+def run_one(config: Config, repair_id: str, target: runner.Target | None = None,
+            before: list[CheckResult] | None = None, out: TextIO | None = None) -> RepairResult:
+    """Run one repair now (its needs are not added), under the fix lock, and record its marker.
+    For `podcheck watch` and tests; `before` are check results it may consult (ctx.failing)."""
+    repairs = registry()
+    if repair_id not in repairs:
+        return RepairResult(repair_id, "failed", f"no repair {repair_id!r} (known: {', '.join(repairs)})")
+    pod = connect(config, target or runner.Target())
+    say = _printer(out) if out is not None else (lambda line: None)
+    ctx = Context(pod=pod, before={r.id: r for r in before or []})
+    lock = VolumeLock(pod, what=f"podcheck repair {repair_id}")
+    try:
+        with lock.held(float(config.fix.lock_wait_seconds), on_wait=lambda h: say(f"waiting: {describe(h)}")):
+            progress = Progress(pod, FOREGROUND, lock.token)
+            ctx.token, ctx.log = lock.token, progress.log
+            step = planner.Step(repairs[repair_id], "asked for")
+            result = run_steps([step], repairs, markers_mod.Markers(pod), ctx, set(), progress, lock, say, config)[0]
+            progress.finish()
+            return result
+    except LockBusy as busy:
+        return RepairResult(repair_id, "skipped", f"not run: {busy}")
+
+
 def _plan(repairs, results, recorded, ctx, opts) -> planner.Plan:
     inputs = {}
     for rid, repair in repairs.items():

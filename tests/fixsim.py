@@ -110,11 +110,11 @@ def log_python(python: Path, log: Path) -> None:
     python.chmod(0o755)
 
 
-def bare_pod(root: Path, *, sage: str = "required", user: str = "alice") -> podsim.SimPod:
+def bare_pod(root: Path, *, sage: str = "required", user: str = "alice", comfyui: bool = True) -> podsim.SimPod:
     """An empty workspace whose config points at a local upstream and wheelhouse; no GPU, CPU torch."""
     pod = podsim.SimPod(root)
     pod.workspace.mkdir(parents=True, exist_ok=True)
-    repo = upstream(root)
+    repo = upstream(root) if comfyui else root / "no-upstream"
     pod.configure(
         pod={"workspace": str(pod.workspace), "gpu": "absent", "user": user, "probe_timeout": 120.0},
         torch={"cuda": "cpu", "spec": podsim.TORCH_SPEC, "index_url": ""},
