@@ -121,7 +121,8 @@ def bare_pod(root: Path, *, sage: str = "required", user: str = "alice", comfyui
         attention={"sage": sage, "sage_spec": "sageattention"},
         comfyui={"repo": str(repo), "ref": "master", "listen": "127.0.0.1", "port": free_port(),
                  "http_timeout": 2.0, "extra_args": ["--cpu"]},
-        fix={"base_python": podsim.BASE_PYTHON, "pip_args": pip_args(), "launch_timeout": 60.0},
+        fix={"base_python": podsim.BASE_PYTHON, "pip_args": pip_args(), "launch_timeout": 60.0,
+             "ffmpeg_install": ["true"]},  # the machine has ffmpeg; the apt path has its own test
     )
     return pod
 
