@@ -124,32 +124,43 @@ def list_checks(
         typer.echo(f"{s.id:<{width}}  {','.join(s.profiles):<20}  {s.repair or '-':<18}  {s.description}")
 
 
-@app.command("status")
-def status(
-    config: Optional[Path] = ConfigOpt,
-    hosts: str = typer.Option("local://", "--hosts", help="testinfra host URL of the pod"),
-    as_json: bool = typer.Option(False, "--json", help="print the status as JSON"),
-) -> None:
-    """Install markers, the fix lock, background repairs with their log tail, and the last --fix."""
+HostOpt = typer.Option("local://", "--hosts", help="testinfra host URL of the pod")
+SshConfigOpt = typer.Option(None, "--ssh-config", help="ssh_config for ssh:// hosts")
+
+
+def _pod(config: Optional[Path], hosts: str, ssh_config: Optional[Path]):
+    """The pod behind one --hosts URL, or one line and exit 2 when it cannot be reached."""
     from podcheck import fixer, runner
 
-    pod = fixer.connect(load_config(config), runner.Target.parse(hosts))
-    data = fixer.status(pod)
+    try:
+        pod = fixer.connect(load_config(config), runner.Target.parse(hosts, ssh_config=_str(ssh_config)))
+    except (ValueError, RuntimeError) as exc:
+        raise UsageFailure(f"--hosts {hosts}: {exc}") from None
+    reached = pod.run("true")
+    if not reached.ok:
+        detail = (reached.stderr or reached.stdout).strip().splitlines()
+        raise UsageFailure(f"cannot reach {hosts}: {detail[-1] if detail else reached.why()}")
+    return pod
+
+
+@app.command("status")
+def status(config: Optional[Path] = ConfigOpt, hosts: str = HostOpt, ssh_config: Optional[Path] = SshConfigOpt,
+           as_json: bool = typer.Option(False, "--json", help="print the status as JSON")) -> None:
+    """Install markers, the fix lock, background repairs with their log tail, and the last --fix."""
+    from podcheck import fixer
+
+    data = fixer.status(_pod(config, hosts, ssh_config))
     typer.echo(json.dumps(data, indent=2) if as_json else fixer.render_status(data), nl=not as_json)
 
 
 @app.command("reset")
-def reset(
-    ids: List[str] = typer.Argument(None, metavar="[REPAIR_ID]...", help="repairs to forget (default: all)"),
-    config: Optional[Path] = ConfigOpt,
-    hosts: str = typer.Option("local://", "--hosts", help="testinfra host URL of the pod"),
-) -> None:
+def reset(ids: List[str] = typer.Argument(None, metavar="[REPAIR_ID]...", help="repairs to forget (default: all)"),
+          config: Optional[Path] = ConfigOpt, hosts: str = HostOpt, ssh_config: Optional[Path] = SshConfigOpt) -> None:
     """Forget install markers, so the next --fix runs those repairs again."""
-    from podcheck import fixer, runner
+    from podcheck import fixer
 
-    pod = fixer.connect(load_config(config), runner.Target.parse(hosts))
     try:
-        gone = fixer.reset(pod, list(ids or []))
+        gone = fixer.reset(_pod(config, hosts, ssh_config), list(ids or []))
     except ValueError as exc:
         raise UsageFailure(str(exc)) from None
     typer.echo(f"forgot the markers of {', '.join(gone)}" if gone else "no marker to forget")

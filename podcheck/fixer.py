@@ -138,6 +138,7 @@ def run_steps(steps: list[planner.Step], repairs: dict[str, Repair], book: marke
     results: list[RepairResult] = []
     failed: set[str] = set()
     total = len(steps)
+    recorded = book.load()
     for i, step in enumerate(steps, 1):
         repair = step.repair
         pending.discard(step.id)
@@ -153,6 +154,7 @@ def run_steps(steps: list[planner.Step], repairs: dict[str, Repair], book: marke
         progress.step(step.id, "running", step.reason)
         ctx.commands = []
         ctx.pending = frozenset(pending)
+        ctx.marker = recorded.get(step.id)
         began = time.monotonic()
         try:
             outcome = repair.apply(ctx)
@@ -207,9 +209,10 @@ def _plan(repairs, results, recorded, ctx, opts) -> planner.Plan:
 
 
 def _legacy(pod: Pod, known: list[str]) -> list[markers_mod.Marker]:
-    hints = markers_mod.legacy_hints(pod, known)
-    return [markers_mod.Marker(id=rid, fingerprint=None, changed_at=when, source=f"legacy: {src}")
-            for rid, src, when in hints]
+    first: dict[str, markers_mod.Marker] = {}
+    for rid, src, when in markers_mod.legacy_hints(pod, known):
+        first.setdefault(rid, markers_mod.Marker(id=rid, fingerprint=None, changed_at=when, source=f"legacy: {src}"))
+    return list(first.values())
 
 
 def _commands(repair: Repair, ctx: Context) -> list[str]:
@@ -379,7 +382,8 @@ def render_status(data: dict[str, Any]) -> str:
     for rid, m in markers.items():
         when = _when(m.get("changed_at"))
         inputs = " ".join(f"{k}={v}" for k, v in (m.get("inputs") or {}).items() if not isinstance(v, list))
-        source = "" if m.get("source") == "podcheck" else f"  ({m.get('source')})"
+        source = f"  ({m['source']}, not verified yet)" if m.get("source") != "podcheck" else \
+            (f"  (migrated from {m['hint']})" if m.get("hint") else "")
         lines.append(f"  {rid:<{width}}  changed {when}, verified {_when(m.get('verified_at'))}"
                      f"{'  ' + inputs if inputs else ''}{source}")
     lock = data.get("lock")

@@ -51,7 +51,8 @@ class Marker:
     changed_at: float | None = None  # when the repair last changed something
     verified_at: float | None = None  # when it last ran successfully
     podcheck: str = __version__
-    source: str = "podcheck"  # or "legacy: <file>"
+    source: str = "podcheck"  # or "legacy: <file>" for a migrated hint not verified yet
+    hint: str | None = None  # the legacy marker this one was migrated from, kept after verification
 
     def changes(self, inputs: dict[str, Any]) -> list[str]:
         """The input names whose value differs from the recorded ones."""
@@ -95,7 +96,8 @@ class Markers:
         marker = Marker(
             id=rid, fingerprint=fingerprint(inputs) if inputs is not None else None,
             inputs=shown(inputs or {}), verified_at=now,
-            changed_at=now if changed else (old.changed_at if old else None))
+            changed_at=now if changed else (old.changed_at if old else None),
+            hint=old.hint if old and old.hint else (old.source if old and old.source != "podcheck" else None))
         markers[rid] = marker
         self.save_all(markers)
         return marker

@@ -130,6 +130,7 @@ class Context:
     pending: frozenset[str] = frozenset()
     token: str = ""
     dry_run: bool = False
+    marker: Any = None  # the repair's marker before this run (podcheck.markers.Marker), or None
     log: Callable[[str], None] = lambda text: None
     commands: list[str] = field(default_factory=list)
 

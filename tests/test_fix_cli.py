@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -13,6 +15,12 @@ import fixsim
 import podsim
 from podcheck import config
 from podcheck.fixer import run_one
+
+
+@pytest.fixture
+def cpu_pod(cpu_pod):
+    """The healthy CPU pod, with an ffmpeg installer that runs no apt-get (its own test does that)."""
+    return cpu_pod.configure(fix={"ffmpeg_install": ["true"]})
 
 
 def ffmpeg_gone(pod, tmp_path):
@@ -118,3 +126,52 @@ def test_a_second_fixer_waits_for_the_first_then_gives_up_with_a_clear_message(c
     assert "still holds the fix lock after 1 s; nothing was repaired" in run.stderr
     assert repairs(run)["ffmpeg"]["status"] == "skipped" and not installed.exists()
     assert json.loads(lock.read_text())["host"] == "pod-b"
+
+
+def test_legacy_markers_are_hints_migrated_and_verified(cpu_pod):
+    legacy = cpu_pod.workspace / ".install_markers"
+    legacy.mkdir()
+    for name in ("comfyui_core", "ffmpeg_source", "custom_nodes", "sageattention"):
+        (legacy / name).write_text("installed 2025-06-01\n")
+    state_env = cpu_pod.workspace / "runpodTools" / "state.env"
+    state_env.parent.mkdir()
+    state_env.write_text("DONE_COMFYUI_REQUIREMENTS=1\nexport DONE_TORCH=1\nDONE_CUSTOM_NODES=1\n")
+    run = cpu_pod.podcheck("--fix", "--json", "-")
+    assert run.rc == 0, run.stdout + run.stderr
+    assert f"[3/3] torch (replaces-packages, slow): recorded by legacy: {state_env}: DONE_TORCH=1, inputs unknown" \
+        in run.stderr
+    markers = json.loads((cpu_pod.state_dir / "markers.json").read_text())
+    assert set(markers) == {"comfyui", "ffmpeg", "sage", "torch", "venv"}  # custom nodes are not podcheck's
+    # verified by running the repair (its check applies): a fingerprint now, the hint kept
+    assert markers["ffmpeg"]["fingerprint"] and markers["ffmpeg"]["hint"] == f"legacy: {legacy}/ffmpeg_source"
+    assert markers["torch"]["fingerprint"] and markers["torch"]["source"] == "podcheck"
+    # no check of this pod judges them (sage is off, no ComfyUI check here): hints, never trusted as done
+    assert markers["sage"]["fingerprint"] is None and markers["sage"]["source"] == f"legacy: {legacy}/sageattention"
+    assert markers["comfyui"]["source"] == f"legacy: {legacy}/comfyui_core"
+    assert sorted(p.name for p in legacy.iterdir()) == ["comfyui_core", "custom_nodes", "ffmpeg_source", "sageattention"]
+    status = cpu_pod.podcheck("status")
+    assert f"(legacy: {legacy}/sageattention, not verified yet)" in status.stdout
+    assert f"(migrated from legacy: {legacy}/ffmpeg_source)" in status.stdout
+
+
+def test_two_fixers_at_once_one_waits_and_the_state_stays_valid(cpu_pod, tmp_path):
+    env, installed = ffmpeg_gone(cpu_pod, tmp_path)
+    slow = cpu_pod.settings["fix"]["ffmpeg_install"]
+    cpu_pod.configure(fix={"ffmpeg_install": ["sh", "-c", 'sleep 2 && exec "$@"', "sh", *slow]})
+    full = {**os.environ, "PODCHECK_CONFIG": str(cpu_pod.config_path), **env}
+    procs = [subprocess.Popen([sys.executable, "-m", "podcheck", "--fix", "--json", "-"], cwd=cpu_pod.root, env=full,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    waited = [i for i, (_, err) in enumerate(outs) if "waiting: podcheck --fix (pid" in err]
+    assert len(waited) == 1, outs
+    first, second = 1 - waited[0], waited[0]
+    assert f"(pid {procs[first].pid} on {os.uname().nodename}" in outs[second][1]
+    ran = {r["id"]: r["status"] for r in json.loads(outs[first][0])["repairs"]}
+    after_wait = {r["id"]: r["status"] for r in json.loads(outs[second][0])["repairs"]}
+    assert ran["ffmpeg"] == "changed" and after_wait["ffmpeg"] == "unchanged"  # it looked again after waiting
+    assert installed.is_file()
+    state = cpu_pod.state_dir
+    for name in ("markers.json", "fix-progress.json", "last-fix.json"):
+        json.loads((state / name).read_text())
+    assert not list(state.glob("*.tmp")) and not list(state.glob(".*.tmp")) and not (state / "fix.lock").exists()
