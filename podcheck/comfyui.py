@@ -491,17 +491,10 @@ def read_log(pod: Any, path: str, max_bytes: int = 8 << 20) -> Log:
     return Log(path, text, float(stamp) if stamp.strip().isdigit() else None)
 
 
-def run_lines(text: str, pid: int, alone: bool) -> list[str] | None:
-    """The log lines written since ComfyUI `pid` was launched: after its launch banner; without
-    banners the whole log when it is the only ComfyUI (`alone`); None when they cannot be told apart."""
-    lines = text.splitlines()
+def launch_line(lines: Sequence[str], pid: int) -> int | None:
+    """Where in a log ComfyUI `pid` was launched: the index of its last launch banner, or None."""
     mine = launch_banner(pid)
-    for i in range(len(lines) - 1, -1, -1):
-        if lines[i].strip() == mine:
-            return lines[i + 1:]
-    if any(line.startswith(LAUNCH_BANNER) for line in lines) or not alone:
-        return None
-    return lines
+    return next((i for i in range(len(lines) - 1, -1, -1) if lines[i].strip() == mine), None)
 
 
 def last_start(lines: Sequence[str]) -> tuple[int, str] | None:

@@ -104,7 +104,7 @@ class Launcher:
               cwd: Path | None = None, wait: str = "http", timeout: float = 60) -> Comfy:
         """Run `python script --listen 127.0.0.1 --port PORT *flags` in `cwd` (default comfyui_dir), its
         output appended to `log`; wait until it answers HTTP ("http"), prints its GUI line ("log"),
-        exits ("exit") or not at all (None)."""
+        is python, no longer the shell before it ("exec"), exits ("exit") or not at all (None)."""
         port = port or free_port()
         argv = [str(python), script, "--listen", "127.0.0.1", "--port", str(port), *flags]
         lead = f'echo "[podcheck] ComfyUI launch pid=$$"; ' if banner else ""
@@ -129,6 +129,8 @@ class Launcher:
                 raise RuntimeError(f"stand-in exited {comfy.process.returncode}:\n{comfy.log.read_text()[-2000:]}")
             if until == "log" and f":{comfy.port}" in comfy.log.read_text():
                 return
+            if until == "exec" and _program(comfy.pid) not in ("sh", ""):
+                return
             if until == "http" and _answers(comfy.port):
                 return
             time.sleep(0.05)
@@ -137,6 +139,13 @@ class Launcher:
     def stop_all(self) -> None:
         for comfy in reversed(self.started):
             comfy.stop()
+
+
+def _program(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    except OSError:
+        return ""
 
 
 def _answers(port: int) -> bool:
