@@ -71,8 +71,7 @@ def test_user_dirs(pod, say):
                 problems.append(f"{kind}/{name} {problem}")
     assert not problems, (
         f"per-user folders in {cfg.workspace}: " + "; ".join(problems)
-        + " (repair: isolation.user_dirs creates missing folders and replaces bad links by real folders; "
-        "invalid names need a rename by hand)")
+        + " (repair: isolation.user_dirs; an invalid name needs a rename by hand)")
     say(f"{len(valid)} user(s): {', '.join(valid)}")
 
 
