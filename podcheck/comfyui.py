@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from podcheck.paths import resolve
+from podcheck.paths import PLAIN, resolve
 
 DEFAULT_PORT = 8188
 DEFAULT_LISTEN = "127.0.0.1"
@@ -483,7 +483,7 @@ class Log:
 
 def read_log(pod: Any, path: str, max_bytes: int = 8 << 20) -> Log:
     """The last `max_bytes` of a log, with its modification time (epoch seconds, the pod's clock)."""
-    ran = pod.run("sh", "-c", 'stat -c %Y -- "$1" && tail -c "$2" -- "$1"', "sh", path, str(max_bytes))
+    ran = pod.run("sh", "-c", 'stat -c %Y -- "$1" && tail -c "$2" -- "$1"', "sh", path, str(max_bytes), env=PLAIN)
     if not ran.ok:
         lines = ran.stderr.strip().splitlines()
         return Log(path, None, None, lines[-1] if lines else ran.why())
