@@ -2,9 +2,15 @@
 stand-in ComfyUI processes: the healthy pod, then each fault built for real."""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 
 import sim_comfyui
+import sshd
 from sim_comfyui import comfy_log, comfy_pod, launcher, sage_py, user_flags  # noqa: F401  (fixtures)
 
 #: The areas these tests judge; other areas' checks are left out so their own faults cannot leak in.
@@ -26,23 +32,52 @@ def assert_others_pass(result):
         assert result.status(check) == "passed", (check, result.result(check))
 
 
-def test_healthy_pod_local_and_remote(tmp_path, sage_py, launcher):
+def healthy_pod(tmp_path, sage_py, launcher):
+    """A pod whose ComfyUI runs with sage and alice's folders; the log also holds an earlier run that fell
+    back, before this run's launch banner, so it does not count."""
     pod = comfy_pod(tmp_path, sage_py)
     log = comfy_log(pod)
     log.parent.mkdir(parents=True)
-    # an earlier run that fell back: its lines are before this run's launch banner, so they do not count
     log.write_text("[podcheck] ComfyUI launch pid=1\nUsing sage attention\n"
                    "Error running sage attention: SM89 kernel is not available., using pytorch attention instead.\n")
     comfy = launcher.start(pod.workspace / "ComfyUI", "--use-sage-attention", "--cpu",
                            *user_flags(pod.workspace, "alice"), python=sage_py, log=log)
+    return pod, comfy
+
+
+def assert_healthy(result, comfy):
+    assert result.rc == 0, result.stdout
+    assert {c: result.status(c) for c in CHECKS} == dict.fromkeys(CHECKS, "passed")
+    assert_others_pass(result)
+    assert result.status("attention.sage_import") == "passed"
+    assert f"pid {comfy.pid} (port {comfy.port})" in result.result("comfyui.running")["message"]
+    assert result.result("comfyui.launch_flags")["message"] == f"pid {comfy.pid} (port {comfy.port}) for alice, sage"
+
+
+def test_healthy_pod_local_and_through_commands(tmp_path, sage_py, launcher):
+    pod, comfy = healthy_pod(tmp_path, sage_py, launcher)
     for hosts in ("local://", "chroot:///"):  # chroot of / reaches the same pod through commands only
-        result = run(pod, "--hosts", hosts)
-        assert result.rc == 0, result.stdout
-        assert {c: result.status(c) for c in CHECKS} == dict.fromkeys(CHECKS, "passed"), hosts
-        assert_others_pass(result)
-        assert result.status("attention.sage_import") == "passed"
-        assert f"pid {comfy.pid} (port {comfy.port})" in result.result("comfyui.running")["message"]
-        assert result.result("comfyui.launch_flags")["message"] == f"pid {comfy.pid} (port {comfy.port}) for alice, sage"
+        assert_healthy(run(pod, "--hosts", hosts), comfy)
+
+
+@pytest.mark.ssh
+def test_healthy_pod_over_ssh(tmp_path, sage_py, launcher):
+    if os.geteuid() != 0:
+        pytest.skip("sshd for root logins needs root")
+    short = tempfile.mkdtemp(prefix="sshd-", dir="/tmp")  # ssh's ControlPath must fit a unix socket name
+    try:
+        server = sshd.start(Path(short))
+    except RuntimeError as exc:
+        shutil.rmtree(short)
+        pytest.skip(str(exc))
+    try:
+        pod, comfy = healthy_pod(tmp_path, sage_py, launcher)
+        result = run(pod, "--hosts", server.url, "--ssh-config", str(server.ssh_config))
+        assert result.json["host"] == server.url
+        assert_healthy(result, comfy)
+    finally:
+        server.stop()
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def test_launch_flag_faults_no_sage_flag_and_no_output_directory(tmp_path, sage_py, launcher):

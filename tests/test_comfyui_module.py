@@ -13,6 +13,7 @@ import testinfra
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import podsim
 import sim_comfyui
 from podcheck import comfyui, config
 from podcheck.pod import Pod
@@ -228,3 +229,21 @@ def test_read_log(tmp_path, torch_python):
         assert log.text == "last line\n" and abs(log.mtime - path.stat().st_mtime) < 1
         missing = comfyui.read_log(pod, str(tmp_path / "nope.log"))
         assert missing.text is None and "No such file" in missing.error
+
+
+def test_http_through_the_pod_python_where_curl_is_missing(tmp_path, torch_python, launcher, monkeypatch):
+    sim = sim_comfyui.comfy_pod(tmp_path, torch_python, sage="off")
+    comfy = launcher.start(sim.workspace / "ComfyUI", python=torch_python, log=sim_comfyui.comfy_log(sim))
+    silent = launcher.start(sim.workspace / "ComfyUI", python=torch_python, log=sim_comfyui.comfy_log(sim),
+                            env={"STANDIN_HTTP": "silent"}, wait="log")
+    monkeypatch.setenv("PATH", podsim.path_without("curl", root=tmp_path))
+    remote = pods(sim)[1]
+    assert remote.run("curl", "--version").not_found
+    answer = comfyui.request(remote, comfyui.url_for(comfy.port, "/queue"))
+    assert answer.ok and answer.data == {"queue_running": [], "queue_pending": []}, answer
+    posted = comfyui.request(remote, comfyui.url_for(comfy.port, "/queue"), "POST", {"clear": True})
+    assert posted.ok and posted.status == 200
+    missing = comfyui.request(remote, comfyui.url_for(comfy.port, "/nosuch"))
+    assert (missing.status, missing.ok, missing.data) == (404, False, {"error": "not found"})
+    hung = comfyui.request(remote, comfyui.url_for(silent.port, "/system_stats"), timeout=1.0)
+    assert not hung.ok and hung.error == "no answer within 1 s", hung
