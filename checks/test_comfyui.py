@@ -6,8 +6,7 @@ import pytest
 from podcheck import comfyui, paths
 from podcheck.users import invalid_reason
 
-#: The per-user folders a ComfyUI must be given: option, and the folder under the workspace it must be in.
-USER_FOLDERS = (("--output-directory", "output"), ("--input-directory", "input"), ("--temp-directory", "temp"))
+USER_FOLDERS = comfyui.USER_FOLDERS
 
 
 def skip_unless_enabled(pod):

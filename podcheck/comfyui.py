@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from podcheck.paths import PLAIN, resolve
+from podcheck.users import require_valid
 
 DEFAULT_PORT = 8188
 DEFAULT_LISTEN = "127.0.0.1"
@@ -56,6 +57,10 @@ FLAGS = frozenset("""
 #: Options whose value may be left out (argparse nargs="?"), with the value they take then.
 CONST = {"--listen": "0.0.0.0,::", "--enable-cors-header": "*", "--directml": "-1", "--async-offload": "2",
          "--verbose": "DEBUG"}
+
+#: The per-user folders every ComfyUI must be given: its option, and the tree under the workspace
+#: ({workspace}/<kind>/<user>) it must point into. ComfyUI empties its temp folder at start and exit.
+USER_FOLDERS = (("--output-directory", "output"), ("--input-directory", "input"), ("--temp-directory", "temp"))
 
 #: ComfyUI's mutually exclusive attention options and the line it logs at start for each.
 ATTENTION = {
@@ -198,6 +203,13 @@ def script_index(argv: Sequence[str]) -> int | None:
             continue
         return i
     return None
+
+
+def user_options(workspace: str, user: str) -> list[str]:
+    """The options that give a ComfyUI its own folders for `user` (a valid name, else ValueError):
+    what comfyui.launch_flags asks of every running ComfyUI."""
+    require_valid(user)
+    return [part for flag, kind in USER_FOLDERS for part in (flag, posixpath.join(workspace, kind, user))]
 
 
 # --- processes ---------------------------------------------------------------------------------

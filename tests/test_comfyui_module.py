@@ -144,6 +144,13 @@ def test_dirs_follow_comfyuis_folder_rules():
     assert proc.options == list(argv[2:])
 
 
+def test_user_options_are_what_launch_flags_asks():
+    assert comfyui.user_options("/w", "alice") == ["--output-directory", "/w/output/alice", "--input-directory",
+                                                    "/w/input/alice", "--temp-directory", "/w/temp/alice"]
+    with pytest.raises(ValueError, match="invalid user name '../evil'"):
+        comfyui.user_options("/w", "../evil")
+
+
 def test_connect_host_and_urls():
     assert comfyui.connect_host("127.0.0.1") == "127.0.0.1"
     assert comfyui.connect_host("0.0.0.0,::") == "127.0.0.1"
