@@ -163,6 +163,8 @@ def test_per_user(pod, say):
     for p in _external(pod, s.process_pattern, listing):
         for script in [a for a in procs.argv(pod, p.pid) or [] if a.endswith(".sh")]:
             mappings += [(f"{script} (pid {p.pid})", t.src, t.dst) for t in _script_transfers(pod, script)]
+    ours = (c.workspace.rstrip("/") + "/", c.comfyui_dir.rstrip("/") + "/")
+    mappings = [m for m in mappings if (m[1].rstrip("/") + "/").startswith(ours)]  # this pod's folders only
     if not mappings and not problems:
         pytest.skip("no sync to judge: no podcheck sync loop, no rclone transfer running, no loop script found")
     for where, src, dst in mappings:

@@ -19,7 +19,7 @@ class Proc:
 
 def listing(pod: Any) -> list[Proc]:
     """Every process on the host (empty when ps cannot run)."""
-    ran = pod.run("ps", "-eo", "pid=,ppid=,etimes=,args=")
+    ran = pod.run("ps", "-ww", "-eo", "pid=,ppid=,etimes=,args=")  # -ww: never cut at the terminal width
     if not ran.ok:
         return []
     out = []
