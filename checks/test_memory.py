@@ -14,12 +14,12 @@ def test_ram(pod, say):
     if room is None:
         pytest.skip("cannot read the memory cgroup or /proc/meminfo")
     want = cfg.min_ram_available_gib * memory.GIB
-    shown = f"used {human(room.used)} of {human(room.limit)} ({room.source}), {human(room.available)} available"
+    shown = f"used {human(room.used)} of {human(room.limit)} ({room.source})"
     assert room.available >= want, (
         f"only {human(room.available)} RAM available, below [memory] min_ram_available_gib = "
         f"{cfg.min_ram_available_gib:g}: {shown}; the OOM killer acts at this limit, so the next large model load "
         "or generation may be killed (repair: memory.free)")
-    say(shown)
+    say(f"{human(room.available)} available; {shown}")
 
 
 @pytest.mark.podcheck(id="memory.vram", repair="memory.free", needs=("gpu.driver",))

@@ -283,8 +283,9 @@ def judge_tensorrt(pod: Any, gpus: list[dict[str, Any]], env: dict[str, str], no
 
 _FS_INFO = """
 for p; do
-  q="$p"; while [ ! -e "$q" ]; do q=$(dirname -- "$q"); done
-  printf '%s\\t%s\\t%s\\t%s\\n' "$p" "$q" "$(readlink -f -- "$q")" "$(stat -f -c %T -- "$q")"
+  r=$(readlink -m -- "$p"); q="$r"
+  while [ ! -e "$q" ]; do q=$(dirname -- "$q"); done
+  printf '%s\\t%s\\t%s\\n' "$p" "$r" "$(stat -f -c %T -- "$q")"
 done
 """
 
@@ -294,14 +295,13 @@ def is_network_fs(fstype: str) -> bool:
 
 
 def fs_info(pod: Any, paths: list[str]) -> dict[str, tuple[str, str]]:
-    """path -> (its real path, the type of the filesystem it is or would be created on)."""
+    """path -> (its real path, links followed, `readlink -m`; the type of the filesystem it is or would be on)."""
     ran = pod.run("sh", "-c", _FS_INFO, "sh", *paths)
     out = {}
     for line in ran.stdout.splitlines():
         parts = line.split("\t")
-        if len(parts) == 4:
-            path, existing, real, fstype = parts
-            out[path] = (real + path[len(existing):], fstype)
+        if len(parts) == 3:
+            out[parts[0]] = (parts[1], parts[2])
     return out
 
 

@@ -44,11 +44,10 @@ def script_of(argv: list[str]) -> str | None:
     for arg in argv:
         if SCRIPT.search(arg):
             return arg
-    launched = any(a == "launch" for a in argv) and any(
-        posixpath.basename(a) == "accelerate" or a.startswith("accelerate.commands") for a in argv)
-    if launched:
-        after = argv[argv.index("launch") + 1:] if "launch" in argv else argv
-        return next((a for a in after if a.endswith(".py")), None)
+    for i, arg in enumerate(argv):
+        if arg == "accelerate.commands.launch" or (
+                arg == "launch" and i > 0 and posixpath.basename(argv[i - 1]) == "accelerate"):
+            return next((a for a in argv[i + 1:] if a.endswith(".py")), None)
     return None
 
 

@@ -2,6 +2,7 @@
 loop, drive sections for the config rules, the managed loop started and killed for real."""
 from __future__ import annotations
 
+import doctest
 import json
 import os
 import signal
@@ -307,3 +308,10 @@ def test_judge_mapping():
     settings = {"workspace": "/w", "folders": ["output", "workflows"], "remote": "g", "remote_root": ""}
     assert syncloop.plan(settings, ["alice", "../evil"]) == [
         ("/w/output/alice", "g:output/alice"), ("/w/workflows/alice", "g:workflows/alice")]
+
+
+def test_module_examples():
+    """The examples in the modules' docstrings hold."""
+    for module in (rclone,):
+        result = doctest.testmod(module)
+        assert result.attempted and not result.failed, module.__name__
