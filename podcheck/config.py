@@ -76,6 +76,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "pip_args": [],  # extra `pip install` arguments for every install (e.g. --find-links, --no-compile)
         "install_timeout": 1800.0,  # one pip, git or package-manager command
         "launch_timeout": 180.0,  # until a launched ComfyUI answers /system_stats
+        "kernel_cache_dir": "/tmp/podcheck-kernel-cache",  # local disk for a launched ComfyUI's Triton/Inductor caches
         "lock_wait_seconds": 1800.0,  # a second fixer waits this long for the first
         "lock_lease_seconds": 120.0,  # a lock whose heartbeat is older than this is taken over
         "legacy_markers": "{workspace}/.install_markers",

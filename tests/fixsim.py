@@ -115,12 +115,18 @@ def bare_pod(root: Path, *, sage: str = "required", user: str = "alice", comfyui
     pod = podsim.SimPod(root)
     pod.workspace.mkdir(parents=True, exist_ok=True)
     repo = upstream(root) if comfyui else root / "no-upstream"
+    drive = root / "drive"  # the "Google Drive": an rclone alias remote on local disk
+    drive.mkdir()
+    rclone_conf = root / "rclone.conf"
+    rclone_conf.write_text(f"[gdrive]\ntype = alias\nremote = {drive}\n")
+    rclone_conf.chmod(0o600)
     pod.configure(
         pod={"workspace": str(pod.workspace), "gpu": "absent", "user": user, "probe_timeout": 120.0},
         torch={"cuda": "cpu", "spec": podsim.TORCH_SPEC, "index_url": ""},
         attention={"sage": sage, "sage_spec": "sageattention"},
         comfyui={"repo": str(repo), "ref": "master", "listen": "127.0.0.1", "port": free_port(),
-                 "http_timeout": 2.0, "extra_args": ["--cpu"]},
+                 "http_timeout": 2.0, "extra_args": ["--cpu"], "enabled": comfyui},
+        sync={"rclone_config": str(rclone_conf), "remote": "gdrive", "interval_seconds": 5, "min_age": "0s"},
         fix={"base_python": podsim.BASE_PYTHON, "pip_args": pip_args(), "launch_timeout": 60.0,
              "ffmpeg_install": ["true"]},  # the machine has ffmpeg; the apt path has its own test
     )
