@@ -22,6 +22,7 @@ from pathlib import Path
 import podsim
 
 SIX = "six==1.17.0"  # a real small package ComfyUI's stand-in requirements.txt asks for
+TABULATE = "tabulate==0.10.0"  # another one, for a requirements.txt that changes
 SAGE_VERSION = "1.0.6+standin"
 
 SAGE_INIT = '''"""SageAttention stand-in for podcheck's tests: the 1.0.6 API, importable without triton (CPU pods)."""
@@ -63,11 +64,11 @@ def wheelhouse() -> Path:
     """torch 2.13.0 (CPU, from the machine's wheel store), its dependencies, six and the sage stand-in."""
     def build(tmp: Path) -> None:
         done = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
-                               "-d", str(tmp), podsim.TORCH_SPEC, SIX], capture_output=True, text=True)
+                               "-d", str(tmp), podsim.TORCH_SPEC, SIX, TABULATE], capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"pip download failed:\n{done.stderr[-2000:]}")
         sage_wheel(tmp)
-    return podsim.cached("fix-wheelhouse-1", build)
+    return podsim.cached("fix-wheelhouse-2", build)
 
 
 def pip_args() -> list[str]:
@@ -164,3 +165,39 @@ def read_json(path: Path):
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def stop_pod(root: Path) -> None:
+    """Kill every process a test pod left running (ComfyUI, sync loop, background fixer): any process
+    whose command line names a path under `root`, with its process group."""
+    import signal
+
+    import psutil
+
+    mine = os.getpid()
+    victims = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.pid != mine and any(str(root) in arg for arg in proc.info.get("cmdline") or []):
+            victims.append(proc)
+    for proc in victims:
+        try:
+            os.killpg(os.getpgid(proc.pid), signal.SIGKILL) if os.getpgid(proc.pid) == proc.pid else proc.kill()
+        except (ProcessLookupError, psutil.Error, PermissionError):
+            pass
+    psutil.wait_procs(victims, timeout=5)
+
+
+def layered_pod(root: Path, *, sage: str = "required") -> podsim.SimPod:
+    """A bare pod whose pod python already has torch (a venv that sees the cached torch venv): for tests
+    about what comes after torch, without paying for a torch install."""
+    pod = bare_pod(root, sage=sage)
+    podsim.layered_venv(pod.workspace / "venv")
+    return pod
+
+
+def sage_python(dest: Path) -> Path:
+    """A pod python with torch (cached venv) and the SageAttention stand-in."""
+    python = podsim.layered_venv(dest)
+    podsim.pip(sys.executable, str(next(wheelhouse().glob("sageattention-*.whl"))),
+               target=podsim.site_packages(dest))
+    return python
