@@ -63,7 +63,7 @@ class SyncConfig(Repair):
         def back_up() -> str | None:
             if not backup:
                 dest = f"{path}.podcheck-{time.strftime('%Y%m%d-%H%M%S')}.bak"
-                ran = ctx.run("cp", "-p", "--", path, dest)
+                ran = ctx.run("sh", "-c", 'cp -p -- "$1" "$2" && chmod 600 "$2"', "sh", path, dest)
                 if not ran.ok:
                     return f"cannot back up {path}: {ran.why()}"
                 backup.append(dest)
