@@ -21,10 +21,11 @@ from typing import Any, Callable
 from podcheck.state import State
 
 
-def spawn(config: Any, target: Any, opts: Any, queue: list[str], pod: Any, say: Callable[[str], None]) -> int:
-    """Start the background run for `queue`; returns its pid."""
+def spawn(config: Any, target: Any, opts: Any, queue: list[str], pod: Any, say: Callable[[str], None],
+          results: list[Any]) -> int:
+    """Start the background run for `queue`, from the check `results` the foreground ended with; its pid."""
     args = {"config": config.source, "target": asdict(target), "profile": opts.profile,
-            "select": list(opts.select), "queue": queue}
+            "select": list(opts.select), "queue": queue, "results": [asdict(r) for r in results]}
     log = f"{config.pod.state_dir}/background.log" if pod.is_local else \
         os.path.join(tempfile.gettempdir(), f"podcheck-background-{os.getpid()}.log")
     os.makedirs(os.path.dirname(log), exist_ok=True)
@@ -47,8 +48,12 @@ def main(argv: list[str]) -> int:
     args = json.loads(argv[0])
     cfg = config_mod.load(args["config"])
     target = runner.Target(**args["target"])
-    opts = fixer.Options(profile=args["profile"], select=args["select"], worker=True, force=tuple(args["queue"]))
-    report = fixer.fix(cfg, target, opts, out=sys.stdout)
+    from podcheck.results import CheckResult
+
+    opts = fixer.Options(profile=args["profile"], select=args["select"], worker=True, force=tuple(args["queue"]),
+                         given=[CheckResult(**r) for r in args["results"]])
+    with open(os.devnull, "w") as quiet:  # the progress log has every step; stdout keeps only crashes
+        report = fixer.fix(cfg, target, opts, out=quiet)
     print(f"podcheck --fix (background): done, {'all pass' if report.ok else 'failures remain'}", flush=True)
     return 0 if report.ok else 1
 

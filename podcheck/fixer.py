@@ -37,6 +37,7 @@ class Options:
     background: bool = False
     worker: bool = False  # this process IS the background run: run deferred repairs inline
     force: tuple[str, ...] = ()
+    given: list[CheckResult] | None = None  # check results to start from instead of a check run
 
 
 def connect(config: Config, target: runner.Target) -> Pod:
@@ -48,7 +49,10 @@ def fix(config: Config, target: runner.Target, opts: Options, out: TextIO = sys.
     """Run the fix loop against one target and return the after-report (with `before` and `repairs`)."""
     started = time.time()
     say = _printer(out)
-    before = runner.run(config, target, profile=opts.profile, select=opts.select)
+    if opts.given is not None:  # the background run starts from the foreground's last results
+        before = Report(host="local" if target.is_local else target.spec, profile=opts.profile, results=opts.given)
+    else:
+        before = runner.run(config, target, profile=opts.profile, select=opts.select)
     pod = connect(config, target)
     repairs = registry()
     book = markers_mod.Markers(pod)
@@ -84,10 +88,16 @@ def fix(config: Config, target: runner.Target, opts: Options, out: TextIO = sys.
                 ctx.before = {r.id: r for r in before.results}
                 report.results, report.before = before.results, list(before.results)
                 plan = _plan(repairs, before.results, book.load(), ctx, opts)
-            report.repairs, report.results = _rounds(config, target, pod, repairs, book, plan, ctx, lock, opts, say)
+            report.repairs, report.results, deferred = _rounds(config, target, pod, repairs, book, plan, ctx, lock,
+                                                               opts, say)
     except LockBusy as busy:
         say(str(busy))
         report.repairs = [RepairResult(s.id, "skipped", f"not run: {busy}") for s in plan.steps]
+        deferred = []
+    if deferred:  # after the lock is released, with what the checks said last
+        from podcheck import background
+
+        background.spawn(config, target, opts, deferred, pod, say, report.results)
     report.duration_s = time.time() - started
     _remember(pod, report, opts)
     return report
@@ -100,6 +110,7 @@ def _rounds(config, target, pod, repairs, book, plan, ctx, lock, opts, say):
     progress = Progress(pod, BACKGROUND if opts.worker else FOREGROUND, lock.token, list(opts.force))
     ctx.token, ctx.log = lock.token, progress.log
     spawned = False
+    deferred: list[str] = []
     for round_no in range(ROUNDS):
         steps = [s for s in plan.steps if s.id not in done]
         if not any(not s.skip for s in steps):
@@ -112,9 +123,7 @@ def _rounds(config, target, pod, repairs, book, plan, ctx, lock, opts, say):
         for result in run_steps(here, repairs, book, ctx, pending, progress, lock, say, config):
             done[result.id] = result
         if later:
-            from podcheck import background
-
-            background.spawn(config, target, opts, [s.id for s in later], pod, say)
+            deferred = [s.id for s in later]
             for s in later:
                 done[s.id] = RepairResult(s.id, "skipped", "running in the background (see `podcheck status`)")
             spawned = True
@@ -128,7 +137,7 @@ def _rounds(config, target, pod, repairs, book, plan, ctx, lock, opts, say):
         ctx.before = {r.id: r for r in results}
         plan = _plan(repairs, results, book.load(), ctx, opts)
     progress.finish()
-    return list(done.values()) + _idle(plan, exclude=set(done)), results
+    return list(done.values()) + _idle(plan, exclude=set(done)), results, deferred
 
 
 def run_steps(steps: list[planner.Step], repairs: dict[str, Repair], book: markers_mod.Markers, ctx: Context,
@@ -381,7 +390,9 @@ def render_status(data: dict[str, Any]) -> str:
     width = max((len(k) for k in markers), default=0)
     for rid, m in markers.items():
         when = _when(m.get("changed_at"))
-        inputs = " ".join(f"{k}={v}" for k, v in (m.get("inputs") or {}).items() if not isinstance(v, list))
+        shown = [(k, str(v)) for k, v in (m.get("inputs") or {}).items() if not isinstance(v, (list, dict))]
+        inputs = " ".join(f"{k}={v if len(v) <= 48 else v[:45] + '...'}" for k, v in shown[:4])
+        inputs += " ..." if len(shown) > 4 else ""
         source = f"  ({m['source']}, not verified yet)" if m.get("source") != "podcheck" else \
             (f"  (migrated from {m['hint']})" if m.get("hint") else "")
         lines.append(f"  {rid:<{width}}  changed {when}, verified {_when(m.get('verified_at'))}"

@@ -117,6 +117,15 @@ def registry() -> dict[str, Repair]:
     return {rid: _REGISTRY[rid]() for rid in ids}
 
 
+def shown_command(argv: tuple[str, ...] | list[str]) -> str:
+    """A command as one line for logs and reports: an inline `sh -c` script is shortened to its first line."""
+    words = [str(a) for a in argv]
+    if len(words) > 2 and words[0] == "sh" and words[1] == "-c" and "\n" in words[2].strip():
+        first = words[2].strip().splitlines()[0]
+        return shlex.join(words[:2]) + f" '{first} …' " + shlex.join(words[3:])
+    return shlex.join(words)
+
+
 @dataclass
 class Context:
     """What a repair sees: the pod, the check results before the fix, and a way to run commands.
@@ -145,7 +154,7 @@ class Context:
         full_env = dict(env or {})
         if tagged and self.token:
             full_env[TOKEN_ENV] = self.token
-        shown = shlex.join(str(a) for a in argv)
+        shown = shown_command(argv)
         self.commands.append(shown)
         started = time.monotonic()
         ran = self.pod.run(*argv, timeout=timeout, env=full_env or None)

@@ -31,13 +31,17 @@ def ffmpeg_gone(pod, tmp_path):
     return {"PATH": f"{prefix}/bin:{farm}"}, prefix / "bin" / "ffmpeg"
 
 
+#: The issue-2 checks: the repairs here are ffmpeg, venv, torch and sage (the rest have their own tests).
+CORE = ("--select", "pod,system,gpu,attention.sage_import")
+
+
 def repairs(run):
     return {r["id"]: r for r in run.json["repairs"]}
 
 
 def test_ffmpeg_repair_then_idempotent_then_reset(cpu_pod, tmp_path):
     env, installed = ffmpeg_gone(cpu_pod, tmp_path)
-    first = cpu_pod.podcheck("--fix", "--json", "-", env=env)
+    first = cpu_pod.podcheck("--fix", *CORE, "--json", "-", env=env)
     assert first.rc == 0, first.stdout + first.stderr
     before = {r["id"]: r["status"] for r in first.json["before"]}
     assert before["system.ffmpeg"] == "failed" and first.status("system.ffmpeg") == "passed"
@@ -48,7 +52,7 @@ def test_ffmpeg_repair_then_idempotent_then_reset(cpu_pod, tmp_path):
     assert fixed["torch"]["status"] == "unchanged" and "satisfies torch" in fixed["torch"]["message"]
     assert "[1/3] ffmpeg (safe): system.ffmpeg failed" in first.stderr
 
-    second = cpu_pod.podcheck("--fix", "--json", "-", env=env)
+    second = cpu_pod.podcheck("--fix", *CORE, "--json", "-", env=env)
     assert second.rc == 0
     assert {r["status"] for r in second.json["repairs"]} == {"unchanged"}
     assert all(r["commands"] == [] for r in second.json["repairs"])
@@ -60,7 +64,7 @@ def test_ffmpeg_repair_then_idempotent_then_reset(cpu_pod, tmp_path):
 
     reset = cpu_pod.podcheck("reset", "ffmpeg", env=env)
     assert reset.rc == 0 and reset.stdout.strip() == "forgot the markers of ffmpeg"
-    again = cpu_pod.podcheck("--fix", "--json", "-", env=env)
+    again = cpu_pod.podcheck("--fix", *CORE, "--json", "-", env=env)
     redone = repairs(again)["ffmpeg"]
     assert redone["status"] == "unchanged" and "was already installed" in redone["message"]
     assert redone["commands"], "reset makes the next --fix run the repair again"
@@ -84,7 +88,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path):
     pod = fixsim.bare_pod(tmp_path, comfyui=False)
     env, installed = ffmpeg_gone(pod, tmp_path)
     before = fixsim.tree(tmp_path)
-    run = pod.podcheck("--fix", "--dry-run", "--json", "-", env=env)
+    run = pod.podcheck("--fix", *CORE, "--dry-run", "--json", "-", env=env)
     assert run.rc == 1, run.stderr
     plan = repairs(run)
     assert list(plan) == ["ffmpeg", "venv", "torch", "sage"]
@@ -96,7 +100,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path):
     assert "  3. torch [replaces-packages, slow] gpu.torch_build failed:" in run.stderr
     assert fixsim.tree(tmp_path) == before and not installed.exists()
 
-    safe = pod.podcheck("--fix", "--dry-run", "--safe-only", "--json", "-", env=env)
+    safe = pod.podcheck("--fix", *CORE, "--dry-run", "--safe-only", "--json", "-", env=env)
     skips = {rid: r["message"] for rid, r in repairs(safe).items()}
     assert skips["ffmpeg"].startswith("dry run: would run") and skips["venv"].startswith("dry run: would run")
     assert skips["torch"] == "dry run: --safe-only: its blast radius is replaces-packages"
@@ -120,7 +124,7 @@ def test_a_second_fixer_waits_for_the_first_then_gives_up_with_a_clear_message(c
     lock.parent.mkdir(parents=True)
     lock.write_text(json.dumps({"token": "a" * 32, "host": "pod-b", "pid": 4242, "started": time.time(),
                                 "heartbeat": time.time() + 3600, "lease_s": 120, "what": "podcheck --fix"}))
-    run = cpu_pod.podcheck("--fix", "--json", "-", env=env)
+    run = cpu_pod.podcheck("--fix", *CORE, "--json", "-", env=env)
     assert run.rc == 1
     assert "waiting: podcheck --fix (pid 4242 on pod-b, since" in run.stderr
     assert "still holds the fix lock after 1 s; nothing was repaired" in run.stderr
@@ -136,7 +140,7 @@ def test_legacy_markers_are_hints_migrated_and_verified(cpu_pod):
     state_env = cpu_pod.workspace / "runpodTools" / "state.env"
     state_env.parent.mkdir()
     state_env.write_text("DONE_COMFYUI_REQUIREMENTS=1\nexport DONE_TORCH=1\nDONE_CUSTOM_NODES=1\n")
-    run = cpu_pod.podcheck("--fix", "--json", "-")
+    run = cpu_pod.podcheck("--fix", *CORE, "--json", "-")
     assert run.rc == 0, run.stdout + run.stderr
     assert f"[3/3] torch (replaces-packages, slow): recorded by legacy: {state_env}: DONE_TORCH=1, inputs unknown" \
         in run.stderr
@@ -159,7 +163,7 @@ def test_two_fixers_at_once_one_waits_and_the_state_stays_valid(cpu_pod, tmp_pat
     slow = cpu_pod.settings["fix"]["ffmpeg_install"]
     cpu_pod.configure(fix={"ffmpeg_install": ["sh", "-c", 'sleep 2 && exec "$@"', "sh", *slow]})
     full = {**os.environ, "PODCHECK_CONFIG": str(cpu_pod.config_path), **env}
-    procs = [subprocess.Popen([sys.executable, "-m", "podcheck", "--fix", "--json", "-"], cwd=cpu_pod.root, env=full,
+    procs = [subprocess.Popen([sys.executable, "-m", "podcheck", "--fix", *CORE, "--json", "-"], cwd=cpu_pod.root, env=full,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs

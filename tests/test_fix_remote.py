@@ -32,7 +32,8 @@ def test_fix_over_ssh_installs_sage_and_records_it_on_the_pod(server, tmp_path):
     pod.configure(attention={"sage": "required"},
                   fix={"pip_args": fixsim.pip_args(), "ffmpeg_install": ["true"], "base_python": podsim.BASE_PYTHON})
     remote = ["--hosts", server.url, "--ssh-config", str(server.ssh_config)]
-    run = pod.podcheck("--fix", "--json", "-", *remote)
+    core = ["--select", "pod,system,gpu,attention.sage_import"]
+    run = pod.podcheck("--fix", *core, "--json", "-", *remote)
     assert run.rc == 0, run.stdout + run.stderr
     assert run.json["host"] == f"ssh://root@127.0.0.1:{server.port}"
     statuses = {r["id"]: r["status"] for r in run.json["repairs"]}
@@ -42,7 +43,7 @@ def test_fix_over_ssh_installs_sage_and_records_it_on_the_pod(server, tmp_path):
     markers = json.loads((pod.state_dir / "markers.json").read_text())
     assert {"venv", "torch", "sage"} <= set(markers)
     assert not (pod.state_dir / "fix.lock").exists()
-    again = pod.podcheck("--fix", "--json", "-", *remote)
+    again = pod.podcheck("--fix", *core, "--json", "-", *remote)
     assert again.rc == 0 and {r["status"] for r in again.json["repairs"]} == {"unchanged"}
     status = pod.podcheck("status", *remote[:2])
     assert status.rc == 2  # status over ssh needs the ssh config too
