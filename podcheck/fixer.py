@@ -207,8 +207,12 @@ def run_one(config: Config, repair_id: str, target: runner.Target | None = None,
 
 
 def _plan(repairs, results, recorded, ctx, opts) -> planner.Plan:
+    judged = {r.repair for r in results if r.status != "skipped"} | set(opts.force)
     inputs = {}
     for rid, repair in repairs.items():
+        if rid not in judged:
+            inputs[rid] = None  # no check of it applies here: its inputs cannot make it due (and cost a read)
+            continue
         try:
             inputs[rid] = repair.inputs(ctx)
         except Exception:  # unreadable inputs: the repair has nothing to compare, its checks still judge
@@ -287,6 +291,7 @@ class Progress:
                                      "started": time.time(), "finished": None, "current": None,
                                      "state": "running", "queue": queue or [], "log": self.log_path,
                                      "steps": []}
+        self._pending: list[str] = []  # log lines not written yet: one write per step, not per command
         self.log(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} podcheck --fix ({name}), pid {os.getpid()}")
         self._save()
 
@@ -309,9 +314,17 @@ class Progress:
         self._save()
 
     def log(self, text: str) -> None:
-        append(self.pod, self.log_path, text.rstrip("\n") + "\n")
+        self._pending.append(text.rstrip("\n") + "\n")
+        if self.pod.is_local:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            append(self.pod, self.log_path, "".join(self._pending))
+            self._pending = []
 
     def _save(self) -> None:
+        self._flush()
         try:
             self.state.write(self.name, self.data)
         except OSError:
