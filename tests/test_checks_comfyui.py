@@ -56,7 +56,7 @@ def assert_healthy(result, comfy):
 
 def test_healthy_pod_local_and_through_commands(tmp_path, sage_py, launcher):
     pod, comfy = healthy_pod(tmp_path, sage_py, launcher)
-    for hosts in ("local://", "chroot:///"):  # chroot of / reaches the same pod through commands only
+    for hosts in sim_comfyui.HOSTS:
         assert_healthy(run(pod, "--hosts", hosts), comfy)
 
 
