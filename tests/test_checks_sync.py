@@ -93,6 +93,12 @@ def test_managed_loop_syncs_each_user_and_all_checks_pass(sync_pod):
     assert f"pid {started.pid}" in run.result("sync.running")["message"]
     assert "2 sync mapping(s)" in run.result("sync.per_user")["message"]  # alice and bob; "bad name" is left out
 
+    sync_pod.configure(sync={"remote_root": "Elsewhere"})
+    run = sync_pod.podcheck("--select", "sync.per_user", "--json", "-")
+    assert run.status("sync.per_user") == "failed"
+    assert ("the sync loop writes to gdrive:ComfyUI-Output, but [sync] now says gdrive:Elsewhere: restart it"
+            in run.result("sync.per_user")["message"])
+
     assert syncloop.stop(pod) == started.pid
     assert syncloop.running_pid(pod) is None
     assert (syncloop.status(pod) or {}).get("stopped")
