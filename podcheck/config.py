@@ -38,6 +38,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "attention": {"sage": "required", "sage_spec": "sageattention"},
     "comfyui": {
+        "enabled": True,
         "port": 8188,
         "listen": "0.0.0.0",
         "repo": "https://github.com/comfyanonymous/ComfyUI",
