@@ -13,7 +13,7 @@ def _gpu_facts(pod):
     return nvml.get("gpus") or [] if nvml.get("available") else []
 
 
-@pytest.mark.podcheck(id="training.progress", repair="training.resume", profiles=("runtime",))
+@pytest.mark.podcheck(id="training.progress", repair="training.resume", profiles=("runtime",), needs=("pod.workspace",))
 def test_progress(pod, say):
     """Every running LoRA training makes progress (GPU busy, or new files in its output folder).
 
