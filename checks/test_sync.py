@@ -136,7 +136,8 @@ def _script_transfers(pod, script):
     return found
 
 
-@pytest.mark.podcheck(id="sync.per_user", repair="sync.start", profiles=("runtime",), needs=("pod.workspace",))
+@pytest.mark.podcheck(id="sync.per_user", repair="sync.start", profiles=("runtime",),
+                      needs=("pod.workspace", "sync.config"))
 def test_per_user(pod, say):
     """Each sync maps one user's folder to that user's remote folder, never all of output/.
 
