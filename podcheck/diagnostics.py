@@ -238,11 +238,11 @@ def _sync(ctx: _Context, s: Section) -> None:
         s.texts[f"rclone config ({sync.rclone_config})"] = text
         for key_file in re.findall(r"^\s*service_account_file\s*=\s*(\S.*?)\s*$", text, re.M):
             content, _ = ctx.read(key_file)
-            if content:  # never shown; its values are redacted wherever they appear
+            if content:  # never shown; its secret values are redacted wherever they appear
                 try:
-                    ctx.redactor.learn(json.loads(content))
+                    ctx.redactor.learn_json(json.loads(content))
                 except ValueError:
-                    ctx.redactor.learn(content)
+                    pass
     _row(ctx, s, "rclone version", "rclone", "version")
     from podcheck.state import State
     state = State(ctx.pod).read("sync")

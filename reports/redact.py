@@ -8,7 +8,7 @@ learned from the environment and from config files, wherever they show up later)
 unless they are wanted.
 
 >>> Redactor().text("HF_TOKEN=hf_abcdefghijklmnopqrstuvwxyz0123 and https://me:pw@host/x")
-'HF_TOKEN=[REDACTED] and https://[REDACTED]@host/x'
+'HF_TOKEN=[REDACTED] and https://me:[REDACTED]@host/x'
 """
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ _PRIVATE_KEY = re.compile(
     re.S)
 _AUTH_HEADER = re.compile(r"(?i)\b((?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)[^\"'\r\n]+")
 _AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@\"'<>]+@")
+#: `scheme://user:password@` keeps the user; a long user alone (`https://<token>@github.com`) is a token.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s@:\"'<>]*)(:[^/\s@\"'<>]*)?@")
 _TOKEN_SHAPES = re.compile(
     r"\b(?:hf_[A-Za-z0-9]{20,}|ya29\.[A-Za-z0-9_-]{10,}|(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{20,}"
     r"|github_pat_[A-Za-z0-9_]{20,}|xox[abpr]-[A-Za-z0-9-]{10,}|sk-[A-Za-z0-9_-]{20,}|rpa_[A-Za-z0-9]{20,})"
@@ -56,11 +57,11 @@ _VALUE = rf"(?:{_QUOTED}|\{{[^\n]*\}}|\[[^\n]*\]|[^\s\"',;&]+)"
 _LINE_ASSIGN = re.compile(
     r"(?m)^([ \t]*(?:export[ \t]+)?([A-Za-z_][\w.-]*)([ \t]+=[ \t]*|[ \t]*=[ \t]+|[ \t]*:[ \t]+))(\S.*?)[ \t]*$")
 #: `NAME=value` inside a line (env dumps, query strings, command lines).
-_INLINE_ASSIGN = re.compile(rf"(?<![\w-])(([A-Za-z_][\w.]*)=)({_VALUE})")
+_INLINE_ASSIGN = re.compile(rf"(?<![\w-])(([A-Za-z_][\w.]*)[ \t]*=[ \t]*)({_VALUE})")
 #: `"name": value` (JSON).
 _JSON_PAIR = re.compile(rf"(\"([^\"\\\n]+)\"[ \t]*:[ \t]*)({_VALUE})")
 #: `--api-key value`, `--hf-token=value` (command lines).
-_FLAG = re.compile(rf"(?<![\w-])(--?([A-Za-z][\w-]*)(?:=|[ \t]+))({_VALUE})")
+_FLAG = re.compile(rf"(?<![\w-])(--?([A-Za-z][\w-]*)(?:=|[ \t]+))(?!-)({_VALUE})")
 #: `KeyError: 'x'` starts like a `key: value` line but is a traceback; `:` lines must not end so.
 _NOT_A_KEY = re.compile(r"(Error|Exception|Warning)$")
 
@@ -94,9 +95,6 @@ class Redactor:
     def learn(self, *values: Any) -> None:
         """Remember literal secret values (and their JSON-escaped forms) to remove wherever they appear."""
         for value in values:
-            if isinstance(value, (dict, list)):
-                self.learn(*(value.values() if isinstance(value, dict) else value))
-                continue
             if not isinstance(value, str):
                 continue
             for variant in {value.strip(), json.dumps(value.strip())[1:-1]}:
@@ -109,14 +107,26 @@ class Redactor:
     def learn_env(self, env: Mapping[str, str]) -> None:
         self.learn(*(v for k, v in env.items() if is_secret_name(k)))
 
+    def learn_json(self, obj: Any) -> None:
+        """Learn the values under secret names in parsed JSON (a service-account key, an OAuth token)."""
+        if isinstance(obj, dict):
+            for key, value in obj.items():
+                if is_secret_name(str(key)) and not isinstance(value, (dict, list)):
+                    self.learn(value)
+                else:
+                    self.learn_json(value)
+        elif isinstance(obj, list):
+            for value in obj:
+                self.learn_json(value)
+
     def learn_config(self, text: str) -> None:
         """Learn the secret values of an INI/TOML/rclone.conf text (`token = {...}`, `client_secret = ...`)."""
         for m in _LINE_ASSIGN.finditer(text):
             if is_secret_name(m.group(2)):
-                value = m.group(3).strip()
+                value = m.group(4).strip()
                 self.learn(value)
                 try:
-                    self.learn(json.loads(value))  # rclone's token is JSON: learn each part too
+                    self.learn_json(json.loads(value))  # rclone's token is JSON: learn its secret parts too
                 except ValueError:
                     pass
 
@@ -131,7 +141,7 @@ class Redactor:
             out = out.replace(value, REDACTED)
         out = _AUTH_HEADER.sub(lambda m: m.group(1) + REDACTED, out)
         out = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", out)
-        out = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", out)
+        out = _URL_USERINFO.sub(_userinfo, out)
         out = _LINE_ASSIGN.sub(self._line, out)
         for pattern in (_JSON_PAIR, _INLINE_ASSIGN, _FLAG):
             out = pattern.sub(lambda m: _replace_value(m.group(2), m.group(1), m.group(3), m.group(0)), out)
@@ -171,6 +181,13 @@ class Redactor:
             changes = {f.name: self.data(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
             return dataclasses.replace(obj, **changes)
         return obj
+
+
+def _userinfo(m: re.Match[str]) -> str:
+    scheme, user, password = m.group(1), m.group(2), m.group(3)
+    if password:
+        return f"{scheme}{user}:{REDACTED}@"
+    return f"{scheme}{REDACTED}@" if len(user) >= 16 else m.group(0)
 
 
 def _replace_value(name: str, prefix: str, value: str, whole: str) -> str:
