@@ -61,12 +61,11 @@ def hash_source(path: Path) -> dict[str, str]:
 
 
 def build(sources: list[str], base: Path | None = None) -> dict[str, Any]:
-    """The manifest document for these sources (relative ones are read from `base`)."""
-    base = base or Path.cwd()
+    """The manifest document for these sources (relative ones are read from `base`, default: cwd)."""
     return {
         "schema": SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "sources": {source_key(s): hash_source(base / s) for s in sources},
+        "sources": {source_key(s): hash_source(base / s if base else Path(s)) for s in sources},
     }
 
 
