@@ -114,7 +114,7 @@ def show_facts(
         host = Target.parse(hosts, ssh_config=_str(ssh_config)).host()
     except Exception as exc:  # testinfra raises plain RuntimeError/ValueError on bad host specs
         raise UsageFailure(f"--hosts {hosts}: {exc}") from None
-    typer.echo(json.dumps(Pod(load_config(config), host).facts.as_dict(), indent=2))
+    cli_reports.default_redactor().write(None, json.dumps(Pod(load_config(config), host).facts.as_dict(), indent=2) + "\n")
 
 
 from podcheck import cli_reports  # noqa: E402  (its commands use UsageFailure and load_config above)
@@ -132,10 +132,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         code = app(args=argv, prog_name="podcheck", standalone_mode=False)
     except UsageFailure as exc:
-        typer.echo(f"podcheck: error: {exc}", err=True)
+        typer.echo(f"podcheck: error: {cli_reports.default_redactor().text(str(exc))}", err=True)
         return 2
     except ClickException as exc:
-        typer.echo(f"podcheck: error: {exc.format_message()}", err=True)
+        typer.echo(f"podcheck: error: {cli_reports.default_redactor().text(exc.format_message())}", err=True)
         return 2
     except typer.Abort:
         return 130

@@ -21,6 +21,12 @@ def _usage(message: str) -> Exception:
     return UsageFailure(message)
 
 
+def default_redactor(uuids: bool = True):
+    """The Redactor for what this process prints: it knows the secret variables of its environment."""
+    from podcheck.reports.redact import Redactor
+    return Redactor.from_env(os.environ, uuids=uuids)
+
+
 def render_checks(fmt: str, reports: list[Report], quiet: bool = False, verbose: bool = False) -> str:
     from podcheck.reports import html, json_report, junit, markdown, prometheus, terminal
 
@@ -38,18 +44,17 @@ def write_check_outputs(reports: list[Report], fmt: str = "table", json_out: Opt
                         quiet: bool = False, verbose: bool = False) -> None:
     """Print `fmt` and write the requested files, all from the same redacted results."""
     from podcheck.reports import json_report, junit, prometheus
-    from podcheck.reports.redact import Redactor
 
     if fmt not in CHECK_FORMATS:
         raise _usage(f"--format must be one of {', '.join(CHECK_FORMATS)}, got {fmt!r}")
-    redactor = Redactor.from_env(os.environ)
-    reports = [redactor.data(r) for r in reports]
+    clean = default_redactor()
+    reports = [clean.data(r) for r in reports]
     if json_out == "-":  # `--json -` prints only JSON
         fmt, json_out = "json", None
-    redactor.write(None, render_checks(fmt, reports, quiet=quiet, verbose=verbose))
+    clean.write(None, render_checks(fmt, reports, quiet=quiet, verbose=verbose))
     for path, render in ((json_out, json_report.render), (junit_xml, junit.render), (prometheus_out, prometheus.render)):
         if path:
-            redactor.write(path, render(reports))
+            clean.write(path, render(reports))
 
 
 def report(
