@@ -318,7 +318,11 @@ def _python(ctx: _Context, s: Section) -> None:
 
 
 def _gpus(ctx: _Context, s: Section) -> None:
-    nvml = _facts(ctx).get("nvml") or {}
+    fill_gpus(s, _facts(ctx).get("nvml") or {})
+
+
+def fill_gpus(s: Section, nvml: dict[str, Any]) -> None:
+    """The GPUs section from NVML facts (podcheck.facts: local NVML or remote nvidia-smi)."""
     if not nvml.get("available"):
         s.missing.append(f"could not collect GPUs: {nvml.get('error') or 'no GPU facts'}")
         return

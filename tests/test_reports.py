@@ -369,3 +369,23 @@ def test_report_is_written_while_the_probe_hangs(cpu_pod, tmp_path):
     assert "> **Incomplete:** still collecting Checks when this was written." in text
     for heading in ("## System", "## Disk", "## Sync", "## Logs"):
         assert heading in text
+
+
+def test_gpu_section_from_nvml_facts():
+    """No GPU here: the GPUs section is rendered from NVML facts in tests/data (see the file for sources)."""
+    from podcheck.diagnostics import Diagnostics, Section, fill_gpus
+    from podcheck.reports import markdown
+    from podcheck.reports.redact import Redactor
+
+    nvml = json.loads((Path(__file__).parent / "data" / "report" / "h100_nvml.json").read_text())["nvml"]
+    section = Section("gpus", "GPUs")
+    fill_gpus(section, nvml)
+    uuid = nvml["gpus"][0]["uuid"]
+    assert section.rows == {
+        "source": "nvml", "driver": "575.57.08", "driver CUDA": "12.9",
+        "GPU 0": f"NVIDIA H100 80GB HBM3, sm_90 (9.0), 20119 MiB / 81559 MiB used, 87 % busy, {uuid}"}
+    assert section.texts == {"GPU 0 processes": "pid 41235: 20000 MiB"}
+    doc = Diagnostics(host="pod", sections=[section], facts={"nvml": nvml})
+    for keep in (False, True):
+        text = markdown.render([], Redactor(uuids=not keep).data(doc))
+        assert (uuid in text) is keep and ("GPU-\\[REDACTED\\]" in text) is not keep  # markdown escapes [ ]
