@@ -13,7 +13,7 @@ try:  # typer vendors click as typer._click; older typers use click itself
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException
 
-from podcheck import __version__
+from podcheck import __version__, cli_reports
 from podcheck import config as config_mod
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -116,8 +116,6 @@ def show_facts(
         raise UsageFailure(f"--hosts {hosts}: {exc}") from None
     cli_reports.default_redactor().write(None, json.dumps(Pod(load_config(config), host).facts.as_dict(), indent=2) + "\n")
 
-
-from podcheck import cli_reports  # noqa: E402  (its commands use UsageFailure and load_config above)
 
 app.command("report")(cli_reports.report)
 app.command("manifest")(cli_reports.manifest)

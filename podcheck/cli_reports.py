@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
@@ -54,7 +55,8 @@ def write_check_outputs(reports: list[Report], fmt: str = "table", json_out: Opt
     clean.write(None, render_checks(fmt, reports, quiet=quiet, verbose=verbose))
     for path, render in ((json_out, json_report.render), (junit_xml, junit.render), (prometheus_out, prometheus.render)):
         if path:
-            clean.write(path, render(reports))
+            with _writable(path):
+                clean.write(path, render(reports))
 
 
 def report(
@@ -105,14 +107,16 @@ def report(
         if output:
             redactor.write(output, render(doc))
 
-    doc = diagnostics.collect(pod, redactor, lambda: runner.run(cfg, target, profile=profile), on_update=written)
+    with _writable(output):
+        doc = diagnostics.collect(pod, redactor, lambda: runner.run(cfg, target, profile=profile), on_update=written)
     if not output:
         redactor.write(None, render(doc))
     if bundle:
         members = {f"report.{fmt}": render(doc)}
         members.setdefault("report.json", render(doc, "json"))
         members.update({f"logs/{name}": text for name, text in doc.logs.items()})
-        bundle_mod.write(bundle, members, redactor)
+        with _writable(bundle):
+            bundle_mod.write(bundle, members, redactor)
 
 
 def manifest(
@@ -134,6 +138,15 @@ def manifest(
     write_atomic(output, text)
     count = sum(len(files) for files in doc["sources"].values())
     typer.echo(f"podcheck: {count} file(s) of {len(sources)} source(s) in {output}", err=True)
+
+
+@contextmanager
+def _writable(path: Any):
+    """A file that cannot be written is one line and exit 2, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise _usage(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _str(path: Optional[Path]) -> Optional[str]:

@@ -14,12 +14,14 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from podcheck import __version__
 from podcheck.pod import Pod
-from podcheck.reports.redact import Redactor
 from podcheck.results import Report
+
+if TYPE_CHECKING:  # the report's Redactor, taught the secret values met on the way
+    from podcheck.reports.redact import Redactor
 
 TAIL_LINES = 40          # log lines shown in the report
 RAW_LOG_BYTES = 1 << 20  # log bytes kept for the bundle

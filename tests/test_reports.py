@@ -319,7 +319,8 @@ def test_check_messages_are_redacted_in_every_output(cpu_pod, tmp_path):
 
 
 def test_bad_report_input_is_one_line(cpu_pod):
-    for args in (["--format", "pdf"], ["--hosts", "local://,local://"], ["--profile", "nightly"]):
+    for args in (["--format", "pdf"], ["--hosts", "local://,local://"], ["--profile", "nightly"],
+                 ["-o", "/proc/no-such-dir/report.md"]):
         run = cpu_pod.podcheck("report", *args)
         assert run.rc == 2 and run.stderr.startswith("podcheck: error: ") and len(run.stderr.splitlines()) == 1
 
