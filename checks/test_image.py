@@ -79,6 +79,6 @@ def test_entrypoint_flags(pod, cfg, say):
     if not launch_count and not problems:
         problems.append(f"no line of {', '.join(scripts)} launches ComfyUI (python main.py / comfy launch)")
     assert not problems, "; ".join(problems) + (
-        f". Every launch needs {' '.join(required)} written in full (flags hidden in variables cannot be verified)")
+        f". Every launch needs {' '.join(required)} (flags hidden in shell variables cannot be verified)")
     quiet = f"; {', '.join(silent)} launch nothing" if silent else ""
     say(f"{launch_count} launch line(s) pass {' '.join(required)}{quiet}")

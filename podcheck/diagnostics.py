@@ -119,54 +119,30 @@ def _system(ctx: _Context, s: Section) -> None:
 
 
 def _resources(ctx: _Context, s: Section) -> None:
+    from podcheck import cgroup, memory
+
     _row(ctx, s, "cpus", "nproc")
-    text, why = ctx.read("/proc/cpuinfo")
+    text, _ = ctx.read("/proc/cpuinfo")
     model = re.search(r"^model name\s*:\s*(.+)$", text or "", re.M)
     if model:
         s.rows["cpu"] = model.group(1).strip()
-    text, why = ctx.read("/proc/meminfo")
-    if text is None:
-        s.missing.append(f"could not collect memory: {why}")
+    cg, meminfo = cgroup.read(ctx.pod, ctx.cfg.memory.cgroup_root)
+    if meminfo:
+        s.rows["ram total (host)"] = _gib(meminfo.get("MemTotal"))
+        s.rows["ram available (host view)"] = _gib(meminfo.get("MemAvailable"))
     else:
-        mem = {m.group(1): int(m.group(2)) * 1024 for m in re.finditer(r"^(\w+):\s+(\d+) kB", text, re.M)}
-        for key, label in (("MemTotal", "ram total"), ("MemAvailable", "ram available (host view)")):
-            if key in mem:
-                s.rows[label] = _gib(mem[key])
-    _cgroup_memory(ctx, s)
-
-
-def _cgroup_memory(ctx: _Context, s: Section) -> None:
-    """The container's memory limit: what the OOM killer uses, not the host view of /proc/meminfo."""
-    text, why = ctx.read("/proc/self/cgroup")
-    if text is None:
-        s.missing.append(f"could not collect the cgroup: {why}")
-        return
-    v2 = re.search(r"^0::(\S*)$", text, re.M)
-    v1 = re.search(r"^\d+:(?:[\w,]*,)?memory(?:,[\w,]*)?:(\S*)$", text, re.M)
-    candidates = []
-    if v1:
-        for root in (f"/sys/fs/cgroup/memory{v1.group(1)}", "/sys/fs/cgroup/memory"):
-            candidates.append(("v1", root, "memory.limit_in_bytes", "memory.usage_in_bytes", "memory.oom_control"))
-    if v2:
-        for root in (f"/sys/fs/cgroup{v2.group(1)}", "/sys/fs/cgroup"):
-            candidates.append(("v2", root, "memory.max", "memory.current", "memory.events"))
-    for version, root, limit_file, usage_file, events_file in candidates:
-        limit, _ = ctx.read(f"{root.rstrip('/')}/{limit_file}")
-        if limit is None:
-            continue
-        usage, _ = ctx.read(f"{root.rstrip('/')}/{usage_file}")
-        events, _ = ctx.read(f"{root.rstrip('/')}/{events_file}")
-        value = limit.strip()
-        unlimited = value == "max" or (value.isdigit() and int(value) >= 1 << 62)
-        s.rows["cgroup"] = f"{version} {root}"
-        s.rows["cgroup memory limit"] = "none" if unlimited else _gib(int(value)) if value.isdigit() else value
-        if usage and usage.strip().isdigit():
-            s.rows["cgroup memory used"] = _gib(int(usage.strip()))
-        kills = re.search(r"^oom_kill (\d+)$", events or "", re.M)
-        if kills:
-            s.rows["cgroup oom kills"] = int(kills.group(1))
-        return
-    s.missing.append("could not collect the cgroup memory limit: no readable memory.max or memory.limit_in_bytes")
+        s.missing.append("could not collect memory: /proc/meminfo is not readable")
+    if cg is None:
+        s.missing.append("could not collect the memory cgroup: no readable memory.max or memory.limit_in_bytes")
+    else:
+        s.rows["cgroup"] = f"v{cg.version} {cg.path} ({cg.dir})"
+        s.rows["cgroup memory limit"] = "none" if cg.limit is None else _gib(cg.limit)
+        s.rows["cgroup working set"] = _gib(cg.working_set)
+        if cg.oom_kill is not None:
+            s.rows["cgroup OOM kills"] = cg.oom_kill
+    headroom = memory.ram_headroom(cg, meminfo)
+    if headroom is not None:
+        s.rows["ram available to the pod"] = f"{_gib(headroom.available)} of {_gib(headroom.limit)} ({headroom.source})"
 
 
 def _disk(ctx: _Context, s: Section) -> None:
@@ -212,18 +188,13 @@ def _comfyui(ctx: _Context, s: Section) -> None:
             s.texts["custom nodes"] = "\n".join(f"{name}  {commit}" for name, commit in nodes)
     else:
         s.missing.append(f"could not collect the custom nodes: {ran.why()}")
-    _processes(ctx, s, "ComfyUI processes", lambda args: re.search(r"(^|[\s/])main\.py(\s|$)", args))
+    from podcheck import comfyui
+    from podcheck.pod import quote
 
-
-def _processes(ctx: _Context, s: Section, label: str, match: Callable[[str], Any]) -> None:
-    ran = ctx.run("ps", "-eo", "pid=,args=")
-    if not ran.ok:
-        s.missing.append(f"could not collect {label}: {ran.why()}")
-        return
-    found = [line.strip() for line in ran.stdout.splitlines() if match(line.strip().partition(" ")[2])]
-    s.rows[label] = len(found)
-    if found:
-        s.texts[label] = "\n".join(found)
+    running = comfyui.processes(ctx.pod)
+    s.rows["ComfyUI processes"] = len(running)
+    if running:
+        s.texts["ComfyUI command lines"] = "\n".join(f"{p}: {quote(p.argv)}" for p in running)
 
 
 def _sync(ctx: _Context, s: Section) -> None:
@@ -246,23 +217,30 @@ def _sync(ctx: _Context, s: Section) -> None:
                 except ValueError:
                     pass
     _row(ctx, s, "rclone version", "rclone", "version")
-    from podcheck.state import State
-    state = State(ctx.pod).read("sync")
-    if state is not None:
-        s.texts["sync loop state"] = json.dumps(state, indent=2)
-    _processes(ctx, s, "rclone processes", lambda args: re.search(r"(^|/)rclone\s", args))
+    from podcheck import procs, syncloop
+
+    s.rows["sync loop pid"] = syncloop.running_pid(ctx.pod) or "not running"
+    status = syncloop.status(ctx.pod)
+    if status is not None:
+        s.texts["sync loop status"] = json.dumps(status, indent=2)
+    rclones = [f"{p.pid} {p.args}" for p in procs.listing(ctx.pod) if re.search(r"(^|/)rclone\s", p.args)]
+    s.rows["rclone processes"] = len(rclones)
+    if rclones:
+        s.texts["rclone processes"] = "\n".join(rclones)
 
 
 def _oom(ctx: _Context, s: Section) -> None:
+    from podcheck import memory
+
     ran = ctx.run("dmesg")
     if not ran.ok:
         s.missing.append(f"could not collect the kernel log: {ran.why()}")
         return
-    lines = [ln for ln in ran.stdout.splitlines()
-             if re.search(r"out of memory|oom-kill|Killed process|invoked oom-killer", ln, re.I)]
-    s.rows["kernel OOM lines"] = len(lines)
-    if lines:
-        s.texts["kernel OOM lines (last 20)"] = "\n".join(lines[-20:])
+    kills = memory.parse_oom_kills(ran.stdout)
+    s.rows["OOM kills in the kernel log"] = len(kills)
+    if kills:
+        s.texts["OOM kills (last 20)"] = "\n".join(
+            f"[{k.time:.1f} s after boot] pid {k.pid} ({k.name}), cgroup {k.memcg or 'unknown'}" for k in kills[-20:])
 
 
 def _logs(ctx: _Context, s: Section) -> None:

@@ -62,6 +62,8 @@ _INLINE_ASSIGN = re.compile(rf"(?<![\w-])(([A-Za-z_][\w.]*)[ \t]*=[ \t]*)({_VALU
 _JSON_PAIR = re.compile(rf"(\"([^\"\\\n]+)\"[ \t]*:[ \t]*)({_VALUE})")
 #: `--api-key value`, `--hf-token=value` (command lines).
 _FLAG = re.compile(rf"(?<![\w-])(--?([A-Za-z][\w-]*)(?:=|[ \t]+))(?!-)({_VALUE})")
+#: A value that is empty or already masked (`***` from podcheck.rclone, `XXX` from `rclone config redacted`).
+_ALREADY_MASKED = re.compile(r"^(|\*+|X+)$")
 #: `KeyError: 'x'` starts like a `key: value` line but is a traceback; `:` lines must not end so.
 _NOT_A_KEY = re.compile(r"(Error|Exception|Warning)$")
 
@@ -192,7 +194,7 @@ def _userinfo(m: re.Match[str]) -> str:
 
 def _replace_value(name: str, prefix: str, value: str, whole: str) -> str:
     """`prefix` + REDACTED (keeping the quotes) when `name` is secret; else `whole` unchanged."""
-    if not is_secret_name(name) or REDACTED in value or value.strip("\"'") == "":
+    if not is_secret_name(name) or REDACTED in value or _ALREADY_MASKED.match(value.strip("\"'")):
         return whole
     quote = value[0] if len(value) > 1 and value[0] in "\"'" and value[-1] == value[0] else ""
     return f"{prefix}{quote}{REDACTED}{quote}"
