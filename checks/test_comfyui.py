@@ -46,7 +46,7 @@ def test_installed(pod, facts, say):
     say(f"ComfyUI in {root}; requirements met" + (f" ({len(unparsed)} line(s) not judged)" if unparsed else ""))
 
 
-@pytest.mark.podcheck(id="comfyui.running", repair="comfyui.launch", profiles=("runtime",))
+@pytest.mark.podcheck(id="comfyui.running", repair="comfyui.launch", profiles=("runtime",), needs=("pod.workspace",))
 def test_running(pod, say):
     """A ComfyUI runs main.py of comfyui_dir and answers GET /system_stats on its port in time."""
     skip_unless_enabled(pod)

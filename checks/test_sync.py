@@ -60,7 +60,8 @@ def test_config(pod, say):
     say(f"{path}: remote " + " -> ".join(f"{n} ({sec.get('type')})" for n, sec in chain))
 
 
-@pytest.mark.podcheck(id="sync.running", repair="sync.start", profiles=("runtime",))
+@pytest.mark.podcheck(id="sync.running", repair="sync.start", profiles=("runtime",),
+                      needs=("pod.workspace", "sync.config"))
 def test_running(pod, say):
     """A sync loop runs and its last successful pass is younger than max_age_minutes.
 
@@ -135,7 +136,7 @@ def _script_transfers(pod, script):
     return found
 
 
-@pytest.mark.podcheck(id="sync.per_user", repair="sync.start", profiles=("runtime",))
+@pytest.mark.podcheck(id="sync.per_user", repair="sync.start", profiles=("runtime",), needs=("sync.config",))
 def test_per_user(pod, say):
     """Each sync maps one user's folder to that user's remote folder, never all of output/.
 

@@ -20,6 +20,10 @@ DATA = Path(__file__).parent / "data"
 SELECT = ["--select", "memory", "--select", "pod", "--select", "disk", "--json", "-"]
 V1 = Path("/sys/fs/cgroup/memory")
 
+# The kernel log is machine-wide: a real OOM kill made by one test is seen by every memory.oom
+# check running at the same time, so these tests share one xdist worker.
+pytestmark = pytest.mark.xdist_group("kernel-log")
+
 
 def test_healthy_and_threshold_by_config(cpu_pod):
     run = cpu_pod.podcheck(*SELECT)
