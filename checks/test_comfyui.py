@@ -46,7 +46,7 @@ def test_installed(pod, facts, say):
     say(f"ComfyUI in {root}; requirements met" + (f" ({len(unparsed)} line(s) not judged)" if unparsed else ""))
 
 
-@pytest.mark.podcheck(id="comfyui.running", repair="comfyui.launch", profiles=("runtime",))
+@pytest.mark.podcheck(id="comfyui.running", repair="comfyui.launch", profiles=("runtime",), needs=("pod.workspace",))
 def test_running(pod, say):
     """A ComfyUI runs main.py of comfyui_dir and answers GET /system_stats on its port in time."""
     skip_unless_enabled(pod)
@@ -82,8 +82,9 @@ def _young(proc):
 @pytest.mark.podcheck(id="comfyui.launch_flags", repair="comfyui.relaunch", profiles=("runtime",),
                       needs=("comfyui.running",))
 def test_launch_flags(pod, say):
-    """Every ComfyUI runs with --use-sage-attention (when required) and per-user output, input and temp folders
-    that no other ComfyUI shares."""
+    """Every ComfyUI has --use-sage-attention (if required) and its own per-user output, input and temp folders.
+
+    No two ComfyUI processes share one of these folders, and the argv /system_stats reports is the process's own."""
     skip_unless_enabled(pod)
     cfg = pod.config
     procs = running(pod)

@@ -4,7 +4,7 @@ import pytest
 from podcheck.caches import human
 
 
-@pytest.mark.podcheck(id="disk.workspace")
+@pytest.mark.podcheck(id="disk.workspace", needs=("pod.workspace",))
 def test_workspace(pod, say):
     """The workspace's filesystem has at least min_free_gib and min_free_inodes free."""
     cfg, workspace = pod.config.disk, pod.config.pod.workspace

@@ -69,6 +69,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "memory": {"min_ram_available_gib": 4.0, "min_vram_free_gib": 2.0, "cgroup_root": "/sys/fs/cgroup"},
     "disk": {"min_free_gib": 10.0, "min_free_inodes": 10000},
     "training": {"gpu_util_threshold": 5.0, "stuck_seconds": 300, "roots": ["{workspace}/fluxgym/outputs"]},
+    # Image validation (--profile image): path in the image -> source it was built from (a local
+    # checkout, or its name in the manifest); relative sources are relative to the config file.
+    "image": {"sources": {}, "manifest": "", "start_scripts": [], "required_flags": []},
     "fix": {
         "background": False,  # `--fix` runs slow repairs detached (as `--background`)
         "base_python": "python3",  # the interpreter the `venv` repair creates the pod venv with

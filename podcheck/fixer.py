@@ -346,26 +346,6 @@ def append(pod: Pod, path: str, text: str) -> None:
 
 # --- what the CLI prints ------------------------------------------------------------------------
 
-def write_repairs(report: Report, out: TextIO) -> None:
-    """The repairs of a --fix and the before -> after counts, above the check table."""
-    if report.before is None:
-        return
-    width = max((len(r.id) for r in report.repairs), default=0)
-    lines = ["repairs"] if report.repairs else []
-    for r in report.repairs:
-        took = f"  [{r.duration_s:.1f} s]" if r.duration_s >= 0.05 else ""
-        lines.append(f"  {r.status.upper():<9}  {r.id:<{width}}  {r.message}{took}")
-    lines.append(f"before: {_counts(report.before)}  ->  after: {_counts(report.results)}")
-    out.write("\n".join(lines) + "\n")
-
-
-def _counts(results: list[CheckResult]) -> str:
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    return ", ".join(f"{counts[s]} {s}" for s in ("failed", "error", "passed", "skipped") if counts.get(s)) or "no checks"
-
-
 def status(pod: Pod) -> dict[str, Any]:
     """Markers, the lock, the last foreground and background runs (with their log tails), the last --fix."""
     from podcheck.lock import _alive
