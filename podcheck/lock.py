@@ -5,9 +5,9 @@ fails when the name exists, on a local disk and on NFS alike (flock would only c
 It holds JSON: token, host, pid, the pid's start time, started, heartbeat, lease_s, what. The
 holder rewrites its heartbeat every lease/4 s. A waiter takes the lock over when the holder is a
 dead process on its own machine, or when the heartbeat is older than the lease (a pod that died):
-it first renames the stale file to a name of its own (only one waiter can), checks that it moved
-the file it judged, and then creates a new lock; the commands the dead fixer left running on the
-pod (tagged with its token) are killed. Every step goes through the pod, so the lock lives on the
+holding a short takeover mutex (`fix.lock.takeover`, created the same exclusive way), it removes
+the lock only if it still holds the stale content it judged, then races for a new lock like any
+waiter; the commands the dead fixer left running on the pod (tagged with its token) are killed. Every step goes through the pod, so the lock lives on the
 pod's volume whether podcheck runs there or over ssh.
 """
 from __future__ import annotations
@@ -29,6 +29,9 @@ _CREATE = ('mkdir -p "$(dirname "$2")" || exit 2; t="$2.$3.tmp"; printf %s "$1" 
 _HEARTBEAT = ('grep -qF "\\"token\\": \\"$3\\"" "$2" 2>/dev/null || exit 3; t="$2.$3.hb"; '
               'printf %s "$1" > "$t" && mv -f "$t" "$2"')
 _RELEASE = 'grep -qF "\\"token\\": \\"$2\\"" "$1" 2>/dev/null && rm -f "$1"; exit 0'
+# Remove a file only if it still holds exactly the given text (compare-and-remove, as close as a shell gets).
+_REMOVE_IF = 'printf %s "$2" | cmp -s - "$1" && rm -f -- "$1"'
+MUTEX_STALE = 30.0  # a takeover takes milliseconds; a takeover mutex this old was left by a crash
 _REAP = ('for e in /proc/[0-9]*/environ; do grep -qxzF "$1" "$e" 2>/dev/null || continue; '
          'p=${e#/proc/}; p=${p%/environ}; kill -9 "$p" 2>/dev/null && echo "$p"; done; exit 0')
 
@@ -131,16 +134,23 @@ class VolumeLock:
         return None
 
     def _take_over(self, stale_text: str) -> bool:
-        aside = f"{self.path}.stale.{self.token}"
-        if not self.pod.run("mv", self.path, aside, timeout=10).ok:
-            return False  # another waiter moved it first
-        moved = self.pod.read_text(aside, timeout=10)
-        if moved != stale_text:  # it was renewed or replaced meanwhile: put it back
-            self.pod.run("ln", aside, self.path, timeout=10)
-            self.pod.run("rm", "-f", aside, timeout=10)
+        """Remove the lock judged stale, if it still is that one. Only the waiter holding the takeover
+        mutex may remove a lock, and it compares the content right before removing it; then every waiter
+        races for the lock as usual, where link() lets exactly one win."""
+        mutex = f"{self.path}.takeover"
+        mine = self._record()
+        if not self.pod.run("sh", "-c", _CREATE, "sh", mine, mutex, self.token, timeout=10).ok:
+            text = self.pod.read_text(mutex, timeout=10)
+            other = _parse(text) if text is not None else None
+            if text is not None and (other is None or time.time() - float(other.get("started") or 0) > MUTEX_STALE
+                                     or (other.get("host") == socket.gethostname()
+                                         and not _alive(other.get("pid"), other.get("pid_started")))):
+                self.pod.run("sh", "-c", _REMOVE_IF, "sh", mutex, text, timeout=10)  # left by a crash mid-takeover
             return False
-        self.pod.run("rm", "-f", aside, timeout=10)
-        return True
+        try:
+            return self.pod.run("sh", "-c", _REMOVE_IF, "sh", self.path, stale_text, timeout=10).ok
+        finally:
+            self.pod.run("sh", "-c", _REMOVE_IF, "sh", mutex, mine, timeout=10)
 
     def _reap(self, token: str) -> None:
         """Kill what a dead fixer left running on the pod (pip, git...), found by its token."""

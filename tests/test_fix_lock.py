@@ -138,11 +138,11 @@ def test_the_holder_keeps_its_heartbeat_fresh(workspace):
 
 def test_waiters_racing_for_one_stale_lock_never_hold_it_together(workspace):
     plant(workspace, heartbeat=time.time() - 900)
-    procs = [subprocess.Popen([sys.executable, "-c", HOLDER, str(workspace), "0.4", str(workspace / "intervals.log"),
-                               "120"], stdout=subprocess.DEVNULL) for _ in range(4)]
+    procs = [subprocess.Popen([sys.executable, "-c", HOLDER, str(workspace), "0.3", str(workspace / "intervals.log"),
+                               "120"], stdout=subprocess.DEVNULL) for _ in range(6)]
     for p in procs:
         assert p.wait(60) == 0
     spans = sorted(tuple(map(float, line.split())) for line in (workspace / "intervals.log").read_text().splitlines())
-    assert len(spans) == 4
+    assert len(spans) == 6
     for (_, end), (begin, _) in zip(spans, spans[1:]):
         assert begin >= end, f"two holders at once: {spans}"
