@@ -139,7 +139,8 @@ def status(config: Optional[Path] = ConfigOpt, hosts: str = HostOpt, ssh_config:
     from podcheck import fixer
 
     data = fixer.status(_pod(config, hosts, ssh_config))
-    typer.echo(json.dumps(data, indent=2) if as_json else fixer.render_status(data), nl=not as_json)
+    text = json.dumps(data, indent=2) + "\n" if as_json else fixer.render_status(data)
+    typer.echo(cli_reports.default_redactor().text(text), nl=False)
 
 
 @app.command("reset")

@@ -18,7 +18,7 @@ from typing import Any, Callable, TextIO
 from podcheck import markers as markers_mod
 from podcheck import planner, runner
 from podcheck.config import Config
-from podcheck.lock import LockBusy, VolumeLock, describe
+from podcheck.lock import LockBusy, LockError, VolumeLock, describe
 from podcheck.pod import Pod
 from podcheck.repair import Context, Outcome, Repair, registry
 from podcheck.results import CheckResult, RepairResult, Report
@@ -90,9 +90,10 @@ def fix(config: Config, target: runner.Target, opts: Options, out: TextIO = sys.
                 plan = _plan(repairs, before.results, book.load(), ctx, opts)
             report.repairs, report.results, deferred = _rounds(config, target, pod, repairs, book, plan, ctx, lock,
                                                                opts, say)
-    except LockBusy as busy:
-        say(str(busy))
-        report.repairs = [RepairResult(s.id, "skipped", f"not run: {busy}") for s in plan.steps]
+    except (LockBusy, LockError) as busy:
+        why = str(busy) if isinstance(busy, LockBusy) else f"cannot take the fix lock: {busy}"
+        say(why)
+        report.repairs = [RepairResult(s.id, "skipped", f"not run: {why}") for s in plan.steps]
         deferred = []
     if deferred:  # after the lock is released, with what the checks said last
         from podcheck import background
@@ -204,6 +205,8 @@ def run_one(config: Config, repair_id: str, target: runner.Target | None = None,
             return result
     except LockBusy as busy:
         return RepairResult(repair_id, "skipped", f"not run: {busy}")
+    except LockError as exc:
+        return RepairResult(repair_id, "failed", f"cannot take the fix lock: {exc}")
 
 
 def _plan(repairs, results, recorded, ctx, opts) -> planner.Plan:
@@ -265,9 +268,22 @@ def _skipped(plan: planner.Plan) -> list[RepairResult]:
 
 def _printer(out: TextIO) -> Callable[[str], None]:
     def say(line: str) -> None:
-        out.write(f"podcheck --fix: {line}\n")
+        out.write(f"podcheck --fix: {redact(line)}\n")
         out.flush()
     return say
+
+
+_REDACTOR: Any = None
+
+
+def redact(text: str) -> str:
+    """Text without secrets (URL credentials in an index URL, tokens in pip's output...), before it is
+    printed or written to a log: the reports' one redaction layer."""
+    global _REDACTOR
+    if _REDACTOR is None:
+        from podcheck.reports.redact import Redactor
+        _REDACTOR = Redactor.from_env(os.environ)
+    return _REDACTOR.text(text)
 
 
 def _remember(pod: Pod, report: Report, opts: Options) -> None:
@@ -292,6 +308,8 @@ class Progress:
                                      "state": "running", "queue": queue or [], "log": self.log_path,
                                      "steps": []}
         self._pending: list[str] = []  # log lines not written yet: one write per step, not per command
+        pod.run("sh", "-c", '[ "$(stat -c %s -- "$1" 2>/dev/null || echo 0)" -gt 5000000 ] && mv -f -- "$1" "$1.1"; '
+                'exit 0', "sh", self.log_path)  # keep one old log, not an ever-growing one
         self.log(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} podcheck --fix ({name}), pid {os.getpid()}")
         self._save()
 
@@ -314,7 +332,7 @@ class Progress:
         self._save()
 
     def log(self, text: str) -> None:
-        self._pending.append(text.rstrip("\n") + "\n")
+        self._pending.append(redact(text.rstrip("\n")) + "\n")
         if self.pod.is_local:
             self._flush()
 

@@ -118,11 +118,14 @@ def registry() -> dict[str, Repair]:
 
 
 def shown_command(argv: tuple[str, ...] | list[str]) -> str:
-    """A command as one line for logs and reports: an inline `sh -c` script is shortened to its first line."""
+    """A command as one line for logs and reports: an inline `sh -c` script is shortened to its first
+    line, and data handed to it (a file's new content) is shown by its size only."""
     words = [str(a) for a in argv]
-    if len(words) > 2 and words[0] == "sh" and words[1] == "-c" and "\n" in words[2].strip():
-        first = words[2].strip().splitlines()[0]
-        return shlex.join(words[:2]) + f" '{first} …' " + shlex.join(words[3:])
+    if len(words) > 2 and words[0] == "sh" and words[1] == "-c":
+        script = words[2].strip().splitlines() or [""]
+        data = [w if "\n" not in w and len(w) <= 200 else f"<{len(w.encode())} bytes>" for w in words[3:]]
+        head = shlex.join(words[:2]) + " " + shlex.quote(script[0] + (" …" if len(script) > 1 else ""))
+        return " ".join([head, *(shlex.quote(d) if not d.endswith(" bytes>") else d for d in data)])
     return shlex.join(words)
 
 

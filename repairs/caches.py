@@ -24,6 +24,8 @@ def stale_files(ctx: Context, history: caches.History) -> list[tuple[caches.Loca
     roots = caches.locations(caches.host_env(ctx.pod), c.workspace, c.comfyui_dir, users.users(ctx.pod))
     out = []
     for root in roots:
+        if ctx.probe("test", "-L", root.path).ok:
+            continue  # a root that is a symlink is never followed (its target, when allow-listed, is a root itself)
         ran = ctx.probe("find", "-P", root.path, "-type", "f", "-printf", "%T@ %s %p\\0", timeout=120)
         for item in ran.stdout.split("\0") if ran.ok else []:
             stamp, _, rest = item.partition(" ")
