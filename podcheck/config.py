@@ -63,7 +63,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "memory": {"min_ram_available_gib": 4.0, "min_vram_free_gib": 2.0},
     "disk": {"min_free_gib": 10.0, "min_free_inodes": 10000},
-    "training": {"gpu_util_threshold": 5.0, "stuck_seconds": 300, "roots": ["{workspace}/fluxgym/outputs"]},
+    "training": {"gpu_util_threshold": 5.0, "stuck_seconds": 300, "roots": ["{workspace}/fluxgym/outputs"],
+                 "kill_grace_seconds": 15.0},
 }
 
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
