@@ -12,7 +12,10 @@ def _skip_without_gpu(pod, facts):
 
 def probe_failure(facts, what):
     """The message for a check whose probe facts are missing."""
-    return f"cannot judge {what}: {facts.probe_error or 'the probe printed nothing about it'}"
+    why = facts.probe_error or "the probe printed nothing about it"
+    if why.startswith("pod python not"):
+        return f"{why}: create the pod venv or fix [pod] python (repairs: venv, torch)"
+    return f"cannot judge {what}: {why}"
 
 
 @pytest.mark.podcheck(id="gpu.driver")

@@ -108,6 +108,23 @@ def list_checks(
         typer.echo(f"{s.id:<{width}}  {','.join(s.profiles):<20}  {s.repair or '-':<18}  {s.description}")
 
 
+@app.command("facts")
+def show_facts(
+    config: Optional[Path] = ConfigOpt,
+    hosts: str = typer.Option("local://", "--hosts", help="one testinfra host URL"),
+    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="ssh_config for ssh:// hosts"),
+) -> None:
+    """Print what the probe and NVML see, as JSON (to record a GPU machine's facts for tests)."""
+    from podcheck.pod import Pod
+    from podcheck.runner import Target
+
+    try:
+        host = Target.parse(hosts, ssh_config=_str(ssh_config)).host()
+    except Exception as exc:  # testinfra raises plain RuntimeError/ValueError on bad host specs
+        raise UsageFailure(f"--hosts {hosts}: {exc}") from None
+    typer.echo(json.dumps(Pod(load_config(config), host).facts.as_dict(), indent=2))
+
+
 def _str(path: Optional[Path]) -> Optional[str]:
     return str(path) if path else None
 

@@ -19,7 +19,7 @@ KILL_GRACE = 2  # seconds between `timeout`'s TERM and its KILL
 
 @dataclass
 class Ran:
-    """What one command did. `rc` 124 (or 137 after the KILL) means it ran past its timeout."""
+    """What one command did, run under coreutils `timeout` on the host."""
 
     argv: list[str]
     rc: int
@@ -34,7 +34,8 @@ class Ran:
 
     @property
     def timed_out(self) -> bool:
-        return self.rc in (124, 137)
+        """124 from `timeout`, or 137 when its KILL came after the limit (not an OOM kill)."""
+        return self.rc == 124 or (self.rc == 137 and self.seconds >= self.timeout)
 
     @property
     def not_found(self) -> bool:
@@ -77,8 +78,8 @@ class Pod:
 
     @property
     def name(self) -> str:
-        backend = self.host.backend
-        return "local" if self.is_local else f"{backend.NAME}://{backend.get_pytest_id()}"
+        """'local', or the backend's id such as 'ssh://127.0.0.1'."""
+        return "local" if self.is_local else self.host.backend.get_pytest_id()
 
     def run(self, *argv: str, timeout: float | None = None, env: dict[str, str] | None = None) -> Ran:
         """Run argv on the host under `timeout` (default `[pod] command_timeout`); never raises on rc."""

@@ -30,6 +30,20 @@ class Target:
     def parse(cls, spec: str, **kw) -> "Target":
         return cls(spec.strip(), **kw)
 
+    @property
+    def is_local(self) -> bool:
+        return self.spec in ("local://", "local")
+
+    def host(self):
+        """The testinfra host for this target (ValueError/RuntimeError on a bad spec)."""
+        import testinfra
+
+        spec, connection = self.spec, None
+        if spec.startswith("chroot://"):
+            spec, connection = spec[len("chroot://"):], "chroot"
+        return testinfra.get_host(spec, connection=connection, ssh_config=self.ssh_config,
+                                  ssh_identity_file=self.ssh_identity_file)
+
     def pytest_args(self) -> list[str]:
         spec = self.spec
         if spec.startswith("chroot://"):  # testinfra 10.2.2 cannot parse this URL form itself
@@ -79,6 +93,8 @@ def run(config: Config, target: Target | None = None, profile: str = "runtime",
         select: list[str] | None = None) -> Report:
     """Run the selected checks against one target and return its Report."""
     target = target or Target()
+    if not target.is_local:
+        _preflight(config, target)
     session = _Session(config)
     args = [*_base_args(), "--assert=plain", f"--pod-profile={profile}",
             *[f"--pod-select={s}" for s in select or []], *target.pytest_args()]
@@ -96,9 +112,22 @@ def run(config: Config, target: Target | None = None, profile: str = "runtime",
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         lines = [ln for ln in sink.getvalue().splitlines() if ln.strip()]
         raise RunError(lines[-1] if lines else f"pytest stopped with exit code {int(code)}")
-    pods = session.pytest_config.stash.get(plugin.PODS, {})
-    host = next(iter(pods.values())).name if pods else target.spec
+    host = "local" if target.is_local else target.spec
     return Report(host=host, profile=profile, started=started, duration_s=duration, results=results)
+
+
+def _preflight(config: Config, target: Target) -> None:
+    """A remote host that does not answer gives no verdict, not a wall of misleading failures."""
+    from podcheck.pod import Pod
+
+    try:
+        host = target.host()
+    except Exception as exc:  # testinfra raises plain errors on bad specs
+        raise RunError(f"bad host {target.spec}: {exc}") from None
+    ran = Pod(config, host).run("true")
+    if not ran.ok:
+        detail = (ran.stderr or ran.stdout).strip().splitlines()
+        raise RunError(f"cannot reach {target.spec}: {detail[-1] if detail else ran.why()}")
 
 
 def catalogue(config: Config) -> list[plugin.CheckSpec]:
