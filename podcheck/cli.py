@@ -125,6 +125,21 @@ def show_facts(
     typer.echo(json.dumps(Pod(load_config(config), host).facts.as_dict(), indent=2))
 
 
+@app.command("watch")
+def watch_cmd(
+    config: Optional[Path] = ConfigOpt,
+    interval: Optional[float] = typer.Option(None, "--interval", help="seconds between runs (default [watch] interval_seconds, 30)"),
+    select: List[str] = typer.Option([], "--select", help="check id, area or glob; repeatable (default [watch] select)"),
+) -> None:
+    """Re-run checks every --interval and apply the unattended repairs, until SIGTERM/SIGINT."""
+    from podcheck import watch
+
+    try:
+        raise typer.Exit(watch.main(load_config(config), interval, select))
+    except watch.CannotStart as exc:
+        raise UsageFailure(str(exc)) from None
+
+
 def _str(path: Optional[Path]) -> Optional[str]:
     return str(path) if path else None
 

@@ -65,6 +65,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "disk": {"min_free_gib": 10.0, "min_free_inodes": 10000},
     "training": {"gpu_util_threshold": 5.0, "stuck_seconds": 300, "roots": ["{workspace}/fluxgym/outputs"],
                  "kill_grace_seconds": 15.0},
+    "watch": {
+        "interval_seconds": 30.0,
+        "select": ["sync.running", "sync.errors", "memory", "comfyui.running", "training.progress"],
+        "repairs": ["sync.start", "memory.free", "training.resume", "comfyui.launch"],  # unattended
+        "max_attempts_per_hour": 3,
+        "backoff_seconds": 60.0,
+        "repair_timeout_seconds": 900.0,
+        "log": "{state_dir}/watch.log",
+    },
+    "serve": {"port": 8765, "listen": "127.0.0.1", "cache_seconds": 5.0},
 }
 
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
