@@ -140,6 +140,23 @@ def watch_cmd(
         raise UsageFailure(str(exc)) from None
 
 
+@app.command("serve")
+def serve_cmd(
+    config: Optional[Path] = ConfigOpt,
+    port: Optional[int] = typer.Option(None, "--port", help="TCP port (default [serve] port, 8765)"),
+    listen: Optional[str] = typer.Option(None, "--listen", help="address to listen on (default 127.0.0.1; 0.0.0.0 widens it)"),
+    profile: str = typer.Option("runtime", "--profile", help="image | boot | runtime"),
+    select: List[str] = typer.Option([], "--select", help="check id, area or glob; repeatable"),
+) -> None:
+    """Serve /healthz, /api/status and a status page (read-only) until SIGTERM/SIGINT."""
+    from podcheck import serve, watch
+
+    try:
+        raise typer.Exit(serve.main(load_config(config), port, listen, select, profile, echo=typer.echo))
+    except watch.CannotStart as exc:
+        raise UsageFailure(str(exc)) from None
+
+
 def _str(path: Optional[Path]) -> Optional[str]:
     return str(path) if path else None
 
