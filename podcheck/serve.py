@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from podcheck.config import Config
 from podcheck.results import Report
-from podcheck.watch import CannotStart, iso, read_log
+from podcheck.watch import CannotStart, iso, read_log, redactor_for
 
 ORDER = ("failed", "error", "passed", "skipped")
 HOSTNAME = re.compile(r"^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$")
@@ -85,7 +85,7 @@ class Service:
     def __init__(self, cfg: Config, select: list[str], profile: str = "runtime", ttl: float | None = None):
         self.cfg, self.select, self.profile = cfg, select, profile
         self.cache = Cache(self._run, cfg.serve.cache_seconds if ttl is None else ttl)
-        self.redactor = _redactor(cfg)
+        self.redactor = redactor_for(cfg)
 
     def _run(self) -> Snapshot:
         from podcheck import runner
@@ -154,20 +154,6 @@ def _repair_state(cfg: Config) -> dict[str, Any]:
     except ImportError:
         return {}
     return markers.overview(cfg)
-
-
-def _redactor(cfg: Config):
-    """Redaction that also knows the values in the pod's rclone config, wherever they show up."""
-    import os
-
-    from podcheck.reports.redact import Redactor
-
-    redactor = Redactor.from_env(os.environ)
-    try:
-        redactor.learn_config(Path(cfg.sync.rclone_config).read_text(errors="replace"))
-    except OSError:
-        pass
-    return redactor
 
 
 # --- the page --------------------------------------------------------------------------------------

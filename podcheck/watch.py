@@ -127,13 +127,16 @@ class Limiter:
 class Log:
     """watch.log: one JSON object per line, appended in one write; secrets redacted."""
 
-    def __init__(self, path: Path, host: str | None = None):
-        self.path, self.host = path, host or socket.gethostname()
+    def __init__(self, path: Path, redactor: Any = None):
+        self.path, self.host = path, socket.gethostname()
+        self.redactor = redactor
 
     def write(self, event: str, **fields: Any) -> dict[str, Any]:
         entry = {"time": iso(time.time()), "host": self.host, "event": event,
                  **{k: v for k, v in fields.items() if v is not None}}
-        line = redact(json.dumps(entry)) + "\n"
+        if self.redactor is not None:
+            entry = self.redactor.data(entry)
+        line = json.dumps(entry) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             if self.path.stat().st_size > LOG_LIMIT:
@@ -148,13 +151,17 @@ class Log:
         return entry
 
 
-def redact(text: str) -> str:
-    """The reports layer's redaction, when this podcheck has it."""
+def redactor_for(cfg: Config):
+    """The reports layer's Redactor, taught the secret environment variables and the values in the
+    pod's rclone config, so they are removed wherever they show up."""
+    from podcheck.reports.redact import Redactor
+
+    redactor = Redactor.from_env(os.environ)
     try:
-        from podcheck.reports import redact as redaction
-    except ImportError:
-        return text
-    return redaction.redact(text)
+        redactor.learn_config(Path(cfg.sync.rclone_config).read_text(errors="replace"))
+    except OSError:
+        pass
+    return redactor
 
 
 def read_log(path: Path, last: int = 200) -> list[dict[str, Any]]:
@@ -287,7 +294,7 @@ class Watch:
     def __init__(self, cfg: Config, settings: Settings, engine: Any = None, log: Log | None = None):
         self.cfg, self.settings = cfg, settings
         self.engine = engine or Engine(cfg, settings)
-        self.log = log or Log(settings.log)
+        self.log = log or Log(settings.log, redactor_for(cfg))
         self.limiter = Limiter(settings.max_attempts, settings.backoff)
         self.last: dict[str, str] = {}
         self.last_error: str | None = None
@@ -429,6 +436,7 @@ def _repair_process(argv: list[str]) -> int:
     parser.add_argument("--log", required=True)
     args = parser.parse_args(argv)
     cfg = config_mod.load(args.config)
+    log = Log(Path(args.log), redactor_for(cfg))
     started = time.monotonic()
     try:
         result = run_repair(cfg, args.repair)
@@ -439,7 +447,7 @@ def _repair_process(argv: list[str]) -> int:
         sys.stdout.write(json.dumps(result.as_dict()))
         sys.stdout.flush()
     except BrokenPipeError:  # watch stopped meanwhile: the log is where the outcome goes
-        Log(Path(args.log)).write("repair", check=args.check, repair=args.repair, outcome=result.status,
+        log.write("repair", check=args.check, repair=args.repair, outcome=result.status,
                                   message=result.message, after_stop=True)
     return 0
 

@@ -199,3 +199,13 @@ def test_sigterm_during_a_hung_check_run(sim, tmp_path, procs):
 def test_bad_interval_is_one_line(sim):
     run = sim.podcheck("watch", "--interval", "0")
     assert run.rc == 2 and run.stderr.strip() == "podcheck: error: the watch interval must be more than 0 s, got 0"
+
+
+def test_watch_log_is_redacted(sim, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "plain-looking-secret-value-42")
+    cfg = config_mod.load(sim.config_path, env={})
+    log = watch.Log(tmp_path / "w.log", watch.redactor_for(cfg))
+    log.write("repair", repair="sync.start", message="rclone saw plain-looking-secret-value-42 and "
+                                                        "https://me:pw123456@host/x")
+    text = (tmp_path / "w.log").read_text()
+    assert "plain-looking-secret-value-42" not in text and "pw123456" not in text and "sync.start" in text
