@@ -241,6 +241,8 @@ class Engine:
         """Run one repair to its end; None when watch stops (or the wait times out) first."""
         if self.running is not None:
             return RepairResult(repair_id, "skipped", f"{self.running[1]} (pid {self.running[0].pid}) is still running")
+        if stopping():
+            return None
         argv = [sys.executable, "-m", "podcheck.watch", "--repair", repair_id, "--log", str(self.settings.log),
                 *[a for c in checks for a in ("--check", c)]]
         if self.cfg.source:
@@ -326,7 +328,7 @@ class Watch:
                 pass
             finally:
                 self._in_repair = True  # no more interruptions while we write the last line
-                still = self.engine.running_pid() if hasattr(self.engine, "running_pid") else None
+                still = self.engine.running_pid()
                 self.log.write("stop", signal=self.signal_name, repair_running=still,
                                message=f"repair pid {still} finishes on its own and logs its outcome" if still else None)
                 for s, handler in old.items():
@@ -335,7 +337,7 @@ class Watch:
 
     def cycle(self) -> None:
         """One round: check, repair what may be repaired, re-check what was repaired."""
-        late = self.engine.finished() if hasattr(self.engine, "finished") else None
+        late = self.engine.finished()
         if late:
             self.log.write("repair", check=late[1], repair=late[0].id, outcome=late[0].status,
                            message=late[0].message, late=True)
