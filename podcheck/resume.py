@@ -310,6 +310,47 @@ def _tail(pod, path: str, lines: int = 5) -> str:
     return " | ".join(ln.strip() for ln in ran.stdout.splitlines() if ln.strip())[-600:]
 
 
+# --- which runs are stuck ---------------------------------------------------------------------------
+
+def stuck(pod) -> list[tuple[int, str]]:
+    """(a pid, why) for each running training that training.progress calls stuck, judged on what
+    happened since that run started: a run relaunched a minute ago is not stuck because the GPU was
+    idle for an hour before it (its model is still loading)."""
+    from podcheck import procs, trainings
+    from podcheck.facts import read_nvml
+    from podcheck.samples import Samples, below_for
+
+    cfg = pod.config.training
+    found = trainings.find(pod, [pod.config.pod.workspace, *cfg.roots])
+    if not found:
+        return []
+    now = procs.now(pod)
+    nvml = read_nvml(pod) if pod.config.pod.gpu != "absent" else {}
+    gpus = nvml.get("gpus") or [] if nvml.get("available") else []
+    samples = Samples(pod)
+    max_gap = max(30.0, cfg.stuck_seconds / 2)
+    out = []
+    for t in found:
+        started = now - t.elapsed
+        if t.elapsed < cfg.stuck_seconds or not t.pids:
+            continue
+        indices = trainings.gpus_of(pod, t, gpus)
+        series = {i: samples.series(f"gpu.{i}.util", since=started) for i in indices}
+        if indices and all(series.values()):
+            idle = [below_for(series[i], cfg.gpu_util_threshold, now, max_gap) for i in indices]
+            if all(v >= cfg.stuck_seconds for v in idle):
+                out.append((t.pids[0], f"GPU {', '.join(map(str, indices))} below {cfg.gpu_util_threshold:g} % "
+                                       f"for {min(idle):.0f} s"))
+                continue
+            if any(v == 0.0 for v in idle):
+                continue  # busy
+        act = trainings.activity(pod, t)
+        quiet = now - max(act.newest or 0.0, started)
+        if quiet >= cfg.stuck_seconds:
+            out.append((t.pids[0], f"nothing new in {t.output_dir or t.cwd} for {quiet:.0f} s"))
+    return out
+
+
 # --- the repair -------------------------------------------------------------------------------------
 
 def resume(pod, pid: int, grace: float | None = None, settle: float = 1.0) -> Outcome:
@@ -370,6 +411,17 @@ def resume(pod, pid: int, grace: float | None = None, settle: float = 1.0) -> Ou
     message += (f"; backup {saved}" if saved else "") + f"; new pid {new_pid}, log {log}{env_note}"
     return Outcome("changed", message, pid=new_pid, checkpoint=newest.path if newest else None,
                    backup=saved, log=log)
+
+
+def repair(pod) -> tuple[str, str]:
+    """training.resume: resume every stuck training; (changed | unchanged | failed | skipped, message)."""
+    runs = stuck(pod)
+    if not runs:
+        return "unchanged", "no running training is stuck"
+    outcomes = [(why, resume(pod, pid)) for pid, why in runs]
+    statuses = {o.status for _, o in outcomes}
+    status = "failed" if "failed" in statuses else "changed" if "changed" in statuses else "skipped"
+    return status, "; ".join(f"{o.message} (stuck: {why})" for why, o in outcomes)
 
 
 def _record(pod, run: Run, pid: int, newest: Checkpoint | None, saved: str | None, log: str) -> None:

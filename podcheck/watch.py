@@ -281,9 +281,9 @@ def _result(proc: subprocess.Popen, repair_id: str) -> RepairResult:
 
 
 def run_repair(cfg: Config, repair_id: str) -> RepairResult:
-    """Run one registered repair on the local pod (the body of the repair process)."""
-    from podcheck import repairs as registry
-    return registry.run_one(cfg, repair_id)
+    """Run one registered repair on the local pod, under the fix lock (the body of the repair process)."""
+    from podcheck import fixer
+    return fixer.run_one(cfg, repair_id)
 
 
 # --- the loop ---------------------------------------------------------------------------------------
