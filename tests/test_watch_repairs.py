@@ -83,11 +83,12 @@ def test_watch_resumes_a_stuck_training_and_replaces_resume_on_the_next_stall(si
         assert len(backups) == 2 and backups[0].read_text() == original
         for old in (first, second):
             assert not Path(f"/proc/{old['pid']}").exists() or "Z" in Path(f"/proc/{old['pid']}/stat").read_text().split(")")[1][:3]
+        wait_for(lambda: sum(e["event"] == "repair" and e["outcome"] == "changed" for e in entries(log)) >= 2)
         events = entries(log)
         failed = next(e for e in events if e["event"] == "check" and e["check"] == "training.progress")
         assert failed["result"] == "failed" and "looks stuck" in failed["message"] and failed["repair"] == "training.resume"
         resumed = [e for e in events if e["event"] == "repair" and e["outcome"] == "changed"]
-        assert len(resumed) >= 2 and f"--resume {newest}" in resumed[0]["message"]
+        assert f"--resume {newest}" in resumed[0]["message"] and "my-lora-000004-state" in resumed[1]["message"]
         assert any(e["event"] == "recheck" and e["result"] == "passed" for e in events)
     finally:
         gym.cleanup()
