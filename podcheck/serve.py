@@ -121,7 +121,10 @@ class Service:
             "report": snap.report.as_dict() if snap.report else None,
             "watch": watch_state(self.cfg),
         }
-        data.update(_repair_state(self.cfg))
+        try:
+            data["fix"] = fix_state(self.cfg)
+        except Exception as exc:  # the page still answers when the state cannot be read
+            data["fix"] = {"error": f"cannot read podcheck's state: {type(exc).__name__}: {exc}"}
         return self.redactor.data(data)
 
 
@@ -147,13 +150,15 @@ def _alive(pid: int) -> bool:
     return b"podcheck" in cmdline
 
 
-def _repair_state(cfg: Config) -> dict[str, Any]:
-    """Install markers and background repairs, as `podcheck status` shows them (the fix engine's state)."""
-    try:
-        from podcheck import markers
-    except ImportError:
-        return {}
-    return markers.overview(cfg)
+def fix_state(cfg: Config) -> dict[str, Any]:
+    """What `podcheck status` shows: install markers, the fix lock, the foreground and background
+    repair runs with their progress and log tails."""
+    import testinfra
+
+    from podcheck import fixer
+    from podcheck.pod import Pod
+
+    return fixer.status(Pod(cfg, testinfra.get_host("local://")))
 
 
 # --- the page --------------------------------------------------------------------------------------
@@ -192,12 +197,12 @@ def page(status: dict[str, Any], comfyui: str, refresh: int) -> str:
     watch_line = (f"watch runs (pid {e(str(holder['pid']))} since {e(str(holder['started']))})" if holder
                   else "no watch runs on this pod (<code>podcheck watch</code>)")
     recent = "\n".join(_log_line(x) for x in (watch.get("recent") or [])[-12:]) or "nothing yet"
-    background = "".join(
-        f"<h3>{e(str(b.get('id', '')))} <small>{e(str(b.get('state', '')))}</small></h3>"
-        f"<pre>{e(chr(10).join(b.get('log_tail') or []))}</pre>"
-        for b in status.get("background") or [])
-    in_progress = background or "".join(
-        f"<p>{e(str(x.get('repair')))}: {e(str(x.get('message', '')))}</p>" for x in watch.get("repairs_running") or [])
+    fix = status.get("fix") or {}
+    in_progress = "".join(_run_html(name, fix.get(name)) for name in ("foreground", "background"))
+    in_progress += "".join(f"<p>watch: {e(str(x.get('repair')))} {e(str(x.get('message', '')))}</p>"
+                           for x in watch.get("repairs_running") or [])
+    markers = fix.get("markers") or {}
+    installed = ", ".join(f"{e(rid)} (changed {e(_when(m.get('changed_at')))})" for rid, m in markers.items()) or "none"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="{refresh}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -211,8 +216,25 @@ def page(status: dict[str, Any], comfyui: str, refresh: int) -> str:
 <table id="checks"><tr><th>status</th><th>check</th><th>message</th></tr>{''.join(rows)}</table>
 <h2>Repairs in progress</h2>{in_progress or '<p class="muted">none</p>'}
 <h2>Watch</h2><p>{watch_line}</p><pre>{e(recent)}</pre>
+<h2>Installed</h2><p id="markers">{installed}</p>
 </body></html>
 """
+
+
+def _run_html(name: str, run: Any) -> str:
+    """A `podcheck --fix` run (foreground or background) that is still going: its steps and log tail."""
+    if not isinstance(run, dict) or run.get("state") != "running" or run.get("alive") is False:
+        return ""
+    e = html.escape
+    steps = "".join(f"<li>{e(str(s.get('id')))}: {e(str(s.get('status')))} {e(str(s.get('message') or ''))}</li>"
+                    for s in run.get("steps") or [])
+    return (f"<h3>{e(name)} repairs <small>pid {e(str(run.get('pid')))}; now: {e(str(run.get('current') or '-'))}; "
+            f"queued: {e(', '.join(map(str, run.get('queue') or [])) or '-')}</small></h3>"
+            f"<ul>{steps}</ul><pre>{e(chr(10).join(map(str, run.get('log_tail') or [])))}</pre>")
+
+
+def _when(value: Any) -> str:
+    return iso(value) if isinstance(value, (int, float)) else str(value or "?")
 
 
 def _counts(summary: dict[str, int]) -> str:

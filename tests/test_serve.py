@@ -153,6 +153,32 @@ def test_status_page_renders_in_headless_chromium(sim, served, tmp_path):
     assert "<script" not in dom and "http-equiv=\"refresh\"" in dom
 
 
+def test_background_repairs_and_markers_are_shown(sim, served):
+    import testinfra
+
+    from podcheck import fixer, markers
+    from podcheck.pod import Pod
+
+    pod = Pod(config_mod.load(sim.config_path, env={}), testinfra.get_host("local://"))
+    markers.Markers(pod).record("ffmpeg", {"install": ["apt-get", "install", "ffmpeg"]}, changed=True)
+    progress = fixer.Progress(pod, fixer.BACKGROUND, token="t0", queue=["sage"])  # this process runs it
+    progress.step("torch", "changed", "installed torch 2.13.0+cpu")
+    progress.step("sage", "running", "pip install sageattention")
+    progress.log("Collecting sageattention==1.0.6")
+    base = served(sim, "--select", "pod")
+    status = json.loads(get(base + "/api/status")[1])
+    background = status["fix"]["background"]
+    assert background["state"] == "running" and background["current"] == "sage"
+    assert "Collecting sageattention==1.0.6" in background["log_tail"]
+    assert "ffmpeg" in status["fix"]["markers"]
+    html = get(base + "/")[1]
+    assert "background repairs" in html and "now: sage" in html and "Collecting sageattention==1.0.6" in html
+    assert "torch: changed installed torch 2.13.0+cpu" in html
+    assert '<p id="markers">ffmpeg (changed ' in html
+    progress.finish()
+    assert "background repairs" not in get(base + "/")[1]
+
+
 def test_port_taken_is_one_line_and_exit_2(sim):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
