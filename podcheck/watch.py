@@ -30,6 +30,10 @@ from podcheck.config import Config
 from podcheck.results import RepairResult, Report
 
 FAILING = ("failed", "error")
+#: Repairs that (re)start a service: watch runs them only for a service that ran before (this watch
+#: saw its check pass, or podcheck started it: the repair has a marker). It restarts a ComfyUI that
+#: died; it does not start one that nobody started.
+RESTARTS = {"comfyui.launch"}
 LOG_LIMIT = 5 * 1024 * 1024  # then watch.log moves to watch.log.1
 HOUR = 3600.0
 
@@ -265,6 +269,15 @@ class Engine:
         self.running = None
         return _result(proc, repair_id), checks
 
+    def started_before(self, repair_id: str) -> bool:
+        """Whether podcheck ran this repair successfully before (the fix engine keeps a marker)."""
+        import testinfra
+
+        from podcheck.markers import Markers
+        from podcheck.pod import Pod
+
+        return repair_id in Markers(Pod(self.cfg, testinfra.get_host("local://"))).load()
+
     def running_pid(self) -> int | None:
         return self.running[0].pid if self.running and self.running[0].poll() is None else None
 
@@ -299,6 +312,8 @@ class Watch:
         self.log = log or Log(settings.log, redactor_for(cfg))
         self.limiter = Limiter(settings.max_attempts, settings.backoff)
         self.last: dict[str, str] = {}
+        self.ever_passed: set[str] = set()
+        self.not_restarted: set[str] = set()
         self.last_error: str | None = None
         self.stopping = False
         self.signal_name: str | None = None
@@ -350,6 +365,8 @@ class Watch:
             before = self.last.get(r.id)
             self.last[r.id] = r.status
             if r.status not in FAILING:
+                if r.status == "passed":
+                    self.ever_passed.add(r.id)
                 if before in FAILING:
                     self.log.write("check", check=r.id, result=r.status, message=r.message or "passes again")
                 self.limiter.passed(r.id)
@@ -357,6 +374,13 @@ class Watch:
             if before != r.status:
                 self.log.write("check", check=r.id, result=r.status, message=r.message, repair=r.repair)
             if not r.repair or r.repair not in self.settings.repairs:
+                continue
+            if r.repair in RESTARTS and r.id not in self.ever_passed and not self.engine.started_before(r.repair):
+                if r.id not in self.not_restarted:
+                    self.not_restarted.add(r.id)
+                    self.log.write("skip", check=r.id, repair=r.repair,
+                                   message=f"not running {r.repair}: this service was not running before "
+                                           "(watch restarts what died; start it with `podcheck --fix`)")
                 continue
             verdict, when = self.limiter.verdict(r.id, now)
             if verdict == "give_up":

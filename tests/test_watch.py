@@ -116,6 +116,47 @@ def test_a_repair_that_always_fails_is_limited_with_growing_backoff(sim, tmp_pat
     assert sum(e["event"] == "recheck" and e["result"] == "failed" for e in entries(log)) == 3
 
 
+class Scripted(watch.Engine):
+    """Check results given as data, round by round (the loop's decisions on their own)."""
+
+    def __init__(self, cfg, settings, rounds, launched=False):
+        super().__init__(cfg, settings)
+        self.rounds, self.launched, self.calls = list(rounds), launched, []
+
+    def check(self, select):  # every run, re-checks included, takes the next status
+        from podcheck.results import CheckResult, Report
+        status = self.rounds.pop(0)
+        return Report("local", "runtime", results=[CheckResult("comfyui.running", "comfyui", status,
+                                                               repair="comfyui.launch")])
+
+    def repair(self, repair_id, checks, stopping):
+        self.calls.append(repair_id)
+        return RepairResult(repair_id, "changed", "launched ComfyUI")
+
+    def started_before(self, repair_id):
+        return self.launched
+
+
+@pytest.mark.parametrize("rounds, launched, attempts", [
+    (["failed", "failed"], False, 0),            # never ran: watch does not start it
+    (["failed", "passed"], True, 1),             # podcheck launched it before: it died
+    (["passed", "failed", "passed"], False, 1),  # this watch saw it run: it died
+])
+def test_a_service_is_restarted_only_when_it_ran_before(sim, rounds, launched, attempts):
+    cfg = config_mod.load(sim.config_path, env={})
+    settings = watch.Settings.from_config(cfg, interval=1, select=["comfyui.running", "pod"])
+    settings.repairs = {"comfyui.launch"}
+    engine = Scripted(cfg, settings, rounds, launched)
+    w = watch.Watch(cfg, settings, engine=engine)
+    while engine.rounds:
+        w.cycle()
+    assert engine.calls == ["comfyui.launch"] * attempts
+    skips = [e for e in entries(settings.log) if e["event"] == "skip"]
+    assert len(skips) == (1 if attempts == 0 else 0)
+    if skips:
+        assert "was not running before" in skips[0]["message"]
+
+
 # --- the command: one per pod, signals --------------------------------------------------------------
 
 def start_watch(sim, *args) -> subprocess.Popen:
