@@ -336,7 +336,10 @@ class Watch:
                                select=self.settings.select, repairs=sorted(self.settings.repairs))
                 while not self.stopping:
                     started = time.monotonic()
-                    self.cycle()
+                    try:
+                        self.cycle()
+                    except Exception as exc:  # a broken round (a bug, a full disk) must not end the watch
+                        self._complain(f"round failed: {type(exc).__name__}: {exc}")
                     if not self.stopping:
                         time.sleep(max(0.0, self.settings.interval - (time.monotonic() - started)))
             except Stop:
@@ -349,6 +352,13 @@ class Watch:
                 for s, handler in old.items():
                     signal.signal(s, handler)
         return 0
+
+    def _complain(self, message: str) -> None:
+        print(f"podcheck watch: {message}", file=sys.stderr, flush=True)
+        try:
+            self.log.write("error", message=message)
+        except OSError:
+            pass
 
     def cycle(self) -> None:
         """One round: check, repair what may be repaired, re-check what was repaired."""
