@@ -157,6 +157,29 @@ def test_a_service_is_restarted_only_when_it_ran_before(sim, rounds, launched, a
         assert "was not running before" in skips[0]["message"]
 
 
+def test_a_broken_round_is_logged_and_the_watch_goes_on(sim, capsys):
+    from podcheck.results import Report
+
+    cfg = config_mod.load(sim.config_path, env={})
+    settings = watch.Settings.from_config(cfg, interval=0.05, select=["pod"])
+
+    class Flaky(watch.Engine):
+        calls = 0
+
+        def check(self, select):
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("disk on fire")
+            w.stopping = True  # the second round ends the watch
+            return Report("local", "runtime")
+
+    w = watch.Watch(cfg, settings, engine=Flaky(cfg, settings))
+    assert w.run() == 0
+    assert [e["event"] for e in entries(settings.log)] == ["start", "error", "stop"]
+    assert entries(settings.log)[1]["message"] == "round failed: RuntimeError: disk on fire"
+    assert "round failed: RuntimeError: disk on fire" in capsys.readouterr().err
+
+
 # --- the command: one per pod, signals --------------------------------------------------------------
 
 def start_watch(sim, *args) -> subprocess.Popen:
