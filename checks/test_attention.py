@@ -1,7 +1,7 @@
-"""attention: SageAttention imports and its kernels run on this GPU."""
+"""attention: SageAttention imports, its kernels run on this GPU, and the running ComfyUI uses it."""
 import pytest
 
-from podcheck import gpu
+from podcheck import comfyui, gpu
 
 
 @pytest.mark.podcheck(id="attention.sage_import", repair="sage", needs=("gpu.torch_build",))
@@ -31,3 +31,54 @@ def test_sage_import(pod, facts, say):
     modules = ", ".join(s.get("compiled_modules") or []) or "none (Triton kernels)"
     ran = f"; ran on {len(s['calls'])} GPU(s)" if s.get("calls") else ""
     say(f"sageattention {version}; compiled modules: {modules}{ran}")
+
+
+@pytest.mark.podcheck(id="attention.sage_active", repair="sage", profiles=("runtime",), needs=("comfyui.running",))
+def test_sage_active(pod, say):
+    """The running ComfyUI really uses sage: it logged "Using sage attention" and no fallback to pytorch
+    attention ("Error running sage attention: ...") since it started."""
+    if pod.config.attention.sage == "off":
+        pytest.skip('sage is off ([attention] sage = "off")')
+    if not pod.config.comfyui.enabled:
+        pytest.skip("ComfyUI is not used on this pod ([comfyui] enabled = false)")
+    procs = comfyui.processes(pod)
+    flagged = [p for p in procs if p.args.use_sage_attention]
+    if not flagged:
+        pytest.skip("no ComfyUI runs with --use-sage-attention (comfyui.launch_flags judges the flag)")
+    log = comfyui.read_log(pod, pod.config.comfyui.log)
+    if log.text is None:
+        pytest.skip(f"cannot read ComfyUI's log {log.path} ({log.error}): set [comfyui] log to the file it writes")
+    lines = log.text.splitlines()
+    judged, start = _since_launch(lines, flagged, alone=len(procs) == 1)
+    if not judged:
+        pytest.skip(f"cannot tell which lines of {log.path} are from pid(s) {', '.join(str(p.pid) for p in flagged)}: "
+                    "they were not launched by podcheck (no launch banner)")
+    who = " and ".join(str(p) for p in judged)
+    oldest = min((p.started for p in judged if p.started), default=None)
+    if log.mtime is not None and oldest is not None and log.mtime < oldest - 2:
+        pytest.skip(f"{log.path} was last written before {who} started: it logs elsewhere ([comfyui] log)")
+    run = [line.strip() for line in lines[start:]]
+    if comfyui.ATTENTION["--use-sage-attention"] not in run:
+        pytest.skip(f"{who} has not logged its attention choice yet (still starting?)")
+    errors = [line for line in run if line.startswith(comfyui.SAGE_FALLBACK)]
+    assert not errors, (
+        f"{who} fell back to pytorch attention {len(errors)} time(s) since {'it' if len(judged) == 1 else 'they'} "
+        f"started; last: {errors[-1][:300]} (in {log.path}). Sage is installed and flagged but its kernels do not run "
+        "on this GPU, so generations run on the slower pytorch attention (repair: sage rebuilds it for this GPU)")
+    unjudged = [str(p) for p in flagged if p not in judged]
+    say(f"{who}: using sage attention, no fallback since start ({log.path})"
+        + (f"; not judged (no launch banner): {', '.join(unjudged)}" if unjudged else ""))
+
+
+def _since_launch(lines, flagged, alone):
+    """The flagged processes whose lines can be told in the log, and the index where the oldest of them
+    was launched: podcheck's launch banners; without any banner, the last start ComfyUI logged when
+    it is the only ComfyUI running. ComfyUI's lines carry no pid, so several runs in one log are judged together."""
+    banners = {p.pid: comfyui.launch_line(lines, p.pid) for p in flagged}
+    judged = [p for p in flagged if banners[p.pid] is not None]
+    if judged:
+        return judged, min(banners[p.pid] for p in judged) + 1
+    start = comfyui.last_start(lines)
+    if alone and start and start[1] == comfyui.ATTENTION["--use-sage-attention"] and not any(line.startswith(comfyui.LAUNCH_BANNER) for line in lines):
+        return flagged, start[0]
+    return [], 0

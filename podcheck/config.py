@@ -38,6 +38,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "attention": {"sage": "required", "sage_spec": "sageattention"},
     "comfyui": {
+        "enabled": True,
         "port": 8188,
         "listen": "0.0.0.0",
         "repo": "https://github.com/comfyanonymous/ComfyUI",
@@ -52,7 +53,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "remote": "gdrive",
         "remote_root": "ComfyUI-Output",
         "log": "{state_dir}/sync.log",
-        "max_age_minutes": 15,
+        "max_age_minutes": 15.0,
         "process_pattern": "",
         "folders": ["output"],
         "interval_seconds": 60,
@@ -60,8 +61,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "checkers": 8,
         "tpslimit": 10,
         "min_age": "30s",
+        "mode": "sync",
+        "excludes": ["*.tmp", "*.partial"],
+        "pass_timeout_seconds": 3600.0,
+        "errors_window_minutes": 60.0,
     },
-    "memory": {"min_ram_available_gib": 4.0, "min_vram_free_gib": 2.0},
+    "memory": {"min_ram_available_gib": 4.0, "min_vram_free_gib": 2.0, "cgroup_root": "/sys/fs/cgroup"},
     "disk": {"min_free_gib": 10.0, "min_free_inodes": 10000},
     "training": {"gpu_util_threshold": 5.0, "stuck_seconds": 300, "roots": ["{workspace}/fluxgym/outputs"],
                  "kill_grace_seconds": 15.0},
@@ -80,6 +85,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("pod", "gpu"): ("required", "optional", "absent"),
     ("attention", "sage"): ("required", "optional", "off"),
+    ("sync", "mode"): ("sync", "copy"),
 }
 
 PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")

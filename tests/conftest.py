@@ -16,3 +16,11 @@ def torch_python():
 def cpu_pod(tmp_path, torch_python):
     """A healthy CPU-only simulated pod (gpu absent, torch cuda "cpu", sage off)."""
     return podsim.cpu_pod(tmp_path, torch_python)
+
+
+@pytest.fixture
+def spawn():
+    """Start real processes (`spawn([...])`, own session); their process groups are killed at teardown."""
+    spawner = podsim.Spawner()
+    yield spawner
+    spawner.close()

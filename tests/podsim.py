@@ -172,6 +172,14 @@ class SimPod:
         self.config_path.write_text(toml_dumps(self.settings))
         return self
 
+    def live(self):
+        """This pod as checks see it, in this process: a podcheck Pod on testinfra's local:// host."""
+        import testinfra
+
+        from podcheck import config
+        from podcheck.pod import Pod
+        return Pod(config.load(self.config_path, env={}), testinfra.get_host("local://"))
+
     def podcheck(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> Run:
         """Run the real `podcheck` CLI (a new process) against this pod."""
         full_env = {**os.environ, "PODCHECK_CONFIG": str(self.config_path), **self.env, **(env or {})}
@@ -207,3 +215,27 @@ def path_without(*names: str, root: Path) -> str:
                 continue
             link.symlink_to(os.path.join(folder, entry))
     return str(farm)
+
+
+class Spawner:
+    """Starts real processes in their own session and kills each one's whole group at close()."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen] = []
+
+    def __call__(self, argv: list[str], **kw: Any) -> subprocess.Popen:
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        kw.setdefault("stdout", subprocess.DEVNULL)
+        kw.setdefault("stderr", subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, start_new_session=True, **kw)
+        self.started.append(proc)
+        return proc
+
+    def close(self) -> None:
+        import signal
+        for proc in self.started:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()

@@ -125,7 +125,7 @@ def test_json_to_file_and_table_together(cpu_pod, tmp_path):
 
 def test_pytest_runs_the_checks_directly(cpu_pod):
     """`pytest checks/` from the repo root uses the same plugin (conftest.py loads it)."""
-    done = subprocess.run([sys.executable, "-m", "pytest", "checks/", "-q", "-p", "no:cacheprovider",
+    done = subprocess.run([sys.executable, "-m", "pytest", "checks/", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
                            f"--pod-config={cpu_pod.config_path}", "--pod-select=system.ffmpeg,gpu.torch_build"],
                           cwd=podsim.REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:]

@@ -1,0 +1,93 @@
+"""isolation: on a volume several pods and people share, each person's files stay in their own folders."""
+import posixpath
+
+import pytest
+
+from podcheck import paths, users
+
+#: The per-user trees under the workspace: {workspace}/<kind>/<user>.
+PER_USER = users.KINDS + ("temp",)
+#: Folders of the ComfyUI install that pods once pointed at one user's folder with a symlink.
+SHARED_LINKS = ("output", "input", "user/workflows", "user/default/workflows")
+
+
+def owner(resolved, workspace):
+    """(kind, user) when `resolved` is in {workspace}/<kind>/<user>; (kind, None) for {workspace}/<kind>
+    itself; None elsewhere. Both paths have their symlinks followed."""
+    for kind in PER_USER:
+        root = posixpath.join(workspace, kind)
+        if paths.inside(resolved, root):
+            rest = resolved[len(root):].strip("/")
+            return kind, rest.split("/", 1)[0] if rest else None
+    return None
+
+
+def describe(where):
+    kind, user = where
+    return f"{user}'s {kind} folder" if user else f"the {kind} folder of every user"
+
+
+@pytest.mark.podcheck(id="isolation.no_shared_links", repair="isolation.unlink", needs=("pod.workspace",))
+def test_no_shared_links(pod, say):
+    """ComfyUI's output, input and workflows folders are not symlinks into a user's folder on the shared volume."""
+    if not pod.config.comfyui.enabled:
+        pytest.skip("ComfyUI is not used on this pod ([comfyui] enabled = false)")
+    root, workspace = pod.config.pod.comfyui_dir, pod.config.pod.workspace
+    entries = paths.inspect(pod, [workspace] + [f"{root}/{name}" for name in SHARED_LINKS])
+    real_workspace = entries[posixpath.normpath(workspace)].resolved
+    links = []
+    for name in SHARED_LINKS:
+        entry = entries[posixpath.normpath(f"{root}/{name}")]
+        where = owner(entry.resolved, real_workspace) if entry.is_link else None
+        if where:
+            links.append(f"{entry.path} is a symlink to {entry.resolved} ({describe(where)})")
+    assert not links, (
+        "; ".join(links) + ". Every pod on the volume sees this one link: the last pod to start wins and every "
+        "ComfyUI writes into that folder. Give each ComfyUI its own --output-directory / --input-directory instead "
+        "(repair: isolation.unlink removes the link itself, never what it points to)")
+    say(f"no symlink from {root} into a user's folder")
+
+
+@pytest.mark.podcheck(id="isolation.user_dirs", repair="isolation.user_dirs", needs=("pod.workspace",))
+def test_user_dirs(pod, say):
+    """Every user has a valid name and real folders output/<u>, input/<u>, workflows/<u> of their own."""
+    cfg = pod.config.pod
+    configured = bool(cfg.users)
+    names = list(dict.fromkeys(users.users(pod) + ([cfg.user] if cfg.user else [])))
+    if not names:
+        pytest.skip(f"no users: set [pod] user or [pod] users, or create {cfg.workspace}/output/<user>")
+    problems = [f"user name {name!r} {why}" for name in names if (why := users.invalid_reason(name))]
+    valid = [name for name in names if not users.invalid_reason(name)]
+    wanted = {(kind, name): f"{cfg.workspace}/{kind}/{name}" for name in valid for kind in users.KINDS}
+    entries = paths.inspect(pod, [cfg.workspace] + list(wanted.values()))
+    real_workspace = entries[posixpath.normpath(cfg.workspace)].resolved
+    if not configured:  # a stray file in output/ is not a person
+        valid = [n for n in valid if n == cfg.user or entries[wanted[("output", n)]].kind != "file"]
+    for name in valid:
+        for kind in users.KINDS:
+            entry = entries[wanted[(kind, name)]]
+            problem = _folder_problem(entry, (kind, name), real_workspace)
+            if problem:
+                problems.append(f"{kind}/{name} {problem}")
+    assert not problems, (
+        f"per-user folders in {cfg.workspace}: " + "; ".join(problems)
+        + " (repair: isolation.user_dirs; an invalid name needs a rename by hand)")
+    say(f"{len(valid)} user(s): {', '.join(valid)}")
+
+
+def _folder_problem(entry, mine, real_workspace):
+    """Why `entry` cannot be the folder `mine` = (kind, user), or None when it can."""
+    if entry.kind == "missing":
+        return "is missing"
+    if entry.kind == "link":
+        where = owner(entry.resolved, real_workspace)
+        if not paths.inside(entry.resolved, real_workspace):
+            return f"is a symlink out of the workspace, to {entry.resolved}"
+        if where and where != mine:
+            return f"is a symlink to {entry.resolved} ({describe(where)}): {mine[1]}'s files land there"
+        if entry.resolved_kind != "dir":
+            return f"is a symlink to {entry.resolved}, which is {'missing' if entry.resolved_kind == 'missing' else 'not a folder'}"
+        return None
+    if entry.kind != "dir":
+        return f"is a {entry.kind}, not a folder"
+    return None

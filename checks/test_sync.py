@@ -1,0 +1,205 @@
+"""sync: outputs reach Google Drive (rclone), per user, continuously, without quota or duplicate errors."""
+import re
+import shlex
+
+import pytest
+
+from podcheck import procs, rclone, syncloop
+from podcheck.users import users
+
+
+def _sync(pod):
+    s = pod.config.sync
+    if not s.enabled:
+        pytest.skip("sync is off ([sync] enabled = false)")
+    return s
+
+
+def _ago(seconds):
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _external(pod, pattern, listing):
+    """Processes matching `[sync] process_pattern` (not podcheck's own loop)."""
+    if not pattern:
+        return []
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        pytest.fail(f"[sync] process_pattern {pattern!r} is not a regular expression ({exc})", pytrace=False)
+    return [p for p in listing if regex.search(p.args) and syncloop.MARKER not in p.args
+            and not p.args.startswith(("ps ", "timeout "))]
+
+
+@pytest.mark.podcheck(id="sync.config", repair="sync.config")
+def test_config(pod, say):
+    """The rclone config has the sync remote; a Drive service account writes to a Shared Drive."""
+    s = _sync(pod)
+    path = s.rclone_config
+    try:
+        remotes = rclone.dump(pod, path)
+    except rclone.RcloneError as exc:
+        pytest.fail(f"{exc} (repair: sync.config)", pytrace=False)
+    problems = []
+    mode = rclone.file_mode(pod, path)
+    if mode is not None and rclone.readable_by_others(mode):
+        problems.append(f"{path} is readable by group/others (mode {mode:03o}): chmod 600 {path}")
+    if s.remote not in remotes:
+        known = ", ".join(sorted(remotes)) or "none"
+        problems.append(f"remote {s.remote!r} ([sync] remote) is not in {path} (remotes: {known})")
+    chain = rclone.chain(remotes, s.remote)
+    for name, section in chain:
+        if section.get("type") == "drive":
+            problems += rclone.drive_problems(pod, name, section, path)
+    assert not problems, f"rclone config {path}: " + "; ".join(problems) + " (repair: sync.config)"
+    say(f"{path}: remote " + " -> ".join(f"{n} ({sec.get('type')})" for n, sec in chain))
+
+
+@pytest.mark.podcheck(id="sync.running", repair="sync.start", profiles=("runtime",),
+                      needs=("pod.workspace", "sync.config"))
+def test_running(pod, say):
+    """A sync loop runs and its last successful pass is younger than max_age_minutes.
+
+    The loop is podcheck's managed loop (pidfile and status in state_dir) or a process matching
+    [sync] process_pattern (alive is all that can be told of it)."""
+    s = _sync(pod)
+    status = syncloop.status(pod) or {}
+    pid = syncloop.running_pid(pod)
+    now = procs.now(pod)
+    max_age = s.max_age_minutes * 60
+    limit = f"[sync] max_age_minutes = {s.max_age_minutes:g}"
+    failing = _failing(status)
+    if pid:
+        last = status.get("last_success")
+        if last is None:
+            running = now - float(status.get("started") or now)
+            assert running <= max_age, (
+                f"the sync loop (pid {pid}) has run for {_ago(running)} without one successful pass ({limit})"
+                f"{failing} (repair: sync.start)")
+            say(f"sync loop pid {pid} started {_ago(running)} ago; its first pass is not done yet")
+            return
+        assert now - last <= max_age, (
+            f"the sync loop (pid {pid}) is stale: its last successful pass was {_ago(now - last)} ago ({limit})"
+            f"{failing}; restart it (repair: sync.start)")
+        say(f"sync loop pid {pid}: last successful pass {_ago(now - last)} ago")
+        return
+    external = _external(pod, s.process_pattern, procs.listing(pod))
+    if external:
+        p = external[0]
+        say(f"sync process {p.pid} ({p.args[:80]}) matches [sync] process_pattern; its pass age is unknown")
+        return
+    last = status.get("last_success")
+    history = f"; its last successful pass was {_ago(now - last)} ago" if last else "; it never finished a pass"
+    if status.get("pid") and not status.get("stopped"):
+        why = f"the sync loop (pid {status['pid']}) is dead{history}{failing}"
+    elif status.get("stopped"):
+        why = f"the sync loop was stopped {_ago(now - status['stopped'])} ago{history}"
+    else:
+        pattern = (f"no process matches [sync] process_pattern = {s.process_pattern!r}" if s.process_pattern
+                   else "[sync] process_pattern is empty")
+        why = f"no sync loop runs (none started by podcheck in {pod.config.pod.state_dir}; {pattern})"
+    pytest.fail(f"{why}: new outputs are not copied to {s.remote}:{s.remote_root} (repair: sync.start)",
+                pytrace=False)
+
+
+def _failing(status):
+    bad = []
+    for user, folders in (status.get("users") or {}).items():
+        for folder, result in folders.items() if isinstance(folders, dict) else ():
+            if isinstance(result, dict) and result.get("rc") not in (0, None):
+                bad.append(f"{user} {folder}: {rclone.redact_line(result.get('error') or 'rc ' + str(result['rc']))[:200]}")
+    return ("; failing: " + "; ".join(bad[:4])) if bad else ""
+
+
+def _script_transfers(pod, script):
+    """rclone transfers with literal arguments in a loop script (lines using $variables are not judged)."""
+    text = pod.read_text(script) or ""
+    found = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip().rstrip("\\").strip()
+        if "rclone" not in line or "$" in line:
+            continue
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            continue
+        while words and words[0] != "rclone" and not words[0].endswith("/rclone"):
+            words.pop(0)
+        transfer = rclone.parse_transfer(words)
+        if transfer:
+            found.append(transfer)
+    return found
+
+
+@pytest.mark.podcheck(id="sync.per_user", repair="sync.start", profiles=("runtime",), needs=("sync.config",))
+def test_per_user(pod, say):
+    """Each sync maps one user's folder to that user's remote folder, never all of output/.
+
+    {workspace}/<folder>/<user> must go to <remote>:<remote_root>/<folder>/<user>; judged from running
+    rclone command lines, the managed loop's settings and loop scripts matching process_pattern."""
+    s = _sync(pod)
+    c = pod.config.pod
+    listing = procs.listing(pod)
+    mappings = []  # (where it comes from, src, dst)
+    for p in listing:
+        if "rclone" in p.args:
+            transfer = rclone.parse_transfer(procs.argv(pod, p.pid) or [])
+            if transfer:
+                mappings.append((f"rclone pid {p.pid}", transfer.src, transfer.dst))
+    problems = []
+    if syncloop.running_pid(pod):
+        loop = (syncloop.status(pod) or {}).get("settings") or {}
+        if loop:
+            targets = [(f"{loop['remote']}", loop.get("remote_root", "")), (s.remote, s.remote_root.strip("/"))]
+            if targets[0] != targets[1]:
+                problems.append(f"the sync loop writes to {targets[0][0]}:{targets[0][1]}, but [sync] says "
+                                f"{targets[1][0]}:{targets[1][1]}: restart it")
+            names = loop.get("users") or users(pod)
+            mappings += [("podcheck sync loop", src, dst) for src, dst in syncloop.plan(loop, names)]
+    for p in _external(pod, s.process_pattern, listing):
+        for script in [a for a in procs.argv(pod, p.pid) or [] if a.endswith(".sh")]:
+            mappings += [(f"{script} (pid {p.pid})", t.src, t.dst) for t in _script_transfers(pod, script)]
+    ours = (c.workspace.rstrip("/") + "/", c.comfyui_dir.rstrip("/") + "/")
+    mappings = [m for m in mappings if (m[1].rstrip("/") + "/").startswith(ours)]  # this pod's folders only
+    if not mappings and not problems:
+        pytest.skip("no sync to judge: no podcheck sync loop, no rclone transfer running, no loop script found")
+    for where, src, dst in mappings:
+        why = syncloop.judge_mapping(c.workspace, c.comfyui_dir, s.remote, s.remote_root, src, dst)
+        if why:
+            problems.append(f"{where} {why}")
+    assert not problems, "; ".join(dict.fromkeys(problems)) + " (repair: sync.start)"
+    say(f"{len(mappings)} sync mapping(s), each one user's folder")
+
+
+@pytest.mark.podcheck(id="sync.errors")
+def test_errors(pod, say):
+    """The recent sync log has no quota errors, no 'Duplicate object found', no auth failures."""
+    s = _sync(pod)
+    ran = pod.run("tail", "-c", "262144", s.log)
+    if not ran.ok:
+        pytest.skip(f"no sync log at {s.log}")
+    window = s.errors_window_minutes * 60
+    found = rclone.log_problems(ran.stdout, procs.now(pod) - window)
+    if not found:
+        say(f"{s.log}: no quota, duplicate or auth errors in the last {_ago(window)}")
+        return
+    parts = []
+    advice = {
+        "quota": "the service account has no storage of its own: sync to a Shared Drive (team_drive, see sync.config)",
+        "auth": "rclone cannot log in: check the token or service-account key (see sync.config)",
+    }
+    for kind, hits in found.items():
+        example = rclone.redact_line(hits[-1][0])[:220]
+        if kind == "duplicates":
+            where = sorted({d for _, d in hits if d}) or [f"{s.remote}:{s.remote_root}"]
+            fix = "; ".join(f"rclone dedupe --dedupe-mode newest {d} --config {s.rclone_config}" for d in where[:4])
+            parts.append(f"{len(hits)} x 'Duplicate object found' (Drive holds two files of one name; stop the sync "
+                         f"loop, then run: {fix}), e.g. {example!r}")
+        else:
+            parts.append(f"{len(hits)} x {kind} error ({advice[kind]}), e.g. {example!r}")
+    pytest.fail(f"sync log {s.log}, last {_ago(window)}: " + "; ".join(parts), pytrace=False)

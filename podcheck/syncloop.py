@@ -1,0 +1,409 @@
+"""podcheck's managed sync loop: one `rclone sync|copy` per user folder, pass after pass.
+
+Each pass maps `{workspace}/<folder>/<user>` to `<remote>:<remote_root>/<folder>/<user>` for every
+folder of `[sync] folders` and every user (names validated by podcheck.users before any path is
+built; a folder that is a symlink is not followed), with `[sync]` transfers, checkers, tpslimit,
+min_age and excludes, logging to `[sync] log`. The loop keeps a pidfile and a status document
+(last successful pass, per-user results) in state_dir, both written atomically.
+
+Which users: the pod's own `[pod] user` when set (each pod syncs its person's folders, so pods
+sharing a volume never upload the same files at once), else `[pod] users`, else every folder
+under `{workspace}/output`. Files are named by that scope: `syncloop-<user|all>.{json,pid}` and
+`syncloop-<user|all>-status.json`.
+
+Host side (podcheck): settings(), plan(), start(), stop(), status(), running_pid().
+Pod side: `python -m podcheck.syncloop SETTINGS.json`. It needs only the standard library,
+podcheck.users and podcheck.files, so for a remote pod those files are shipped to
+`<state_dir>/syncloop-code/` and run with the pod's python3.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from podcheck.files import write_atomic
+from podcheck.users import KINDS, invalid_reason, require_valid
+
+MARKER = "podcheck.syncloop"   # in the loop's argv: tells our loop from a reused pid
+LOG_ROTATE_BYTES = 20 * 1024 * 1024
+
+# Start detached: own session (so podcheck's exit or a timeout's kill never reaches it), no tty.
+_LAUNCH = """
+log="$1"; pp="$2"; shift 2
+mkdir -p "$(dirname "$log")" || exit 1
+if [ -n "$pp" ]; then PYTHONPATH="$pp"; export PYTHONPATH; fi
+cd / || exit 1
+setsid "$@" </dev/null >>"$log" 2>&1 &
+echo $!
+"""
+
+
+class SyncLoopError(Exception):
+    """The loop could not be started or stopped; one line."""
+
+
+# --- host side ------------------------------------------------------------------------------------
+
+def scope(config: Any) -> str:
+    """'alice' for a pod that serves alice, 'all' otherwise."""
+    user = config.pod.user
+    return require_valid(user) if user else "all"
+
+
+def names(config: Any) -> dict[str, str]:
+    """State document names of this pod's loop: settings, status; and the pidfile path."""
+    key = scope(config)
+    return {"settings": f"syncloop-{key}", "status": f"syncloop-{key}-status",
+            "pidfile": f"{config.pod.state_dir}/syncloop-{key}.pid"}
+
+
+def settings(config: Any) -> dict[str, Any]:
+    """Everything the loop needs, from `[pod]` and `[sync]`: the loop reads nothing else."""
+    s, state_dir = config.sync, config.pod.state_dir
+    for folder in s.folders:
+        why = invalid_reason(folder)
+        if why:
+            raise SyncLoopError(f"[sync] folders entry {folder!r} {why}")
+    user = config.pod.user
+    n = names(config)
+    return {
+        "scope": scope(config),
+        "workspace": config.pod.workspace,
+        "users": [user] if user else list(config.pod.users),
+        "folders": list(s.folders),
+        "remote": s.remote,
+        "remote_root": s.remote_root.strip("/"),
+        "rclone": "rclone",
+        "rclone_config": s.rclone_config,
+        "mode": s.mode,
+        "transfers": s.transfers,
+        "checkers": s.checkers,
+        "tpslimit": s.tpslimit,
+        "min_age": s.min_age,
+        "excludes": list(s.excludes),
+        "interval_seconds": s.interval_seconds,
+        "pass_timeout_seconds": s.pass_timeout_seconds,
+        "log": s.log,
+        "status": f"{state_dir}/{n['status']}.json",
+        "pidfile": n["pidfile"],
+    }
+
+
+def destination(settings: dict[str, Any], folder: str, user: str) -> str:
+    """`<remote>:<remote_root>/<folder>/<user>` for a valid user."""
+    root = settings["remote_root"]
+    return f"{settings['remote']}:{root + '/' if root else ''}{folder}/{require_valid(user)}"
+
+
+def plan(settings: dict[str, Any], users: list[str]) -> list[tuple[str, str]]:
+    """(source, destination) of every transfer a pass makes for `users` (invalid names are left out)."""
+    out = []
+    for user in users:
+        if invalid_reason(user):
+            continue
+        for folder in settings["folders"]:
+            out.append((f"{settings['workspace']}/{folder}/{user}", destination(settings, folder, user)))
+    return out
+
+
+def judge_mapping(workspace: str, comfyui_dir: str, remote: str, remote_root: str, src: str, dst: str) -> str | None:
+    """What is wrong with syncing `src` to `dst`, or None. A shared folder (all of output/, input/, the
+    workspace, ComfyUI's own output/) mixes users; a user's folder must go to that user's remote folder.
+    Other sources (models, a subfolder) are not judged."""
+    import posixpath
+
+    if not src.startswith("/"):
+        return None
+    src = posixpath.normpath(src)
+    root = remote_root.strip("/")
+    shared = {posixpath.normpath(p) for p in
+              [workspace, f"{comfyui_dir}/output", f"{comfyui_dir}/input", *(f"{workspace}/{k}" for k in KINDS)]}
+    if src in shared:
+        return (f"syncs all of {src} to {dst}: that mixes every user's files in one folder; sync each "
+                f"{workspace}/<folder>/<user> to {remote}:{root + '/' if root else ''}<folder>/<user>")
+    parent, user = posixpath.split(src)
+    folder = posixpath.basename(parent)
+    if folder not in KINDS or parent != posixpath.normpath(f"{workspace}/{folder}"):
+        return None
+    why = invalid_reason(user)
+    if why:
+        return f"syncs {src}, whose user name {why}"
+    expected = f"{remote}:{root + '/' if root else ''}{folder}/{user}"
+    if dst.rstrip("/") != expected:
+        return f"maps {src} to {dst}, not to {expected}"
+    return None
+
+
+def status(pod: Any) -> dict[str, Any] | None:
+    """The loop's status document (pid, started, last_success, last_pass, users, settings), or None."""
+    from podcheck.state import State
+    return State(pod).read(names(pod.config)["status"])
+
+
+def running_pid(pod: Any) -> int | None:
+    """The pid of this pod's loop when it runs on this host, else None."""
+    text = pod.read_text(names(pod.config)["pidfile"])
+    try:
+        pid = int((text or "").split()[0])
+    except (IndexError, ValueError):
+        return None
+    from podcheck import procs
+    return pid if procs.alive(pod, pid, MARKER) else None
+
+
+@dataclass
+class Started:
+    changed: bool
+    pid: int
+    message: str
+
+
+def start(pod: Any, wait: float = 10.0) -> Started:
+    """Start the loop detached on the pod's host unless it already runs; wait until it reports in."""
+    from podcheck.state import State
+
+    pid = running_pid(pod)
+    if pid:
+        return Started(False, pid, f"the sync loop already runs (pid {pid})")
+    config = pod.config
+    wanted = settings(config)
+    state = State(pod)
+    n = names(config)
+    state.write(n["settings"], wanted)
+    if pod.is_local:
+        python, pythonpath = sys.executable, ""
+    else:
+        python, pythonpath = "python3", _ship(pod)
+    ran = pod.run("sh", "-c", _LAUNCH, "sh", wanted["log"], pythonpath,
+                  python, "-m", MARKER, state.path(n["settings"]))
+    if not ran.ok or not ran.stdout.strip().isdigit():
+        raise SyncLoopError(f"cannot start the sync loop: {ran.why()}")
+    pid = int(ran.stdout.strip())
+    deadline = time.monotonic() + wait
+    from podcheck import procs
+    while time.monotonic() < deadline:
+        current = status(pod) or {}
+        if current.get("pid") == pid and not current.get("stopped"):
+            return Started(True, pid, f"started the sync loop (pid {pid}), log {wanted['log']}")
+        if not procs.alive(pod, pid):
+            break
+        time.sleep(0.05)
+    tail = (pod.run("tail", "-n", "3", wanted["log"]).stdout.strip().splitlines() or ["no output"])[-1]
+    raise SyncLoopError(f"the sync loop (pid {pid}) did not start: {tail[:300]}")
+
+
+def stop(pod: Any, timeout: float = 10.0) -> int | None:
+    """Stop this pod's loop (TERM to its process group, KILL after `timeout`); its pid, or None if none ran."""
+    from podcheck import procs
+
+    pid = running_pid(pod)
+    if pid is None:
+        return None
+    pod.run("sh", "-c", 'kill -TERM -- "-$1" 2>/dev/null || kill -TERM "$1"', "sh", str(pid))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and procs.alive(pod, pid, MARKER):
+        time.sleep(0.05)
+    if procs.alive(pod, pid, MARKER):
+        pod.run("sh", "-c", 'kill -KILL -- "-$1" 2>/dev/null || kill -KILL "$1"', "sh", str(pid))
+    return pid
+
+
+_SHIPPED = ("__init__.py", "files.py", "users.py", "syncloop.py")
+_WRITE = 'mkdir -p "$(dirname "$2")" && t="$2.$$.tmp" && printf %s "$1" > "$t" && mv -f "$t" "$2"'
+
+
+def _ship(pod: Any) -> str:
+    """Copy the loop's code to <state_dir>/syncloop-code/podcheck/ on the host; return the PYTHONPATH."""
+    root = f"{pod.config.pod.state_dir}/syncloop-code"
+    here = Path(__file__).parent
+    for name in _SHIPPED:
+        ran = pod.run("sh", "-c", _WRITE, "sh", (here / name).read_text(), f"{root}/podcheck/{name}")
+        if not ran.ok:
+            raise SyncLoopError(f"cannot copy the sync loop to {root}: {ran.why()}")
+    return root
+
+
+# --- pod side: the loop ---------------------------------------------------------------------------
+
+def _stamp(t: float | None = None) -> str:
+    return time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(t))
+
+
+class Loop:
+    """Runs passes until SIGTERM; one instance per scope (a lock next to the pidfile)."""
+
+    def __init__(self, settings: dict[str, Any]):
+        self.s = settings
+        self.stopping = threading.Event()
+        self.child: subprocess.Popen | None = None
+        self.state: dict[str, Any] = {}
+
+    def request_stop(self, *_: Any) -> None:
+        self.stopping.set()
+        child = self.child
+        if child is not None and child.poll() is None:
+            try:
+                os.killpg(child.pid, signal.SIGTERM)
+            except OSError:
+                pass
+
+    def run(self) -> int:
+        pidfile = Path(self.s["pidfile"])
+        pidfile.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(f"{pidfile}.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.log(f"another sync loop holds {pidfile}.lock; exiting")
+            return 3
+        write_atomic(pidfile, f"{os.getpid()}\n")
+        self.state = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                      "settings": self.s, "passes": 0, "last_pass": None, "last_success": None,
+                      "users": {}, "stopped": None}
+        self.save()
+        self.log(f"started (pid {os.getpid()}), every {self.s['interval_seconds']} s")
+        try:
+            while not self.stopping.is_set():
+                self.one_pass()
+                self.stopping.wait(self.s["interval_seconds"])
+        finally:
+            self.state["stopped"] = time.time()
+            self.save()
+            try:
+                if pidfile.read_text().split()[0] == str(os.getpid()):
+                    pidfile.unlink()
+            except (OSError, IndexError):
+                pass
+            self.log("stopped")
+        return 0
+
+    def users(self) -> list[str]:
+        if self.s["users"]:
+            return list(self.s["users"])
+        root = Path(self.s["workspace"]) / "output"
+        try:
+            return sorted(e.name for e in os.scandir(root) if not e.name.startswith(".") and not e.is_file())
+        except OSError:
+            return []
+
+    def one_pass(self) -> None:
+        started = time.time()
+        self._rotate_log()
+        results: dict[str, Any] = {}
+        ok = True
+        for user in self.users():
+            why = invalid_reason(user)
+            if why:
+                results[user] = {"skipped": f"user name {why}"}
+                continue
+            results[user] = {}
+            for folder in self.s["folders"]:
+                if self.stopping.is_set():
+                    return
+                src = f"{self.s['workspace']}/{folder}/{user}"
+                if os.path.islink(src):
+                    results[user][folder] = {"skipped": "is a symlink (not followed)"}
+                    continue
+                if not os.path.isdir(src):
+                    results[user][folder] = {"skipped": "no such folder"}
+                    continue
+                result = self.transfer(src, destination(self.s, folder, user), f"{user} {folder}")
+                results[user][folder] = result
+                ok = ok and result["rc"] == 0
+        finished = time.time()
+        self.state["passes"] += 1
+        self.state["last_pass"] = {"started": started, "finished": finished, "ok": ok}
+        if ok:
+            self.state["last_success"] = finished
+        self.state["users"] = results
+        self.save()
+
+    def transfer(self, src: str, dst: str, label: str) -> dict[str, Any]:
+        s = self.s
+        argv = [s["rclone"], s["mode"], src, dst, "--config", s["rclone_config"],
+                "--transfers", str(s["transfers"]), "--checkers", str(s["checkers"]),
+                "--tpslimit", str(s["tpslimit"]), "--min-age", s["min_age"],
+                *[a for pattern in s["excludes"] for a in ("--exclude", pattern)],
+                "--log-file", s["log"], "--log-level", "INFO"]
+        self.log(f"{label}: rclone {s['mode']} {src} {dst}")
+        offset = self._log_size()
+        started = time.time()
+        try:
+            self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE, start_new_session=True,
+                                          env={**os.environ, "RCLONE_ASK_PASSWORD": "false"})
+        except OSError as exc:
+            return {"rc": 127, "at": started, "seconds": 0.0, "error": f"cannot run {s['rclone']}: {exc.strerror}"}
+        try:
+            _, err = self.child.communicate(timeout=s["pass_timeout_seconds"])
+            rc = self.child.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(self.child.pid, signal.SIGKILL)
+            _, err = self.child.communicate()
+            rc, err = 124, f"timed out after {s['pass_timeout_seconds']:g} s".encode()
+        self.child = None
+        result = {"rc": rc, "at": started, "seconds": round(time.time() - started, 3), "error": ""}
+        if rc != 0:
+            result["error"] = self._last_error(offset) or err.decode(errors="replace").strip()[-300:] \
+                or f"rclone exited {rc}"
+        return result
+
+    # The log: rclone appends to it; the loop adds its own lines in rclone's timestamp format.
+    def log(self, text: str) -> None:
+        try:
+            with open(self.s["log"], "a") as fh:
+                fh.write(f"{_stamp()} podcheck-syncloop: {text}\n")
+        except OSError:
+            pass
+
+    def _log_size(self) -> int:
+        try:
+            return os.path.getsize(self.s["log"])
+        except OSError:
+            return 0
+
+    def _last_error(self, offset: int) -> str:
+        try:
+            with open(self.s["log"], "rb") as fh:
+                fh.seek(max(offset, self._log_size() - 65536))
+                lines = fh.read().decode(errors="replace").splitlines()
+        except OSError:
+            return ""
+        errors = [ln for ln in lines if " ERROR " in ln or "Failed to" in ln]
+        return errors[-1][-300:] if errors else ""
+
+    def _rotate_log(self) -> None:
+        if self._log_size() > LOG_ROTATE_BYTES:
+            try:
+                os.replace(self.s["log"], self.s["log"] + ".1")
+            except OSError:
+                pass
+
+    def save(self) -> None:
+        write_atomic(self.s["status"], json.dumps(self.state, indent=2, sort_keys=True) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m podcheck.syncloop SETTINGS.json", file=sys.stderr)
+        return 2
+    with open(args[0]) as fh:
+        loop = Loop(json.load(fh))
+    signal.signal(signal.SIGTERM, loop.request_stop)
+    signal.signal(signal.SIGINT, loop.request_stop)
+    return loop.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
