@@ -19,7 +19,6 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import groupby
 from pathlib import Path
@@ -74,9 +73,6 @@ class Cache:
             self.runs += 1
             self._cond.notify_all()
         return value
-
-    def peek(self) -> Snapshot | None:
-        return self._value
 
 
 class Service:
