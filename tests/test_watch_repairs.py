@@ -93,6 +93,46 @@ def test_watch_resumes_a_stuck_training_and_replaces_resume_on_the_next_stall(si
         gym.cleanup()
 
 
+def test_the_sync_loop_killed_is_back_within_one_interval(sim, watching, tmp_path):
+    from podcheck import syncloop
+
+    drive = tmp_path / "drive"
+    drive.mkdir()
+    conf = tmp_path / "rclone.conf"
+    conf.write_text(f"[gdrive]\ntype = alias\nremote = {drive}\n")
+    conf.chmod(0o600)
+    out = sim.workspace / "output" / "alice"
+    out.mkdir(parents=True)
+    (out / "alice-001.png").write_bytes(b"png" * 100)
+    sim.configure(sync={"rclone_config": str(conf), "remote": "gdrive", "min_age": "0s"},
+                  watch={"repairs": ["sync.start"]})
+    pod = sim.live()
+    log = sim.state_dir / "watch.log"
+    interval = 2.0
+    try:
+        watching(sim, "--select", "sync.running", "--interval", str(interval))
+        # No loop at first: watch starts it.
+        wait_for(lambda: any(e["event"] == "recheck" and e["result"] == "passed" for e in entries(log)))
+        first = syncloop.running_pid(pod)
+        assert first and (drive / "ComfyUI-Output" / "output" / "alice" / "alice-001.png").exists()
+
+        os.killpg(first, signal.SIGKILL)
+        killed = time.monotonic()
+        back = wait_for(lambda: (syncloop.running_pid(pod) or 0) not in (0, first) and syncloop.running_pid(pod),
+                        timeout=interval + 10, step=0.05)
+        took = time.monotonic() - killed
+        assert took <= interval + 3.0, f"the loop came back after {took:.1f} s"  # a round, plus the repair itself
+        wait_for(lambda: sum(e["event"] == "recheck" and e["result"] == "passed" for e in entries(log)) == 2)
+        events = entries(log)
+        dead = [e for e in events if e["event"] == "check" and e["result"] == "failed"]
+        assert dead and f"the sync loop (pid {first}) is dead" in dead[-1]["message"]
+        started = [e for e in events if e["event"] == "repair" and e["repair"] == "sync.start"]
+        assert len(started) == 2 and started[-1]["outcome"] == "changed" and str(back) in started[-1]["message"]
+        assert events[-1]["event"] == "recheck" and events[-1]["message"] == "repaired by sync.start"
+    finally:
+        syncloop.stop(pod, timeout=3)
+
+
 def test_a_repair_that_always_fails_is_attempted_no_more_than_the_limit(sim, watching, tmp_path):
     sim.configure(fix={"ffmpeg_install": ["false"]}, watch={"repairs": ["ffmpeg"]})
     log = sim.state_dir / "watch.log"
