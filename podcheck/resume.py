@@ -386,12 +386,18 @@ def resume(pod, pid: int, grace: float | None = None, settle: float = 1.0) -> Ou
     newest = states[-1] if states else None
     new_text = trainscript.with_resume(text, newest.path if newest else None)
     saved = None
-    if new_text != text:
-        saved = backup(pod, run.script)
-        write_text(pod, run.script, new_text)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     what = f"resuming from {newest.path}" if newest else "restarting from the beginning (no state checkpoint yet)"
-    new_pid = launch(pod, run, f"== {now} podcheck training.resume: {what} ==", env_file)
+    try:
+        if new_text != text:
+            saved = backup(pod, run.script)
+            write_text(pod, run.script, new_text)
+        new_pid = launch(pod, run, f"== {now} podcheck training.resume: {what} ==", env_file)
+    except OSError as exc:  # the run is stopped: say plainly how to start it again
+        if env_file:
+            pod.run("rm", "-f", "--", env_file)
+        return Outcome("failed", f"{stopped}; {exc}: start it again by hand (cd {run.cwd} && bash {run.script})",
+                       checkpoint=newest.path if newest else None, backup=saved)
     log = posixpath.join(run.folder, LOG_NAME)
 
     time.sleep(settle)

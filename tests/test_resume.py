@@ -175,6 +175,22 @@ def test_no_checkpoint_restarts_from_the_beginning(pod, gym):
     assert not list(g.run_dir.glob("train.sh.bak-*"))
 
 
+def test_a_relaunch_that_cannot_start_says_how_to_start_it(pod, gym, tmp_path):
+    g = gym()
+    work = tmp_path / "work"  # the run's working directory, removed while it is stuck
+    work.mkdir()
+    (work / "sd-scripts").symlink_to(g.root / "sd-scripts")
+    subprocess.Popen(["bash", str(g.script)], cwd=work, env=g.env(TRAIN_STALL_AFTER="4"),
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = g.wait_stalled(1)
+    (work / "sd-scripts").unlink()
+    work.rmdir()
+    out = resume.resume(pod, first["pid"], grace=0.5)
+    assert out.status == "failed" and out.message.startswith("stopped 4 processes")
+    assert f"start it again by hand (cd {work} && bash {g.script})" in out.message
+    assert not (g.run_dir / resume.ENV_NAME).exists()  # the copy of its environment does not linger
+
+
 def test_runs_that_cannot_be_resumed_are_left_alone(pod, gym, tmp_path):
     g = gym(save_state=False)
     original = g.script.read_text()
