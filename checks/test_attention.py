@@ -35,8 +35,10 @@ def test_sage_import(pod, facts, say):
 
 @pytest.mark.podcheck(id="attention.sage_active", repair="sage", profiles=("runtime",), needs=("comfyui.running",))
 def test_sage_active(pod, say):
-    """The running ComfyUI really uses sage: it logged "Using sage attention" and no fallback to pytorch
-    attention ("Error running sage attention: ...") since it started."""
+    """The running ComfyUI really uses sage: its log shows no fallback to pytorch attention since it started.
+
+    ComfyUI logs "Using sage attention" whenever the flag is set, and "Error running sage attention: ...,
+    using pytorch attention instead" each time a call falls back (kernels missing for this GPU)."""
     if pod.config.attention.sage == "off":
         pytest.skip('sage is off ([attention] sage = "off")')
     if not pod.config.comfyui.enabled:

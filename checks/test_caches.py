@@ -17,7 +17,7 @@ def _gpus(pod):
     return facts.gpus
 
 
-@pytest.mark.podcheck(id="caches.gpu_unchanged", repair="caches.clear", needs=("gpu.driver",))
+@pytest.mark.podcheck(id="caches.gpu_unchanged", repair="caches.clear", needs=("pod.workspace", "gpu.driver"))
 def test_gpu_unchanged(pod, say):
     """No kernel cache built for a previous GPU is left (Triton, Inductor, torch, CUDA, TensorRT).
 
@@ -37,7 +37,7 @@ def test_local(pod, say):
     say("; ".join(seen))
 
 
-@pytest.mark.podcheck(id="caches.tensorrt", repair="caches.clear", needs=("gpu.driver",))
+@pytest.mark.podcheck(id="caches.tensorrt", repair="caches.clear", needs=("pod.workspace", "gpu.driver"))
 def test_tensorrt(pod, say):
     """No TensorRT engine (<output>/tensorrt/, models/tensorrt/) was built on another GPU."""
     gpus = _gpus(pod)

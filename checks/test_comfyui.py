@@ -82,8 +82,9 @@ def _young(proc):
 @pytest.mark.podcheck(id="comfyui.launch_flags", repair="comfyui.relaunch", profiles=("runtime",),
                       needs=("comfyui.running",))
 def test_launch_flags(pod, say):
-    """Every ComfyUI runs with --use-sage-attention (when required) and per-user output, input and temp folders
-    that no other ComfyUI shares."""
+    """Every ComfyUI has --use-sage-attention (if required) and its own per-user output, input and temp folders.
+
+    No two ComfyUI processes share one of these folders, and the argv /system_stats reports is the process's own."""
     skip_unless_enabled(pod)
     cfg = pod.config
     procs = running(pod)

@@ -52,8 +52,7 @@ def test_no_shared_links(pod, say):
 def test_user_dirs(pod, say):
     """Every user has a valid name and real folders output/<u>, input/<u>, workflows/<u> of their own."""
     cfg = pod.config.pod
-    configured = bool(cfg.users)
-    names = list(dict.fromkeys(users.users(pod) + ([cfg.user] if cfg.user else [])))
+    names = users.users(pod)
     if not names:
         pytest.skip(f"no users: set [pod] user or [pod] users, or create {cfg.workspace}/output/<user>")
     problems = [f"user name {name!r} {why}" for name in names if (why := users.invalid_reason(name))]
@@ -61,8 +60,6 @@ def test_user_dirs(pod, say):
     wanted = {(kind, name): f"{cfg.workspace}/{kind}/{name}" for name in valid for kind in users.KINDS}
     entries = paths.inspect(pod, [cfg.workspace] + list(wanted.values()))
     real_workspace = entries[posixpath.normpath(cfg.workspace)].resolved
-    if not configured:  # a stray file in output/ is not a person
-        valid = [n for n in valid if n == cfg.user or entries[wanted[("output", n)]].kind != "file"]
     for name in valid:
         for kind in users.KINDS:
             entry = entries[wanted[(kind, name)]]

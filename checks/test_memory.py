@@ -41,7 +41,7 @@ def test_vram(pod, say):
                   if isinstance(g.get("memory_free"), int)))
 
 
-@pytest.mark.podcheck(id="memory.oom")
+@pytest.mark.podcheck(id="memory.oom", needs=("pod.workspace",))  # its baseline lives in state_dir
 def test_oom(pod, say):
     """No process was OOM-killed since the last run (cgroup counter; kernel log when readable)."""
     cg, _ = cgroup.read(pod, pod.config.memory.cgroup_root)

@@ -136,7 +136,8 @@ def _script_transfers(pod, script):
     return found
 
 
-@pytest.mark.podcheck(id="sync.per_user", repair="sync.start", profiles=("runtime",), needs=("sync.config",))
+@pytest.mark.podcheck(id="sync.per_user", repair="sync.start", profiles=("runtime",),
+                      needs=("pod.workspace", "sync.config"))
 def test_per_user(pod, say):
     """Each sync maps one user's folder to that user's remote folder, never all of output/.
 
@@ -154,11 +155,11 @@ def test_per_user(pod, say):
     problems = []
     if syncloop.running_pid(pod):
         loop = (syncloop.status(pod) or {}).get("settings") or {}
-        if loop:
-            targets = [(f"{loop['remote']}", loop.get("remote_root", "")), (s.remote, s.remote_root.strip("/"))]
-            if targets[0] != targets[1]:
-                problems.append(f"the sync loop writes to {targets[0][0]}:{targets[0][1]}, but [sync] says "
-                                f"{targets[1][0]}:{targets[1][1]}: restart it")
+        started_for = (loop.get("remote"), loop.get("remote_root"))
+        if loop and started_for != (s.remote, s.remote_root.strip("/")):
+            problems.append(f"the sync loop writes to {started_for[0]}:{started_for[1]}, but [sync] now says "
+                            f"{s.remote}:{s.remote_root}: restart it")
+        elif loop:
             names = loop.get("users") or users(pod)
             mappings += [("podcheck sync loop", src, dst) for src, dst in syncloop.plan(loop, names)]
     for p in _external(pod, s.process_pattern, listing):

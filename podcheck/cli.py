@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -14,7 +13,7 @@ try:  # typer vendors click as typer._click; older typers use click itself
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException
 
-from podcheck import __version__
+from podcheck import __version__, cli_reports
 from podcheck import config as config_mod
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -53,6 +52,8 @@ def check(
     ssh_identity_file: Optional[Path] = typer.Option(None, "--ssh-identity-file", help="ssh key for ssh:// hosts"),
     json_out: Optional[str] = typer.Option(None, "--json", metavar="FILE|-", help="write the JSON report; - prints only JSON"),
     junit_xml: Optional[Path] = typer.Option(None, "--junit-xml", help="write JUnit XML (one testcase per check)"),
+    prometheus: Optional[Path] = typer.Option(None, "--prometheus", help="write a Prometheus textfile (node_exporter)"),
+    fmt: str = typer.Option("table", "--format", help="what to print: table | json | md | html | junit | prometheus"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="print failures only"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="print durations and descriptions"),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
@@ -61,9 +62,8 @@ def check(
     if ctx.invoked_subcommand:
         return
     from podcheck import runner
-    from podcheck.files import write_atomic
+    from podcheck.cli_reports import write_check_outputs
     from podcheck.plugin import PROFILES
-    from podcheck.reports import json_report, junit, terminal
 
     if profile not in PROFILES:
         raise UsageFailure(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
@@ -75,15 +75,7 @@ def check(
         reports = [runner.run(cfg, t, profile=profile, select=select) for t in targets]
     except runner.RunError as exc:
         raise UsageFailure(f"no verdict: {exc}") from None
-    if json_out == "-":
-        typer.echo(json_report.render(reports), nl=False)
-    else:
-        for report in reports:
-            terminal.write(report, sys.stdout, quiet=quiet, verbose=verbose)
-        if json_out:
-            write_atomic(json_out, json_report.render(reports))
-    if junit_xml:
-        write_atomic(junit_xml, junit.render(reports))
+    write_check_outputs(reports, fmt, json_out, junit_xml, prometheus, quiet=quiet, verbose=verbose)
     raise typer.Exit(0 if all(r.ok for r in reports) else 1)
 
 
@@ -122,7 +114,11 @@ def show_facts(
         host = Target.parse(hosts, ssh_config=_str(ssh_config)).host()
     except Exception as exc:  # testinfra raises plain RuntimeError/ValueError on bad host specs
         raise UsageFailure(f"--hosts {hosts}: {exc}") from None
-    typer.echo(json.dumps(Pod(load_config(config), host).facts.as_dict(), indent=2))
+    cli_reports.default_redactor().write(None, json.dumps(Pod(load_config(config), host).facts.as_dict(), indent=2) + "\n")
+
+
+app.command("report")(cli_reports.report)
+app.command("manifest")(cli_reports.manifest)
 
 
 @app.command("watch")
@@ -166,10 +162,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         code = app(args=argv, prog_name="podcheck", standalone_mode=False)
     except UsageFailure as exc:
-        typer.echo(f"podcheck: error: {exc}", err=True)
+        typer.echo(f"podcheck: error: {cli_reports.default_redactor().text(str(exc))}", err=True)
         return 2
     except ClickException as exc:
-        typer.echo(f"podcheck: error: {exc.format_message()}", err=True)
+        typer.echo(f"podcheck: error: {cli_reports.default_redactor().text(exc.format_message())}", err=True)
         return 2
     except typer.Abort:
         return 130

@@ -80,6 +80,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "log": "{state_dir}/watch.log",
     },
     "serve": {"port": 8765, "listen": "127.0.0.1", "cache_seconds": 5.0},
+    # Image validation (--profile image): path in the image -> source it was built from (a local
+    # checkout, or its name in the manifest); relative sources are relative to the config file.
+    "image": {"sources": {}, "manifest": "", "start_scripts": [], "required_flags": []},
 }
 
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {

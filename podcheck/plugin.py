@@ -30,6 +30,12 @@ PODS = pytest.StashKey[dict]()
 NEEDS_FACTS = pytest.StashKey[bool]()
 SPEC = pytest.StashKey["CheckSpec"]()
 PHASES = pytest.StashKey[dict]()
+NOT_RUN = pytest.StashKey[str]()
+
+#: A GPU check is this one or any check that needs it, directly or through another. In the image
+#: profile (a built image, validated without a GPU) GPU checks are reported "not run: no GPU".
+GPU_ROOT = "gpu.driver"
+NO_GPU = "not run: no GPU (image profile)"
 
 
 @dataclass(frozen=True)
@@ -120,15 +126,31 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             if need in by_id and need not in wanted:
                 wanted.add(need)
                 stack.append(need)
+    no_gpu = gpu_checks(by_id.values()) if profile == "image" else set()
     kept, dropped = [], []
     for item in items:
         spec = specs[item]
-        ok = spec is None or (spec.id in wanted and profile in spec.profiles)
+        if spec is not None and spec.id in wanted and spec.id in no_gpu:
+            item.stash[NOT_RUN] = NO_GPU
+        ok = spec is None or (spec.id in wanted and (profile in spec.profiles or spec.id in no_gpu))
         (kept if ok else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
     items[:] = _ordered(kept, specs)
-    config.stash[NEEDS_FACTS] = any("facts" in getattr(i, "fixturenames", ()) for i in items if specs[i])
+    config.stash[NEEDS_FACTS] = any("facts" in getattr(i, "fixturenames", ()) for i in items
+                                    if specs[i] and NOT_RUN not in i.stash)
+
+
+def gpu_checks(specs: Iterable[CheckSpec]) -> set[str]:
+    """The ids of GPU_ROOT and of every check that needs it, directly or through another."""
+    specs = list(specs)
+    found = {GPU_ROOT} & {s.id for s in specs}
+    grew = True
+    while grew:
+        more = {s.id for s in specs if s.id not in found and found.intersection(s.needs)}
+        found |= more
+        grew = bool(more)
+    return found
 
 
 def _ordered(items: list[pytest.Item], specs: dict) -> list[pytest.Item]:
@@ -169,6 +191,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     spec = spec_of(item)
     if spec is None:
         return
+    if NOT_RUN in item.stash:
+        pytest.skip(item.stash[NOT_RUN])
     outcomes = item.config.stash[OUTCOMES]
     for need in spec.needs:
         status, root = outcomes.get((_host_key(item), need), (None, None))

@@ -38,12 +38,17 @@ def dist_version(name):
         return None
 
 
+#: Distributions whose versions a bug report needs; read from metadata, nothing is imported.
+PACKAGES = ("torch", "torchvision", "triton", "sageattention", "xformers", "flash-attn", "numpy")
+
+
 def python_facts():
     return {
         "version": platform.python_version(),
         "executable": sys.executable,
         "prefix": sys.prefix,
         "in_venv": sys.prefix != getattr(sys, "base_prefix", sys.prefix),
+        "packages": dict((name, dist_version(name)) for name in PACKAGES),
     }
 
 

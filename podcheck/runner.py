@@ -113,7 +113,10 @@ def run(config: Config, target: Target | None = None, profile: str = "runtime",
         lines = [ln for ln in sink.getvalue().splitlines() if ln.strip()]
         raise RunError(lines[-1] if lines else f"pytest stopped with exit code {int(code)}")
     host = "local" if target.is_local else target.spec
-    return Report(host=host, profile=profile, started=started, duration_s=duration, results=results)
+    pods = session.pytest_config.stash.get(plugin.PODS, {})
+    gathered = [pod._facts for pod in pods.values() if pod._facts is not None]  # only if a check asked
+    return Report(host=host, profile=profile, started=started, duration_s=duration, results=results,
+                  facts=gathered[0].as_dict() if gathered else None)
 
 
 def _preflight(config: Config, target: Target) -> None:

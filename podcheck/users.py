@@ -46,15 +46,15 @@ def require_valid(name: str) -> str:
 
 
 def users(pod: Any) -> list[str]:
-    """`[pod] users`, or else the folder names under {workspace}/output (unvalidated: check them)."""
-    configured = list(pod.config.pod.users)
-    if configured:
-        return configured
-    root = f"{pod.config.pod.workspace}/output"
-    ran = pod.run("find", root, "-mindepth", "1", "-maxdepth", "1", "-printf", "%f\\0")
-    if not ran.ok:
-        return []
-    names = [n for n in ran.stdout.split("\0") if n and not n.startswith(".")]
+    """`[pod] users` (else the folders and links under {workspace}/output), plus `[pod] user`.
+
+    Names are not validated here: check them with invalid_reason() before they touch a path."""
+    names = list(pod.config.pod.users)
+    if not names:
+        root = f"{pod.config.pod.workspace}/output"
+        ran = pod.run("find", root, "-mindepth", "1", "-maxdepth", "1", "(", "-type", "d", "-o", "-type", "l", ")",
+                      "-printf", "%f\\0")
+        names = [n for n in ran.stdout.split("\0") if n and not n.startswith(".")] if ran.ok else []
     current = pod.config.pod.user
     if current and current not in names:
         names.append(current)

@@ -56,7 +56,7 @@ def assert_healthy(result, comfy):
 
 def test_healthy_pod_local_and_through_commands(tmp_path, sage_py, launcher):
     pod, comfy = healthy_pod(tmp_path, sage_py, launcher)
-    for hosts in ("local://", "chroot:///"):  # chroot of / reaches the same pod through commands only
+    for hosts in sim_comfyui.HOSTS:
         assert_healthy(run(pod, "--hosts", hosts), comfy)
 
 
@@ -99,17 +99,18 @@ def test_launch_flag_faults_no_sage_flag_and_no_output_directory(tmp_path, sage_
     assert_others_pass(result)
 
 
-def test_two_processes_on_one_output_and_a_port_answered_by_another(tmp_path, sage_py, launcher):
-    pod = comfy_pod(tmp_path, sage_py, users=("carol", "dave"))
+def test_two_processes_on_one_output_and_a_port_answered_by_another(tmp_path, torch_python, launcher):
+    """sage off here, so the stand-ins start without importing sageattention (fast)."""
+    pod = comfy_pod(tmp_path, torch_python, users=("carol", "dave"), sage="off")
     ws, log = pod.workspace, comfy_log(pod)
-    first = launcher.start(ws / "ComfyUI", "--use-sage-attention", "--cpu", *user_flags(ws, "carol"), python=sage_py, log=log)
-    second = launcher.start(ws / "ComfyUI", "--use-sage-attention", "--cpu", "--output-directory", str(ws / "output" / "carol"),
+    first = launcher.start(ws / "ComfyUI", "--cpu", *user_flags(ws, "carol"), python=torch_python, log=log)
+    second = launcher.start(ws / "ComfyUI", "--cpu", "--output-directory", str(ws / "output" / "carol"),
                             "--input-directory", str(ws / "input" / "dave"), "--temp-directory", str(ws / "temp" / "dave"),
-                            python=sage_py, log=log)
+                            python=torch_python, log=log)
     # a ComfyUI of another folder owns a port; ours, still loading, was told to use the same one
     other = launcher.start(sim_comfyui.lay_comfyui(tmp_path / "elsewhere" / "ComfyUI"), "--cpu",
-                           python=sage_py, log=tmp_path / "elsewhere.log")
-    late = launcher.start(ws / "ComfyUI", "--use-sage-attention", "--cpu", *user_flags(ws, "dave"), python=sage_py,
+                           python=torch_python, log=tmp_path / "elsewhere.log")
+    late = launcher.start(ws / "ComfyUI", "--cpu", *user_flags(ws, "dave"), python=torch_python,
                           log=log, port=other.port, env={"STANDIN_START_DELAY": "120"}, wait="exec")
     result = run(pod)
     message = result.result("comfyui.launch_flags")["message"]
@@ -120,13 +121,14 @@ def test_two_processes_on_one_output_and_a_port_answered_by_another(tmp_path, sa
             f"its /system_stats argv is --listen 127.0.0.1 --port {other.port} --cpu") in message
     assert f"pid {first.pid} (port {first.port})" not in message.split("share")[0], "the first one alone is fine"
     assert result.status("comfyui.running") == "passed"
+    assert result.status("attention.sage_active") == "skipped"
     assert_others_pass(result)
 
 
-def test_a_process_that_does_not_answer(tmp_path, sage_py, launcher):
-    pod = comfy_pod(tmp_path, sage_py)
-    hung = launcher.start(pod.workspace / "ComfyUI", "--use-sage-attention", "--cpu", *user_flags(pod.workspace, "alice"),
-                          python=sage_py, log=comfy_log(pod), env={"STANDIN_HTTP": "silent"}, wait="log")
+def test_a_process_that_does_not_answer(tmp_path, torch_python, launcher):
+    pod = comfy_pod(tmp_path, torch_python, sage="optional")
+    hung = launcher.start(pod.workspace / "ComfyUI", "--cpu", *user_flags(pod.workspace, "alice"),
+                          python=torch_python, log=comfy_log(pod), env={"STANDIN_HTTP": "silent"}, wait="log")
     result = run(pod)
     running = result.result("comfyui.running")
     assert running["status"] == "failed" and running["repair"] == "comfyui.launch"

@@ -37,7 +37,7 @@ def test_healthy_volume(tmp_path):
     (ws / "volumes" / "erin-out").mkdir(parents=True)
     sim_comfyui.make_user_dirs(ws, "erin", kinds=("input", "workflows"))
     (ws / "output" / "erin").symlink_to(ws / "volumes" / "erin-out")  # a link inside the workspace, hers alone
-    for hosts in ("local://", "chroot:///"):
+    for hosts in sim_comfyui.HOSTS:
         result = check(pod, hosts)
         assert result.rc == 0, result.stdout
         assert result.result("isolation.user_dirs")["message"] == "3 user(s): alice, bob, erin"
@@ -60,7 +60,7 @@ def test_shared_links_and_bad_user_folders(tmp_path):
     (ws / "input" / "carol").rmdir()
     (ws / "input" / "carol").symlink_to(outside)                             # out of the workspace
     (ws / "workflows" / "dave").rmdir()                                      # missing
-    for hosts in ("local://", "chroot:///"):
+    for hosts in sim_comfyui.HOSTS:
         result = check(pod, hosts)
         links = result.result("isolation.no_shared_links")
         assert links["status"] == "failed" and links["repair"] == "isolation.unlink"

@@ -93,6 +93,12 @@ def test_managed_loop_syncs_each_user_and_all_checks_pass(sync_pod):
     assert f"pid {started.pid}" in run.result("sync.running")["message"]
     assert "2 sync mapping(s)" in run.result("sync.per_user")["message"]  # alice and bob; "bad name" is left out
 
+    sync_pod.configure(sync={"remote_root": "Elsewhere"})
+    run = sync_pod.podcheck("--select", "sync.per_user", "--json", "-")
+    assert run.status("sync.per_user") == "failed"
+    assert ("the sync loop writes to gdrive:ComfyUI-Output, but [sync] now says gdrive:Elsewhere: restart it"
+            in run.result("sync.per_user")["message"])
+
     assert syncloop.stop(pod) == started.pid
     assert syncloop.running_pid(pod) is None
     assert (syncloop.status(pod) or {}).get("stopped")
@@ -126,8 +132,10 @@ def test_loop_stale_and_failing(sync_pod):
     assert run.status("sync.per_user") == "passed" and run.status("sync.config") == "passed"
     syncloop.stop(pod)
 
-    # A remote that is not in the rclone config: every pass fails, and the check says which and why.
-    sync_pod.configure(sync={"remote": "nosuch"})
+    # The remote's folder cannot be created (its parent is a file): every pass fails, and the check says why.
+    blocker = sync_pod.root / "blocker"
+    blocker.write_text("a file, not a folder")
+    write_conf(sync_pod.root / "rclone.conf", f"[gdrive]\ntype = alias\nremote = {blocker}/drive\n")
     pod = sync_pod.live()
     syncloop.start(pod)
     first_pass(pod)
@@ -135,9 +143,8 @@ def test_loop_stale_and_failing(sync_pod):
     run = sync_pod.podcheck(*SELECT)
     msg = run.result("sync.running")["message"]
     assert run.status("sync.running") == "failed", msg
-    assert "without one successful pass" in msg and "failing: alice output:" in msg
-    assert "remote 'nosuch' ([sync] remote) is not in" in run.result("sync.config")["message"]
-    assert run.status("pod.workspace") == "passed"
+    assert "without one successful pass" in msg and "failing: alice output:" in msg and "not a directory" in msg
+    assert run.status("sync.config") == "passed" and run.status("pod.workspace") == "passed"
 
 
 def test_whole_output_and_wrong_user_targets(sync_pod, spawn, tmp_path):
@@ -190,6 +197,7 @@ def test_drive_config_rules(sync_pod, tmp_path):
     assert f"service-account key {key} is readable by group/others (mode 644)" in msg
     assert f"{conf} is readable by group/others (mode 644)" in msg
     assert "PRIVATE KEY" not in run.stdout and "MIIEvQ" not in run.stdout
+    assert run.result("sync.running")["blocked_by"] == "sync.config", "a broken config is the root cause"
     assert run.status("pod.workspace") == "passed" and run.status("disk.workspace") == "passed"
 
     # the key file is gone; then it is not a service-account key
