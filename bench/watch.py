@@ -1,6 +1,7 @@
 """Benchmark: the idle cost of `podcheck watch` and the latency of `podcheck serve`'s cached /healthz.
 
-On a healthy simulated CPU pod:
+On a healthy simulated CPU pod (a ComfyUI stand-in answering on its port, podcheck's sync loop
+running against a local rclone alias remote), so that watch's default selection passes:
 - watch runs for --duration seconds (default 300) at its default interval (30 s); its CPU time
   (its own, and with the check commands it ran) over the wall time, and its RSS sampled every second.
   Targets: under 1 % of one core and under 100 MB RSS.
@@ -24,11 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import podsim  # noqa: E402
+import sim_comfyui  # noqa: E402
+from podcheck import syncloop  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
-#: watch's default selection without sync.running and comfyui.running, which need a sync loop and a
-#: ComfyUI that the simulated pod does not run: idle means nothing to repair.
-IDLE_SELECT = ["sync.errors", "memory", "training.progress"]
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
@@ -66,7 +66,7 @@ def bench_watch(pod: podsim.SimPod, duration: float, interval: float, select: li
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
     log = (pod.state_dir / "watch.log").read_text().splitlines()
-    print(f"watch: {wall:.0f} s at --interval {interval:g} ({', '.join(select) or 'default selection'}), "
+    print(f"watch: {wall:.0f} s at --interval {interval:g} ({', '.join(select) or 'its default selection'}), "
           f"{len(log)} log lines")
     print(f"  CPU, watch process alone:          {100 * (own1 - own0) / wall:.2f} % of one core  (target < 1 %)")
     print(f"  CPU, with the commands it ran:     {100 * (all1 - all0) / wall:.2f} % of one core")
@@ -104,16 +104,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of watch to measure")
     parser.add_argument("--interval", type=float, default=30.0, help="watch --interval")
-    parser.add_argument("--select", action="append", default=[],
-                        help="checks (default: those of watch's default selection that a simulated pod passes)")
+    parser.add_argument("--select", action="append", default=[], help="checks (default: watch's own selection)")
     parser.add_argument("--requests", type=int, default=500)
     args = parser.parse_args()
-    args.select = args.select or IDLE_SELECT
     with tempfile.TemporaryDirectory() as tmp:
-        pod = podsim.cpu_pod(Path(tmp), podsim.torch_venv())
-        pod.configure(pod={"state_dir": str(Path(tmp) / "state")})
-        bench_serve(pod, args.requests, args.select)
-        bench_watch(pod, args.duration, args.interval, args.select)
+        root = Path(tmp)
+        pod, stop = healthy_pod(root)
+        try:
+            check = pod.podcheck("--json", "-", *[a for s in args.select for a in ("--select", s)])
+            print("checks: " + ", ".join(f"{r['id']} {r['status']}" for r in check.json["results"]))
+            bench_serve(pod, args.requests, args.select)
+            bench_watch(pod, args.duration, args.interval, args.select)
+        finally:
+            stop()
+
+
+def healthy_pod(root: Path):
+    """A CPU pod where watch has nothing to repair; and the function that stops what it started."""
+    python = podsim.torch_venv()
+    pod = sim_comfyui.comfy_pod(root, python, sage="off")
+    drive = root / "drive"
+    drive.mkdir()
+    conf = root / "rclone.conf"
+    conf.write_text(f"[gdrive]\ntype = alias\nremote = {drive}\n")
+    conf.chmod(0o600)
+    launcher = sim_comfyui.Launcher()
+    port = sim_comfyui.free_port()
+    pod.configure(pod={"state_dir": str(root / "state")}, comfyui={"port": port},
+                  sync={"rclone_config": str(conf), "remote": "gdrive", "min_age": "0s"})
+    launcher.start(pod.workspace / "ComfyUI", "--cpu", *sim_comfyui.user_flags(pod.workspace, "alice"),
+                   python=python, log=root / "state" / "comfyui.log", port=port)
+    live = pod.live()
+    syncloop.start(live)
+
+    def stop() -> None:
+        syncloop.stop(live, timeout=5)
+        launcher.stop_all()
+    return pod, stop
 
 
 if __name__ == "__main__":
