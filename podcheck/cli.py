@@ -56,6 +56,11 @@ def check(
     fmt: str = typer.Option("table", "--format", help="what to print: table | json | md | html | junit | prometheus"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="print failures only"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="print durations and descriptions"),
+    fix: bool = typer.Option(False, "--fix", help="repair what fails (also installs a bare pod), then check again"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="with --fix: print the plan and its commands, change nothing"),
+    safe_only: bool = typer.Option(False, "--safe-only", help="with --fix: run only repairs whose blast radius is safe"),
+    background: Optional[bool] = typer.Option(None, "--background/--no-background",
+                                              help="with --fix: run slow repairs detached (default: [fix] background)"),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
 ) -> None:
     """Run the checks and print a table (the default command)."""
@@ -71,8 +76,16 @@ def check(
     specs = [h for h in hosts.split(",") if h.strip()] or ["local://"]
     targets = [runner.Target.parse(h, ssh_config=_str(ssh_config), ssh_identity_file=_str(ssh_identity_file))
                for h in specs]
+    if (dry_run or safe_only or background is not None) and not fix:
+        raise UsageFailure("--dry-run, --safe-only and --background apply only with --fix")
     try:
-        reports = [runner.run(cfg, t, profile=profile, select=select) for t in targets]
+        if fix:
+            from podcheck import fixer
+            opts = fixer.Options(profile=profile, select=select, dry_run=dry_run, safe_only=safe_only,
+                                 background=cfg.fix.background if background is None else background)
+            reports = [fixer.fix(cfg, t, opts) for t in targets]
+        else:
+            reports = [runner.run(cfg, t, profile=profile, select=select) for t in targets]
     except runner.RunError as exc:
         raise UsageFailure(f"no verdict: {exc}") from None
     write_check_outputs(reports, fmt, json_out, junit_xml, prometheus, quiet=quiet, verbose=verbose)
@@ -98,6 +111,48 @@ def list_checks(
     width = max(len(s.id) for s in specs)
     for s in specs:
         typer.echo(f"{s.id:<{width}}  {','.join(s.profiles):<20}  {s.repair or '-':<18}  {s.description}")
+
+
+HostOpt = typer.Option("local://", "--hosts", help="testinfra host URL of the pod")
+SshConfigOpt = typer.Option(None, "--ssh-config", help="ssh_config for ssh:// hosts")
+
+
+def _pod(config: Optional[Path], hosts: str, ssh_config: Optional[Path]):
+    """The pod behind one --hosts URL, or one line and exit 2 when it cannot be reached."""
+    from podcheck import fixer, runner
+
+    try:
+        pod = fixer.connect(load_config(config), runner.Target.parse(hosts, ssh_config=_str(ssh_config)))
+    except (ValueError, RuntimeError) as exc:
+        raise UsageFailure(f"--hosts {hosts}: {exc}") from None
+    reached = pod.run("true")
+    if not reached.ok:
+        detail = (reached.stderr or reached.stdout).strip().splitlines()
+        raise UsageFailure(f"cannot reach {hosts}: {detail[-1] if detail else reached.why()}")
+    return pod
+
+
+@app.command("status")
+def status(config: Optional[Path] = ConfigOpt, hosts: str = HostOpt, ssh_config: Optional[Path] = SshConfigOpt,
+           as_json: bool = typer.Option(False, "--json", help="print the status as JSON")) -> None:
+    """Install markers, the fix lock, background repairs with their log tail, and the last --fix."""
+    from podcheck import fixer
+
+    data = fixer.status(_pod(config, hosts, ssh_config))
+    typer.echo(json.dumps(data, indent=2) if as_json else fixer.render_status(data), nl=not as_json)
+
+
+@app.command("reset")
+def reset(ids: List[str] = typer.Argument(None, metavar="[REPAIR_ID]...", help="repairs to forget (default: all)"),
+          config: Optional[Path] = ConfigOpt, hosts: str = HostOpt, ssh_config: Optional[Path] = SshConfigOpt) -> None:
+    """Forget install markers, so the next --fix runs those repairs again."""
+    from podcheck import fixer
+
+    try:
+        gone = fixer.reset(_pod(config, hosts, ssh_config), list(ids or []))
+    except ValueError as exc:
+        raise UsageFailure(str(exc)) from None
+    typer.echo(f"forgot the markers of {', '.join(gone)}" if gone else "no marker to forget")
 
 
 @app.command("facts")

@@ -83,6 +83,19 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # Image validation (--profile image): path in the image -> source it was built from (a local
     # checkout, or its name in the manifest); relative sources are relative to the config file.
     "image": {"sources": {}, "manifest": "", "start_scripts": [], "required_flags": []},
+    "fix": {
+        "background": False,  # `--fix` runs slow repairs detached (as `--background`)
+        "base_python": "python3",  # the interpreter the `venv` repair creates the pod venv with
+        "ffmpeg_install": ["apt-get", "-o", "DPkg::Lock::Timeout=120", "install", "-y", "-q", "ffmpeg"],
+        "pip_args": [],  # extra `pip install` arguments for every install (e.g. --find-links, --no-compile)
+        "install_timeout": 1800.0,  # one pip, git or package-manager command
+        "launch_timeout": 180.0,  # until a launched ComfyUI answers /system_stats
+        "kernel_cache_dir": "/tmp/podcheck-kernel-cache",  # local disk for a launched ComfyUI's Triton/Inductor caches
+        "lock_wait_seconds": 1800.0,  # a second fixer waits this long for the first
+        "lock_lease_seconds": 120.0,  # a lock whose heartbeat is older than this is taken over
+        "legacy_markers": "{workspace}/.install_markers",
+        "legacy_state_env": "{workspace}/runpodTools/state.env",
+    },
 }
 
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {

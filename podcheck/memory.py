@@ -84,7 +84,10 @@ def oom_since_last_run(pod: Any, cg: Any, dmesg: str | None) -> tuple[int, list[
     """(new counter kills, new kernel-log kills in our cgroup subtree, what was read); updates state.
 
     The baseline is kept per boot and cgroup, so pods sharing a state_dir keep separate counts; with no
-    baseline yet, every kill the counter holds is new (it counts since the cgroup was created)."""
+    baseline yet, every kill the counter holds is new (it counts since the cgroup was created). The kernel
+    log is machine-wide: it is used only where its kills can be tied to this cgroup (a path other than
+    "/"), or where there is no counter at all. A container's namespace root ("/") has the counter, and the
+    log's kills there belong to the host and its other containers."""
     from podcheck.state import State
 
     state = State(pod)
@@ -101,6 +104,8 @@ def oom_since_last_run(pod: Any, cg: Any, dmesg: str | None) -> tuple[int, list[
         new_count = counter - before if counter >= before else counter
     kills = []
     last_time = float(seen.get("log_time", 0.0))
+    if counter is not None and path in ("", "/"):
+        dmesg = None
     if dmesg is not None:
         kills = [k for k in parse_oom_kills(dmesg) if k.time > last_time and in_subtree(k.memcg, path)]
         last_time = max([last_time] + [k.time for k in parse_oom_kills(dmesg)])

@@ -21,12 +21,31 @@ def render(report: Report, quiet: bool = False, verbose: bool = False, colour: b
     rows = [r for r in report.results if not quiet or r.status in ("failed", "error")]
     width = max((len(r.id) for r in rows), default=0)
     lines = [] if quiet else [f"podcheck: {report.host}, profile {report.profile}, {report.duration_s:.1f} s"]
+    lines += repairs_section(report)
     for area, results in groupby(sorted(rows, key=lambda r: r.area), key=lambda r: r.area):
         lines.append(area)
         for r in results:
             lines.append(_row(r, width, verbose, colour))
     lines.append(summary(report))
     return "\n".join(lines) + "\n"
+
+
+def repairs_section(report: Report) -> list[str]:
+    """After a --fix: each repair with its outcome, then the before -> after counts."""
+    if report.before is None:
+        return []
+    width = max((len(r.id) for r in report.repairs), default=0)
+    lines = ["repairs"] if report.repairs else []
+    for r in report.repairs:
+        took = f"  [{r.duration_s:.1f} s]" if r.duration_s >= 0.05 else ""
+        lines.append(f"  {r.status.upper():<9}  {r.id:<{width}}  {r.message}{took}")
+    lines.append(f"before: {_counts(report.before)}  ->  after: {_counts(report.results)}")
+    return lines
+
+
+def _counts(results: list[CheckResult]) -> str:
+    counts = {s: sum(r.status == s for r in results) for s in ("failed", "error", "passed", "skipped")}
+    return ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no checks"
 
 
 def _row(r: CheckResult, width: int, verbose: bool, colour: bool) -> str:

@@ -1,0 +1,409 @@
+"""`podcheck --fix`: check -> plan -> (lock) -> repair -> re-check the failed checks -> report before/after.
+
+A healthy pod pays one check run plus a few file reads: no lock, no write, no installer. When
+something is due, one fixer per volume takes the lock (podcheck.lock), runs the plan in order,
+records markers, and re-runs the checks that failed (and those of the repairs that changed
+something); failures that only now show up get one more round with the repairs not yet tried.
+With `background`, slow repairs run detached after the fast ones (podcheck.background).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, TextIO
+
+from podcheck import markers as markers_mod
+from podcheck import planner, runner
+from podcheck.config import Config
+from podcheck.lock import LockBusy, VolumeLock, describe
+from podcheck.pod import Pod
+from podcheck.repair import Context, Outcome, Repair, registry
+from podcheck.results import CheckResult, RepairResult, Report
+from podcheck.state import State
+
+ROUNDS = 3
+FOREGROUND, BACKGROUND = "fix-progress", "background"
+
+
+@dataclass
+class Options:
+    profile: str = "runtime"
+    select: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    safe_only: bool = False
+    background: bool = False
+    worker: bool = False  # this process IS the background run: run deferred repairs inline
+    force: tuple[str, ...] = ()
+
+
+def connect(config: Config, target: runner.Target) -> Pod:
+    """The pod of a target, for repairs (the checks build their own inside pytest)."""
+    return Pod(config, target.host())
+
+
+def fix(config: Config, target: runner.Target, opts: Options, out: TextIO = sys.stderr) -> Report:
+    """Run the fix loop against one target and return the after-report (with `before` and `repairs`)."""
+    started = time.time()
+    say = _printer(out)
+    before = runner.run(config, target, profile=opts.profile, select=opts.select)
+    pod = connect(config, target)
+    repairs = registry()
+    book = markers_mod.Markers(pod)
+    recorded = book.load()
+    hints = [] if recorded else _legacy(pod, list(repairs))
+    ctx = Context(pod=pod, before={r.id: r for r in before.results}, dry_run=opts.dry_run)
+    plan = _plan(repairs, before.results, {**{m.id: m for m in hints}, **recorded}, ctx, opts)
+    report = Report(host=before.host, profile=opts.profile, started=started, results=before.results,
+                    before=list(before.results))
+
+    if opts.dry_run:
+        _show_plan(plan, ctx, say)
+        report.repairs = [RepairResult(s.id, "skipped", f"dry run: {s.skip or 'would run: ' + s.reason}",
+                                       commands=_commands(s.repair, ctx)) for s in plan.steps]
+        report.repairs += _idle(plan)
+        report.duration_s = time.time() - started
+        return report
+    if not plan:
+        report.repairs = _skipped(plan) + _idle(plan)
+        report.duration_s = time.time() - started
+        return report
+
+    lock = VolumeLock(pod, what="podcheck --fix" + (" (background)" if opts.worker else ""))
+    try:
+        with lock.held(float(config.fix.lock_wait_seconds),
+                       on_wait=lambda h: say(f"waiting: {describe(h)} is fixing this volume")):
+            if lock.took_over:
+                say(f"took over the fix lock: {lock.took_over}")
+            if hints:
+                book.migrate_legacy(list(repairs))
+            if lock.waited:  # the other fixer may have repaired it all: look again
+                before = runner.run(config, target, profile=opts.profile, select=opts.select)
+                ctx.before = {r.id: r for r in before.results}
+                report.results, report.before = before.results, list(before.results)
+                plan = _plan(repairs, before.results, book.load(), ctx, opts)
+            report.repairs, report.results = _rounds(config, target, pod, repairs, book, plan, ctx, lock, opts, say)
+    except LockBusy as busy:
+        say(str(busy))
+        report.repairs = [RepairResult(s.id, "skipped", f"not run: {busy}") for s in plan.steps]
+    report.duration_s = time.time() - started
+    _remember(pod, report, opts)
+    return report
+
+
+def _rounds(config, target, pod, repairs, book, plan, ctx, lock, opts, say):
+    """Run the plan, re-check, and plan again for failures whose repairs were not tried yet."""
+    results = list(ctx.before.values())
+    done: dict[str, RepairResult] = {}
+    progress = Progress(pod, BACKGROUND if opts.worker else FOREGROUND, lock.token, list(opts.force))
+    ctx.token, ctx.log = lock.token, progress.log
+    spawned = False
+    for round_no in range(ROUNDS):
+        steps = [s for s in plan.steps if s.id not in done]
+        if not any(not s.skip for s in steps):
+            break
+        if round_no:
+            say(f"round {round_no + 1}: {', '.join(s.id for s in steps)}")
+        here = [s for s in steps if opts.worker or not s.background]
+        later = [s for s in steps if s.background and not opts.worker]
+        pending = {s.id for s in steps if s.background}
+        for result in run_steps(here, repairs, book, ctx, pending, progress, lock, say, config):
+            done[result.id] = result
+        if later:
+            from podcheck import background
+
+            background.spawn(config, target, opts, [s.id for s in later], pod, say)
+            for s in later:
+                done[s.id] = RepairResult(s.id, "skipped", "running in the background (see `podcheck status`)")
+            spawned = True
+        changed = {rid for rid, r in done.items() if r.status == "changed"}
+        recheck = [r.id for r in results if r.status in planner.BAD or r.blocked_by or r.repair in changed]
+        if recheck:
+            fresh = {r.id: r for r in runner.run(config, target, profile=opts.profile, select=recheck).results}
+            results = [fresh.pop(r.id, r) for r in results] + list(fresh.values())
+        if spawned or not any(r.status in planner.BAD for r in results):
+            break
+        ctx.before = {r.id: r for r in results}
+        plan = _plan(repairs, results, book.load(), ctx, opts)
+    progress.finish()
+    return list(done.values()) + _idle(plan, exclude=set(done)), results
+
+
+def run_steps(steps: list[planner.Step], repairs: dict[str, Repair], book: markers_mod.Markers, ctx: Context,
+              pending: set[str], progress: "Progress", lock: VolumeLock | None, say: Callable[[str], None],
+              config: Config) -> list[RepairResult]:
+    """Run planned steps in order under the lock; record markers for the ones that succeeded."""
+    results: list[RepairResult] = []
+    failed: set[str] = set()
+    total = len(steps)
+    recorded = book.load()
+    for i, step in enumerate(steps, 1):
+        repair = step.repair
+        pending.discard(step.id)
+        blocked = [n for n in repair.needed(config) if n in failed and n not in repair.may_precede]
+        if step.skip or blocked or (lock is not None and lock.lost):
+            why = step.skip or (f"needs {', '.join(blocked)}, which did not succeed" if blocked
+                                else "the fix lock was taken over by another fixer")
+            results.append(RepairResult(step.id, "skipped", why))
+            failed.add(step.id)
+            progress.step(step.id, "skipped", why)
+            continue
+        say(f"[{i}/{total}] {step.id} ({repair.blast}{', slow' if repair.slow else ''}): {step.reason}")
+        progress.step(step.id, "running", step.reason)
+        ctx.commands = []
+        ctx.pending = frozenset(pending)
+        ctx.marker = recorded.get(step.id)
+        began = time.monotonic()
+        try:
+            outcome = repair.apply(ctx)
+        except Exception as exc:  # a bug in one repair must not stop the others, nor hide the report
+            outcome = Outcome.failed(f"repair crashed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+        seconds = time.monotonic() - began
+        say(f"      {outcome.status}: {outcome.message}")
+        results.append(RepairResult(step.id, outcome.status, outcome.message, list(ctx.commands), seconds))
+        progress.step(step.id, outcome.status, outcome.message)
+        if outcome.status in ("changed", "unchanged"):
+            try:
+                book.record(step.id, repair.inputs(ctx), changed=outcome.status == "changed")
+            except OSError as exc:
+                say(f"      could not record the marker of {step.id}: {exc}")
+        else:
+            failed.add(step.id)
+    return results
+
+
+def run_one(config: Config, repair_id: str, target: runner.Target | None = None,
+            before: list[CheckResult] | None = None, out: TextIO | None = None) -> RepairResult:
+    """Run one repair now (its needs are not added), under the fix lock, and record its marker.
+    For `podcheck watch` and tests; `before` are check results it may consult (ctx.failing)."""
+    repairs = registry()
+    if repair_id not in repairs:
+        return RepairResult(repair_id, "failed", f"no repair {repair_id!r} (known: {', '.join(repairs)})")
+    pod = connect(config, target or runner.Target())
+    say = _printer(out) if out is not None else (lambda line: None)
+    ctx = Context(pod=pod, before={r.id: r for r in before or []})
+    lock = VolumeLock(pod, what=f"podcheck repair {repair_id}")
+    try:
+        with lock.held(float(config.fix.lock_wait_seconds), on_wait=lambda h: say(f"waiting: {describe(h)}")):
+            progress = Progress(pod, FOREGROUND, lock.token)
+            ctx.token, ctx.log = lock.token, progress.log
+            step = planner.Step(repairs[repair_id], "asked for")
+            result = run_steps([step], repairs, markers_mod.Markers(pod), ctx, set(), progress, lock, say, config)[0]
+            progress.finish()
+            return result
+    except LockBusy as busy:
+        return RepairResult(repair_id, "skipped", f"not run: {busy}")
+
+
+def _plan(repairs, results, recorded, ctx, opts) -> planner.Plan:
+    inputs = {}
+    for rid, repair in repairs.items():
+        try:
+            inputs[rid] = repair.inputs(ctx)
+        except Exception:  # unreadable inputs: the repair has nothing to compare, its checks still judge
+            inputs[rid] = None
+    return planner.make(repairs, results, recorded, inputs, ctx.cfg, safe_only=opts.safe_only,
+                        background=opts.background or opts.worker, force=opts.force)
+
+
+def _legacy(pod: Pod, known: list[str]) -> list[markers_mod.Marker]:
+    first: dict[str, markers_mod.Marker] = {}
+    for rid, src, when in markers_mod.legacy_hints(pod, known):
+        first.setdefault(rid, markers_mod.Marker(id=rid, fingerprint=None, changed_at=when, source=f"legacy: {src}"))
+    return list(first.values())
+
+
+def _commands(repair: Repair, ctx: Context) -> list[str]:
+    try:
+        return [" ".join(_q(a) for a in argv) for argv in repair.commands(ctx)]
+    except Exception as exc:
+        return [f"(cannot tell: {type(exc).__name__}: {exc})"]
+
+
+def _q(arg: str) -> str:
+    import shlex
+    return shlex.quote(str(arg))
+
+
+def _show_plan(plan: planner.Plan, ctx: Context, say: Callable[[str], None]) -> None:
+    runnable = [s for s in plan.steps if not s.skip]
+    if not plan.steps:
+        say("dry run: nothing to repair")
+        return
+    say(f"dry run: {len(runnable)} repair(s) would run, in this order (nothing is changed):")
+    for i, step in enumerate(plan.steps, 1):
+        r = step.repair
+        flags = r.blast + (", slow" if r.slow else "") + (", background" if step.background else "")
+        say(f"  {i}. {step.id} [{flags}] {step.skip or step.reason}: {r.description}")
+        for command in _commands(r, ctx):
+            say(f"       $ {command}")
+
+
+def _idle(plan: planner.Plan, exclude: set[str] = frozenset()) -> list[RepairResult]:
+    return [RepairResult(rid, "unchanged", f"nothing to do: {why}") for rid, why in plan.idle.items()
+            if rid not in exclude]
+
+
+def _skipped(plan: planner.Plan) -> list[RepairResult]:
+    return [RepairResult(s.id, "skipped", s.skip or "") for s in plan.steps]
+
+
+def _printer(out: TextIO) -> Callable[[str], None]:
+    def say(line: str) -> None:
+        out.write(f"podcheck --fix: {line}\n")
+        out.flush()
+    return say
+
+
+def _remember(pod: Pod, report: Report, opts: Options) -> None:
+    """Keep the last fix's report in state_dir for `podcheck status` (never fatal)."""
+    try:
+        State(pod).write("last-fix", {**report.as_dict(), "worker": opts.worker})
+    except OSError:
+        pass
+
+
+# --- progress ----------------------------------------------------------------------------------
+
+class Progress:
+    """`{state_dir}/<name>.json` (what runs now, what ran) and `<name>.log` (every command's tail)."""
+
+    def __init__(self, pod: Pod, name: str, token: str, queue: list[str] | None = None):
+        self.pod, self.name = pod, name
+        self.state = State(pod)
+        self.log_path = f"{pod.config.pod.state_dir}/{'fix' if name == FOREGROUND else name}.log"
+        self.data: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "token": token,
+                                     "started": time.time(), "finished": None, "current": None,
+                                     "state": "running", "queue": queue or [], "log": self.log_path,
+                                     "steps": []}
+        self.log(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} podcheck --fix ({name}), pid {os.getpid()}")
+        self._save()
+
+    def step(self, rid: str, status: str, message: str) -> None:
+        now = time.time()
+        steps = self.data["steps"]
+        entry = next((s for s in steps if s["id"] == rid), None)
+        if entry is None:
+            entry = {"id": rid, "started": now}
+            steps.append(entry)
+        entry.update(status=status, message=message)
+        if status != "running":
+            entry["finished"] = now
+        self.data["current"] = rid if status == "running" else None
+        self.log(f"--- {rid}: {status}: {message}")
+        self._save()
+
+    def finish(self) -> None:
+        self.data.update(finished=time.time(), current=None, state="done")
+        self._save()
+
+    def log(self, text: str) -> None:
+        append(self.pod, self.log_path, text.rstrip("\n") + "\n")
+
+    def _save(self) -> None:
+        try:
+            self.state.write(self.name, self.data)
+        except OSError:
+            pass
+
+
+def append(pod: Pod, path: str, text: str) -> None:
+    """Append text to a file on the pod (a log; never fatal)."""
+    if pod.is_local:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "a") as fh:
+                fh.write(text)
+        except OSError:
+            pass
+        return
+    pod.run("sh", "-c", 'mkdir -p "$(dirname "$2")" && printf %s "$1" >> "$2"', "sh", text[-60000:], path)
+
+
+# --- what the CLI prints ------------------------------------------------------------------------
+
+def status(pod: Pod) -> dict[str, Any]:
+    """Markers, the lock, the last foreground and background runs (with their log tails), the last --fix."""
+    from podcheck.lock import _alive
+
+    state = State(pod)
+    out: dict[str, Any] = {
+        "state_dir": pod.config.pod.state_dir,
+        "markers": {rid: {k: v for k, v in vars(m).items() if k != "id"}
+                    for rid, m in sorted(markers_mod.Markers(pod).load().items())},
+        "lock": VolumeLock(pod).holder(),
+    }
+    for key, name in (("foreground", FOREGROUND), ("background", BACKGROUND)):
+        data = state.read(name)
+        if isinstance(data, dict):
+            if data.get("host") == socket.gethostname() and not data.get("finished"):
+                data["alive"] = _alive(data.get("pid"), None)
+            log = data.get("log")
+            tail = pod.run("tail", "-n", "12", "--", log) if log else None
+            data["log_tail"] = tail.stdout.splitlines() if tail is not None and tail.ok else []
+        out[key] = data
+    last = state.read("last-fix")
+    if isinstance(last, dict):
+        out["last_fix"] = {"started": last.get("started"), "summary": last.get("summary"),
+                           "repairs": {r["id"]: r["status"] for r in last.get("repairs", [])},
+                           "background": last.get("worker", False)}
+    else:
+        out["last_fix"] = None
+    return out
+
+
+def render_status(data: dict[str, Any]) -> str:
+    lines = [f"state: {data['state_dir']}"]
+    markers = data["markers"]
+    lines.append(f"markers: {len(markers) or 'none'}")
+    width = max((len(k) for k in markers), default=0)
+    for rid, m in markers.items():
+        when = _when(m.get("changed_at"))
+        inputs = " ".join(f"{k}={v}" for k, v in (m.get("inputs") or {}).items() if not isinstance(v, list))
+        source = f"  ({m['source']}, not verified yet)" if m.get("source") != "podcheck" else \
+            (f"  (migrated from {m['hint']})" if m.get("hint") else "")
+        lines.append(f"  {rid:<{width}}  changed {when}, verified {_when(m.get('verified_at'))}"
+                     f"{'  ' + inputs if inputs else ''}{source}")
+    lock = data.get("lock")
+    lines.append(f"fix lock: {'held by ' + describe(lock) if lock else 'free'}")
+    for key in ("foreground", "background"):
+        run = data.get(key)
+        if not run:
+            continue
+        steps = run.get("steps") or []
+        state = run.get("state", "?")
+        if state == "running" and run.get("alive") is False:
+            state = "died (its process is gone; the next --fix takes over)"
+        current = f", now {run['current']}" if run.get("current") else ""
+        done = ", ".join(f"{s['id']} {s['status']}" for s in steps if s.get("status") != "running")
+        queue = f", queue {', '.join(run['queue'])}" if run.get("queue") else ""
+        lines.append(f"{key} run: {state} (pid {run.get('pid')} on {run.get('host')}, started "
+                     f"{_when(run.get('started'))}{current}{queue})" + (f": {done}" if done else ""))
+        if run.get("log_tail"):
+            lines.append(f"  log {run.get('log')}:")
+            lines.extend(f"    {ln}" for ln in run["log_tail"])
+    last = data.get("last_fix")
+    if last:
+        counts = ", ".join(f"{v} {k}" for k, v in (last.get("summary") or {}).items() if v)
+        repairs = ", ".join(f"{k} {v}" for k, v in last["repairs"].items())
+        lines.append(f"last --fix: {last.get('started')}: {counts or 'no checks'}" + (f"; {repairs}" if repairs else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _when(stamp: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if isinstance(stamp, (int, float)) else "never"
+
+
+def reset(pod: Pod, ids: list[str]) -> list[str]:
+    """Forget markers (all when `ids` is empty) under the fix lock; ValueError for an unknown id."""
+    known = registry()
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise ValueError(f"unknown repair id {', '.join(unknown)} (known: {', '.join(known)})")
+    try:
+        with VolumeLock(pod, what="podcheck reset").held(wait=30.0):
+            return markers_mod.Markers(pod).forget(ids or None)
+    except LockBusy as busy:
+        raise ValueError(str(busy)) from None

@@ -1,0 +1,428 @@
+"""Repairs of the comfyui area: install or update ComfyUI and its requirements; launch and relaunch it.
+
+`comfyui` clones `[comfyui] repo` at `ref` into comfyui_dir, or fast-forwards a clean checkout when
+the installed source is too old or the configured repo/ref changed; a checkout with local changes is
+never touched. Then it installs requirements.txt into the pod python with the installed torch pinned
+in a constraints file (an unpinned torchvision would otherwise bring another torch). Git and pip run
+only when due: the fingerprint is read from files (requirements.txt, .git/HEAD), not from git.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from podcheck import comfyui, procs
+from podcheck.repair import Context, Outcome, Repair, register
+from podcheck.repairs.python import installed_version, pip_failure, pip_install
+from podcheck.users import invalid_reason
+
+#: Installed builds pinned while ComfyUI's requirements are installed.
+PINNED = ("torch", "torchvision", "torchaudio")
+
+# requirements.txt's sha256 and the checked-out commit, from files alone (a `git` here would cost a
+# process on every --fix of a healthy pod): HEAD, then the ref it names, loose or packed.
+_SOURCE = r"""
+r="$1"; sha256sum -- "$r/requirements.txt" 2>/dev/null | cut -d' ' -f1; echo
+d="$r/.git"; [ -f "$d/HEAD" ] || exit 0
+h=$(cat "$d/HEAD")
+case "$h" in
+  "ref: "*) n=${h#ref: }; if [ -f "$d/$n" ]; then cat "$d/$n"; else grep " $n\$" "$d/packed-refs" 2>/dev/null | cut -d' ' -f1; fi;;
+  *) echo "$h";;
+esac
+"""
+
+
+def source(ctx: Context) -> tuple[str | None, str | None]:
+    """(sha256 of requirements.txt, checked-out commit), each None when absent."""
+    ran = ctx.probe("sh", "-c", _SOURCE, "sh", ctx.cfg.pod.comfyui_dir)
+    lines = (ran.stdout.split("\n") + ["", ""])[:3] if ran.ok else ["", "", ""]
+    return lines[0].strip() or None, lines[2].strip() or None
+
+
+def git(ctx: Context, *args: str, timeout: float | None = None):
+    return ctx.run("git", "-C", ctx.cfg.pod.comfyui_dir, *args, timeout=timeout or ctx.install_timeout(),
+                   env={"GIT_TERMINAL_PROMPT": "0"})
+
+
+@register
+class ComfyUI(Repair):
+    id = "comfyui"
+    description = "clone or fast-forward ComfyUI ([comfyui] repo, ref) and install its requirements, torch pinned"
+    needs = ("torch",)
+    slow = True
+    blast = "replaces-packages"
+
+    def inputs(self, ctx: Context) -> dict[str, Any]:
+        requirements, commit = source(ctx)
+        return {"repo": ctx.cfg.comfyui.repo, "ref": ctx.cfg.comfyui.ref, "commit": commit,
+                "requirements_sha256": requirements, "torch_index": ctx.cfg.torch.index_url}
+
+    # --- plan ---------------------------------------------------------------------------------
+
+    def commands(self, ctx: Context) -> list[list[str]]:
+        root, c = ctx.cfg.pod.comfyui_dir, ctx.cfg.comfyui
+        out: list[list[str]] = []
+        state = self._state(ctx)
+        if state == "missing":
+            out += [["git", "clone", "--quiet", c.repo, f"{root}.podcheck-clone"],
+                    ["git", "-C", f"{root}.podcheck-clone", "checkout", "--quiet", c.ref],
+                    ["mv", "-T", f"{root}.podcheck-clone", root]]
+        elif state == "checkout" and self._source_problem(ctx):
+            out += [["git", "-C", root, "fetch", "--quiet", c.repo, c.ref], ["git", "-C", root, "merge", "--ff-only", "FETCH_HEAD"]]
+        return out + [self._pip(ctx)]
+
+    def _pip(self, ctx: Context) -> list[str]:
+        root = ctx.cfg.pod.comfyui_dir
+        return pip_install(ctx, "-r", f"{root}/requirements.txt", "-c", self._constraints_path(ctx),
+                           extra_index_url=ctx.cfg.torch.index_url)
+
+    def _constraints_path(self, ctx: Context) -> str:
+        return f"{ctx.cfg.pod.state_dir}/comfyui-constraints.txt"
+
+    # --- apply --------------------------------------------------------------------------------
+
+    def apply(self, ctx: Context) -> Outcome:
+        root, c = ctx.cfg.pod.comfyui_dir, ctx.cfg.comfyui
+        did: list[str] = []
+        state = self._state(ctx)
+        if state == "foreign":
+            listing = ctx.probe("ls", "-A", root).stdout.split()
+            return Outcome.failed(
+                f"{root} exists but holds no ComfyUI (it has {', '.join(listing[:8])}{' ...' if len(listing) > 8 else ''}); "
+                "podcheck does not clone over files: move them aside or set [pod] comfyui_dir")
+        if state == "missing":
+            failure = self._clone(ctx)
+            if failure:
+                return Outcome.failed(failure)
+            did.append(f"cloned {c.repo} ({c.ref}) into {root}")
+        elif state == "checkout":
+            problem = self._source_problem(ctx)
+            if problem:
+                failure = self._fast_forward(ctx, problem)
+                if failure:
+                    return Outcome.failed(failure)
+                did.append(f"fast-forwarded {root} to {c.ref} ({problem})")
+        requirements, commit = source(ctx)
+        if requirements is None:
+            return Outcome.failed(f"{root}/requirements.txt is missing: cannot install ComfyUI's requirements")
+        if did or self._requirements_due(ctx, requirements):
+            installed = self._install_requirements(ctx)
+            if isinstance(installed, Outcome):
+                return installed
+            if installed:
+                did.append(f"installed {installed}")
+        short = (commit or "no git")[:10]
+        if not did:
+            return Outcome.unchanged(f"ComfyUI at {short} in {root}; its requirements are met")
+        return Outcome.changed("; ".join(did) + f" (now at {short})")
+
+    def _state(self, ctx: Context) -> str:
+        """missing (no folder, or an empty one) | checkout (git) | plain (ComfyUI without git) | foreign."""
+        root = ctx.cfg.pod.comfyui_dir
+        ran = ctx.probe("sh", "-c", '[ -e "$1" ] || { echo missing; exit; }; [ -d "$1/.git" ] && { echo checkout; exit; }; '
+                        '[ -f "$1/main.py" ] && { echo plain; exit; }; [ -z "$(ls -A "$1")" ] && echo missing || echo foreign',
+                        "sh", root)
+        return ran.stdout.strip() or "missing"
+
+    def _source_problem(self, ctx: Context) -> str | None:
+        """Why the checked-out source must move, or None: files missing, too old for sage, repo/ref changed."""
+        root = ctx.cfg.pod.comfyui_dir
+        cli_args = ctx.pod.read_text(f"{root}/comfy/cli_args.py")
+        if not ctx.probe("test", "-f", f"{root}/main.py").ok or cli_args is None:
+            return "main.py or comfy/cli_args.py missing"
+        if ctx.cfg.attention.sage == "required" and "--use-sage-attention" not in cli_args:
+            return "its comfy/cli_args.py has no --use-sage-attention"
+        old = ctx.marker.inputs if ctx.marker is not None else {}
+        for key in ("repo", "ref"):
+            if key in old and old[key] != getattr(ctx.cfg.comfyui, key):
+                return f"[comfyui] {key} changed from {old[key]} to {getattr(ctx.cfg.comfyui, key)}"
+        return None
+
+    def _clone(self, ctx: Context) -> str | None:
+        root, c = ctx.cfg.pod.comfyui_dir, ctx.cfg.comfyui
+        partial = f"{root}.podcheck-clone"
+        if ctx.probe("test", "-e", partial).ok:  # a clone a crash interrupted: keep it, out of the way
+            where, why = ctx.quarantine(partial)
+            if where is None:
+                return f"a partial clone is in the way at {partial} and cannot be moved: {why}"
+        ran = ctx.run("git", "clone", "--quiet", c.repo, partial, timeout=ctx.install_timeout(),
+                      env={"GIT_TERMINAL_PROMPT": "0"})
+        if not ran.ok:
+            return f"git clone {c.repo} failed: {_last(ran)}"
+        ran = ctx.run("git", "-C", partial, "checkout", "--quiet", c.ref, timeout=120)
+        if not ran.ok:
+            return f"{c.repo} has no ref {c.ref}: {_last(ran)}"
+        ctx.run("rmdir", root)  # an empty folder in the way (rmdir never removes anything else)
+        ran = ctx.run("mv", "-T", partial, root)
+        return None if ran.ok else f"cannot move the clone into {root}: {_last(ran)}"
+
+    def _fast_forward(self, ctx: Context, problem: str) -> str | None:
+        root, c = ctx.cfg.pod.comfyui_dir, ctx.cfg.comfyui
+        dirty = git(ctx, "status", "--porcelain", "--untracked-files=no", timeout=60)
+        if not dirty.ok:
+            return f"cannot read the state of the checkout {root}: {_last(dirty)}"
+        changed = [line[3:] for line in dirty.stdout.splitlines() if line.strip()]
+        if changed:
+            return (f"the ComfyUI checkout {root} must be updated ({problem}), but it has local changes in "
+                    f"{', '.join(changed[:10])}{' ...' if len(changed) > 10 else ''}: podcheck leaves it untouched; "
+                    "commit or stash them, then run --fix again")
+        fetched = git(ctx, "fetch", "--quiet", c.repo, c.ref)
+        if not fetched.ok:
+            return f"git fetch {c.repo} {c.ref} failed: {_last(fetched)}"
+        on_branch = git(ctx, "symbolic-ref", "-q", "HEAD", timeout=30).ok
+        moved = git(ctx, "merge", "--ff-only", "--quiet", "FETCH_HEAD") if on_branch else \
+            git(ctx, "checkout", "--quiet", "FETCH_HEAD")
+        if not moved.ok:
+            return (f"cannot fast-forward {root} to {c.repo} {c.ref} (its history diverged?): {_last(moved)}; "
+                    "podcheck leaves it as it is")
+        return None
+
+    def _requirements_due(self, ctx: Context, requirements: str) -> bool:
+        """pip runs unless the requirements check passed and requirements.txt is the one last installed."""
+        failing = [r for r in ctx.failing(self.id) if r.id == "comfyui.installed"]
+        judged = any(r.repair == self.id and r.status == "passed" for r in ctx.before.values())
+        recorded = (ctx.marker.inputs if ctx.marker is not None else {}).get("requirements_sha256")
+        return bool(failing) or not judged or recorded != requirements
+
+    def _install_requirements(self, ctx: Context) -> str | Outcome:
+        pins = [f"{dist}=={v}" for dist in PINNED if (v := installed_version(ctx, dist))]
+        if not pins:
+            return Outcome.failed(f"torch is not installed in {ctx.cfg.pod.python}: ComfyUI's requirements would "
+                                  "bring an arbitrary build (repair: torch)")
+        path = self._constraints_path(ctx)
+        wrote = ctx.run("sh", "-c", 'mkdir -p "$(dirname "$1")" && printf "%s\\n" "$2" > "$1"', "sh", path,
+                        "\n".join(pins))
+        if not wrote.ok:
+            return Outcome.failed(f"cannot write {path}: {_last(wrote)}")
+        ran = ctx.run(*self._pip(ctx), timeout=ctx.install_timeout())
+        if not ran.ok:
+            return Outcome.failed(f"installing ComfyUI's requirements ({', '.join(pins)} pinned): {pip_failure(ran)}")
+        installed = [ln.split("Successfully installed", 1)[1].strip() for ln in ran.stdout.splitlines()
+                     if "Successfully installed" in ln]
+        return f"requirements ({installed[0]})" if installed else ""
+
+
+def _last(ran) -> str:
+    lines = (ran.stderr or ran.stdout).strip().splitlines()
+    return lines[-1][:300] if lines else ran.why()
+
+
+
+# --- launch and relaunch ---------------------------------------------------------------------------
+
+# Start ComfyUI detached: own session (a timeout's kill or podcheck's exit never reaches it), the log
+# banner comfyui.launch_banner() names its pid (sh's $$ stays the pid through every exec), no tty.
+_START = """
+cwd="$1"; log="$2"; shift 2
+mkdir -p "$(dirname "$log")" || exit 1
+cd "$cwd" || exit 1
+setsid sh -c 'echo "[podcheck] ComfyUI launch pid=$$"; exec "$@"' sh "$@" </dev/null >>"$log" 2>&1 &
+echo $!
+"""
+_STOP = 'if [ "$(ps -o pgid= -p "$1" | tr -d " ")" = "$1" ]; then kill -"$2" -"$1"; else kill -"$2" "$1"; fi'
+
+
+def user_of(proc: Any, workspace: str) -> str | None:
+    """The user whose output folder a ComfyUI process writes to ({workspace}/output/<user>), if any."""
+    value = proc.args.get("--output-directory")
+    if not value:
+        return None
+    path, root = proc.path(value), f"{workspace.rstrip('/')}/output/"
+    rest = path[len(root):] if path.startswith(root) else ""
+    name = rest.split("/", 1)[0]
+    return name if name and not invalid_reason(name) else None
+
+
+def wanted_options(ctx: Context, user: str, given: dict[str, list[str]] | None = None) -> list[str]:
+    return normalized(wanted(ctx, user, given))
+
+
+def wanted(ctx: Context, user: str, given: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """ComfyUI's options for `user`: its own folders, sage when required (and not still pending), the
+    rest as given (a relaunch keeps a process's other options) or from [comfyui] for a new launch."""
+    c = ctx.cfg.comfyui
+    if given is None:
+        given = {"--listen": [c.listen], "--port": [str(c.port)], **comfyui.parse_args(c.extra_args).given}
+    opts = {k: list(v) for k, v in given.items()}
+    sage = ctx.cfg.attention.sage == "required" and "sage" not in ctx.pending
+    if sage:
+        for flag in comfyui.ATTENTION:
+            opts.pop(flag, None)
+        opts["--use-sage-attention"] = []
+    mine = comfyui.user_options(ctx.cfg.pod.workspace, user)
+    for flag, value in zip(mine[::2], mine[1::2]):
+        opts[flag] = [value]
+    return opts
+
+
+def normalized(given: dict[str, list[str]]) -> list[str]:
+    return [part for flag, values in given.items() for part in (flag, *values)]
+
+
+def kernel_env(ctx: Context, user: str) -> dict[str, str]:
+    """Triton and TorchInductor caches on local disk, per user."""
+    root = f"{ctx.cfg.fix.kernel_cache_dir.rstrip('/')}/{user}"
+    return {"TRITON_CACHE_DIR": f"{root}/triton", "TORCHINDUCTOR_CACHE_DIR": f"{root}/inductor"}
+
+
+def start(ctx: Context, user: str, options: list[str], cwd: str | None = None) -> tuple[int | None, str]:
+    """Start ComfyUI for `user` with `options`; wait until it answers. (pid, "") or (pid or None, why not)."""
+    cfg = ctx.cfg
+    env = kernel_env(ctx, user)
+    folders = [f"{cfg.pod.workspace}/{kind}/{user}" for kind in ("output", "input", "temp")] + list(env.values())
+    ctx.run("mkdir", "-p", *folders)
+    log = cfg.comfyui.log
+    argv = ["env", *(f"{k}={v}" for k, v in env.items()), cfg.pod.python, f"{cfg.pod.comfyui_dir}/main.py", *options]
+    ran = ctx.run("sh", "-c", _START, "sh", cwd or cfg.pod.comfyui_dir, log, *argv, tagged=False)
+    if not ran.ok or not ran.stdout.strip().isdigit():
+        return None, f"cannot start ComfyUI: {ran.why()}"
+    pid = int(ran.stdout.strip())
+    ctx.run("sh", "-c", 'printf "%s\\n" "$2" > "$1"', "sh", f"{cfg.pod.state_dir}/comfyui-{user}.pid", str(pid))
+    return pid, wait_answer(ctx, pid, options)
+
+
+def wait_answer(ctx: Context, pid: int, options: list[str]) -> str:
+    """'' once ComfyUI `pid` answers GET /system_stats, else why not (it exited: its log's last lines)."""
+    args = comfyui.parse_args(options)
+    url = comfyui.url_for(args.port, "/system_stats", comfyui.connect_host(args.listen))
+    deadline = time.monotonic() + float(ctx.cfg.fix.launch_timeout)
+    while time.monotonic() < deadline:
+        if comfyui.request(ctx.pod, url, timeout=2.0).ok:
+            return ""
+        if not procs.alive(ctx.pod, pid):  # a zombie counts as gone (this init reaps late)
+            log = comfyui.read_log(ctx.pod, ctx.cfg.comfyui.log, max_bytes=65536)
+            lines = comfyui.run_lines(log.text or "", pid, alone=False) or []
+            tail = " | ".join(ln.strip() for ln in lines[-6:] if ln.strip()) or "no output"
+            return f"ComfyUI (pid {pid}) exited at start; its log {log.path} ends: {tail[-700:]}"
+        time.sleep(0.2)
+    return (f"ComfyUI (pid {pid}) did not answer {url} within {ctx.cfg.fix.launch_timeout:g} s "
+            f"([fix] launch_timeout); it is left running (still loading?), log {ctx.cfg.comfyui.log}")
+
+
+def stop(ctx: Context, pid: int, grace: float = 10.0) -> bool:
+    """TERM ComfyUI `pid` (its process group when it leads one), KILL after `grace`; True when it is gone."""
+    ctx.run("sh", "-c", _STOP, "sh", str(pid), "TERM")
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not procs.alive(ctx.pod, pid):
+            return True
+        time.sleep(0.1)
+    ctx.run("sh", "-c", _STOP, "sh", str(pid), "KILL")
+    time.sleep(0.2)
+    return not procs.alive(ctx.pod, pid)
+
+
+def idle(ctx: Context, proc: Any) -> str | None:
+    """None when ComfyUI `proc` has nothing queued or running, else why it may not be restarted now."""
+    answer = comfyui.request(ctx.pod, proc.url("/queue"))
+    if not answer.ok or not isinstance(answer.data, dict):
+        return f"{proc} does not answer {proc.url('/queue')} ({answer.error or f'HTTP {answer.status}'}): cannot tell it is idle"
+    running, pending = len(answer.data.get("queue_running") or []), len(answer.data.get("queue_pending") or [])
+    if running or pending:
+        return f"{proc} is busy ({running} running, {pending} queued)"
+    return None
+
+
+@register
+class Launch(Repair):
+    id = "comfyui.launch"
+    description = "start ComfyUI for [pod] user, detached, with per-user folders, sage and local kernel caches"
+    blast = "safe"
+    may_precede = ("sage",)
+
+    def needed(self, cfg: Any) -> tuple[str, ...]:
+        return ("comfyui", "isolation.user_dirs") + (("sage",) if cfg.attention.sage == "required" else ())
+
+    def _user(self, ctx: Context) -> str | Outcome:
+        user = ctx.cfg.pod.user
+        if not user:
+            return Outcome.failed("no [pod] user (or $PODCHECK_USER): podcheck launches one ComfyUI per user, "
+                                  "with that user's folders")
+        why = invalid_reason(user)
+        return Outcome.failed(f"[pod] user {user!r} {why}") if why else user
+
+    def commands(self, ctx: Context) -> list[list[str]]:
+        user = self._user(ctx)
+        if isinstance(user, Outcome):
+            return []
+        env = kernel_env(ctx, user)
+        return [["env", *(f"{k}={v}" for k, v in env.items()), ctx.cfg.pod.python,
+                 f"{ctx.cfg.pod.comfyui_dir}/main.py", *wanted_options(ctx, user)]]
+
+    def apply(self, ctx: Context) -> Outcome:
+        user = self._user(ctx)
+        if isinstance(user, Outcome):
+            return user
+        port = int(ctx.cfg.comfyui.port)
+        for proc in comfyui.processes(ctx.pod):
+            if user_of(proc, ctx.cfg.pod.workspace) != user and proc.port != port:
+                continue
+            if user_of(proc, ctx.cfg.pod.workspace) != user:
+                return Outcome.failed(f"port {port} ([comfyui] port) is taken by ComfyUI {proc}, which serves "
+                                      f"{user_of(proc, ctx.cfg.pod.workspace) or 'no user'}; give {user} another port")
+            why = wait_answer(ctx, proc.pid, proc.options) if _young(proc, ctx) else \
+                ("" if comfyui.request(ctx.pod, proc.url("/system_stats")).ok else "hung")
+            if not why:
+                return Outcome.unchanged(f"ComfyUI for {user} runs ({proc}) and answers")
+            if not stop(ctx, proc.pid):
+                return Outcome.failed(f"ComfyUI {proc} does not answer and does not stop")
+            ctx.log(f"stopped ComfyUI {proc}: it did not answer")
+        options = wanted_options(ctx, user)
+        pid, why = start(ctx, user, options)
+        if why:
+            return Outcome.failed(why)
+        note = " (without --use-sage-attention until sage is installed in the background)" \
+            if ctx.cfg.attention.sage == "required" and "sage" in ctx.pending else ""
+        return Outcome.changed(f"started ComfyUI for {user} (pid {pid}, port {port}){note}; log {ctx.cfg.comfyui.log}")
+
+
+def _young(proc: Any, ctx: Context) -> bool:
+    return proc.started is not None and time.time() - proc.started < float(ctx.cfg.fix.launch_timeout)
+
+
+@register
+class Relaunch(Repair):
+    id = "comfyui.relaunch"
+    description = "restart an idle ComfyUI launched with the wrong flags, for the same user (never a busy one)"
+    blast = "restarts-service"
+
+    def needed(self, cfg: Any) -> tuple[str, ...]:
+        return ("comfyui.launch",) + (("sage",) if cfg.attention.sage == "required" else ())
+
+    def _wrong(self, ctx: Context) -> list[tuple[Any, str, list[str]]]:
+        """(process, user, the options it should have) for each ComfyUI whose options are not those."""
+        out = []
+        for proc in comfyui.processes(ctx.pod):
+            user = user_of(proc, ctx.cfg.pod.workspace) or ctx.cfg.pod.user
+            if not user or invalid_reason(user):
+                continue
+            should = wanted(ctx, user, proc.args.given)
+            if should != proc.args.given:
+                out.append((proc, user, normalized(should)))
+        return out
+
+    def commands(self, ctx: Context) -> list[list[str]]:
+        wrong = self._wrong(ctx)
+        return [["kill", "-TERM", str(proc.pid)] for proc, _, _ in wrong] + [
+            [ctx.cfg.pod.python, f"{ctx.cfg.pod.comfyui_dir}/main.py", *options] for _, _, options in wrong]
+
+    def apply(self, ctx: Context) -> Outcome:
+        wrong = self._wrong(ctx)
+        if not wrong:
+            return Outcome.unchanged("every ComfyUI runs with the flags it should")
+        done, waiting = [], []
+        for proc, user, options in wrong:
+            busy = idle(ctx, proc)
+            if busy:
+                waiting.append(f"{busy}: not restarted (a running generation is never killed); run --fix again when it is idle")
+                continue
+            if not stop(ctx, proc.pid):
+                return Outcome.failed(f"ComfyUI {proc} does not stop")
+            pid, why = start(ctx, user, options, cwd=proc.cwd)
+            if why:
+                return Outcome.failed(f"stopped ComfyUI {proc} to fix its flags, but the new one failed: {why}")
+            added = sorted(set(options) - set(normalized(proc.args.given)))
+            done.append(f"restarted ComfyUI for {user}: pid {proc.pid} -> {pid} ({' '.join(a for a in added if a.startswith('--')) or 'options fixed'})")
+        if not done:
+            return Outcome.skipped("; ".join(waiting))
+        return Outcome.changed("; ".join(done + waiting))

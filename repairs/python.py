@@ -1,0 +1,188 @@
+"""Repairs of the pod python: the venv, the torch build, SageAttention. Every install is pip in the
+pod's own interpreter (`[pod] python -m pip`), with `[fix] pip_args`, under `[fix] install_timeout`."""
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from podcheck.pod import Ran
+from podcheck.repair import Context, Outcome, Repair, register
+
+_VERSION = "import importlib.metadata as m, sys\ntry: print(m.version(sys.argv[1]))\nexcept m.PackageNotFoundError: pass"
+
+
+def venv_dir(python: str) -> str | None:
+    """The venv a pod python lives in ('/ws/venv/bin/python' -> '/ws/venv'), or None when it is not one."""
+    parent = posixpath.dirname(python)
+    return posixpath.dirname(parent) if posixpath.basename(parent) == "bin" else None
+
+
+def installed_version(ctx: Context, dist: str) -> str | None:
+    """The installed version of a distribution in the pod python (no import, no pip)."""
+    ran = ctx.probe(ctx.cfg.pod.python, "-c", _VERSION, dist, timeout=30)
+    return ran.stdout.strip() or None if ran.ok else None
+
+
+def satisfies(spec: str, dist: str, version: str | None) -> bool:
+    """Whether `version` of `dist` meets a requirement spec ('torch==2.13.0'); False when unknown."""
+    if version is None:
+        return False
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+    try:
+        req = Requirement(spec)
+    except InvalidRequirement:
+        return False  # a URL or a wheel path: only pip can tell
+    if canonicalize_name(req.name) != canonicalize_name(dist) or req.url:
+        return False
+    return req.specifier.contains(version, prereleases=True)
+
+
+def pip_install(ctx: Context, *args: str, index_url: str = "", extra_index_url: str = "") -> list[str]:
+    """The pip command line for the pod python."""
+    argv = [ctx.cfg.pod.python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", *args]
+    if index_url:
+        argv += ["--index-url", index_url]
+    if extra_index_url:
+        argv += ["--extra-index-url", extra_index_url]
+    return argv + list(ctx.cfg.fix.pip_args)
+
+
+def pip_failure(ran: Ran) -> str:
+    lines = [ln for ln in (ran.stderr or ran.stdout).strip().splitlines() if "is ignored" not in ln]
+    errors = [ln for ln in lines if ln.startswith("ERROR")] or lines[-1:]
+    return f"pip {'timed out' if ran.timed_out else f'exited {ran.rc}'}: {' '.join(errors)[-400:] or 'no output'}"
+
+
+@register
+class Venv(Repair):
+    id = "venv"
+    description = "create the pod venv ([pod] python) when it is missing or broken"
+    blast = "safe"
+
+    def inputs(self, ctx: Context) -> dict[str, Any]:
+        return {"python": ctx.cfg.pod.python}
+
+    def commands(self, ctx: Context) -> list[list[str]]:
+        folder = venv_dir(ctx.cfg.pod.python)
+        return [[ctx.cfg.fix.base_python, "-m", "venv", folder]] if folder else []
+
+    def apply(self, ctx: Context) -> Outcome:
+        python = ctx.cfg.pod.python
+        if self._works(ctx):
+            return Outcome.unchanged(f"the pod python {python} runs and has pip")
+        folder = venv_dir(python)
+        if folder is None:
+            return Outcome.failed(f"the pod python {python} does not run, and it is not in a venv podcheck could create"
+                                  " ([pod] python should end in <venv>/bin/python)")
+        existed = ctx.probe("test", "-e", folder).ok
+        create = [ctx.cfg.fix.base_python, "-m", "venv", folder]
+        ran = ctx.run(*create, timeout=600)  # on an existing venv this only repairs it (no --clear)
+        if ran.ok and self._works(ctx):
+            return Outcome.changed(f"{'repaired' if existed else 'created'} the venv {folder}")
+        if not existed:
+            return Outcome.failed(f"cannot create the venv {folder}: {ran.why()}")
+        where, why = ctx.quarantine(folder)  # broken beyond repair: keep it, start afresh
+        if where is None:
+            return Outcome.failed(f"the venv {folder} is broken and cannot be moved aside: {why}")
+        ran = ctx.run(*create, timeout=600)
+        if ran.ok and self._works(ctx):
+            return Outcome.changed(f"the venv {folder} was broken: moved it to {where} and created a new one")
+        return Outcome.failed(f"cannot create the venv {folder}: {ran.why()}")
+
+    @staticmethod
+    def _works(ctx: Context) -> bool:
+        return ctx.probe(ctx.cfg.pod.python, "-m", "pip", "--version", timeout=60).ok
+
+
+class _PipRepair(Repair):
+    """A distribution installed from a configured spec; reinstalled when its checks fail."""
+
+    dist: str
+
+    def spec(self, ctx: Context) -> str:
+        raise NotImplementedError
+
+    def index(self, ctx: Context) -> str:
+        return ""
+
+    def inputs(self, ctx: Context) -> dict[str, Any]:
+        return {"spec": self.spec(ctx), "index_url": self.index(ctx)}
+
+    def _argvs(self, ctx: Context, installed: str | None) -> list[list[str]]:
+        spec, index = self.spec(ctx), self.index(ctx)
+        if installed and ctx.failing(self.id):  # installed but broken (a torn install, the wrong build)
+            return [pip_install(ctx, "--force-reinstall", "--no-deps", "--no-cache-dir", spec, index_url=index),
+                    pip_install(ctx, spec, index_url=index)]
+        return [pip_install(ctx, spec, index_url=index)]
+
+    def commands(self, ctx: Context) -> list[list[str]]:
+        return self._argvs(ctx, installed_version(ctx, self.dist))
+
+    def apply(self, ctx: Context) -> Outcome:
+        spec = self.spec(ctx)
+        installed = installed_version(ctx, self.dist)
+        if installed and not ctx.failing(self.id) and satisfies(spec, self.dist, installed):
+            return Outcome.unchanged(f"{self.dist} {installed} is installed and satisfies {spec}")
+        argvs = self._argvs(ctx, installed)
+        for argv in argvs:
+            ran = ctx.run(*argv, timeout=ctx.install_timeout())
+            if not ran.ok:
+                return Outcome.failed(f"installing {spec}: {pip_failure(ran)}")
+        now = installed_version(ctx, self.dist)
+        if now is None:
+            return Outcome.failed(f"pip installed {spec}, but {self.dist} is still not installed in {ctx.cfg.pod.python}")
+        broken = self.verify(ctx)
+        if broken:
+            return Outcome.failed(broken)
+        if installed == now and len(argvs) == 1:
+            return Outcome.unchanged(f"{self.dist} {now} was already installed")
+        return Outcome.changed(f"{self.dist} {installed or 'missing'} -> {now}"
+                               + (" (reinstalled)" if installed == now else ""))
+
+    def verify(self, ctx: Context) -> str | None:
+        return None
+
+
+@register
+class Torch(_PipRepair):
+    id = "torch"
+    dist = "torch"
+    description = "pip install the configured torch build ([torch] spec from [torch] index_url) into the pod python"
+    needs = ("venv",)
+    slow = True
+    blast = "replaces-packages"
+
+    def spec(self, ctx: Context) -> str:
+        return ctx.cfg.torch.spec
+
+    def index(self, ctx: Context) -> str:
+        return ctx.cfg.torch.index_url
+
+
+@register
+class Sage(_PipRepair):
+    id = "sage"
+    dist = "sageattention"
+    description = "pip install the configured SageAttention ([attention] sage_spec) into the pod python"
+    needs = ("torch",)
+    slow = True
+    blast = "replaces-packages"
+
+    def spec(self, ctx: Context) -> str:
+        return ctx.cfg.attention.sage_spec
+
+    def inputs(self, ctx: Context) -> dict[str, Any]:
+        return {"spec": self.spec(ctx)}
+
+    def apply(self, ctx: Context) -> Outcome:
+        if ctx.cfg.attention.sage == "off":
+            return Outcome.skipped('sage is off ([attention] sage = "off")')
+        return super().apply(ctx)
+
+    def verify(self, ctx: Context) -> str | None:
+        ran = ctx.probe(ctx.cfg.pod.python, "-c", "import sageattention", timeout=120)
+        if ran.ok:
+            return None
+        tail = (ran.stderr.strip().splitlines() or [ran.why()])[-1]
+        return f"sageattention is installed, but `import sageattention` fails: {tail[:300]}"
