@@ -50,7 +50,7 @@ def test_progress(pod, say):
         if verdict is None:
             act = trainings.activity(pod, t)
             last = max(act.newest or 0.0, now - t.elapsed)
-            quiet = now - last
+            quiet = max(0.0, now - last)  # a write after `now` was taken is "just now"
             state = f"; latest state {act.latest_state}" if act.latest_state else ""
             if quiet >= cfg.stuck_seconds:
                 verdict = (f"nothing new in its output folder for {quiet:.0f} s (stuck_seconds = {cfg.stuck_seconds})"
