@@ -29,6 +29,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "gpu": "required",
         "state_dir": "{workspace}/.podcheck",
         "probe_timeout": 60.0,
+        "probe_reuse_seconds": 600.0,  # watch and serve reuse the probe's facts this long (NVML is always fresh)
         "command_timeout": 10.0,
     },
     "torch": {

@@ -28,6 +28,7 @@ RESULTS = pytest.StashKey[list]()
 OUTCOMES = pytest.StashKey[dict]()
 PODS = pytest.StashKey[dict]()
 NEEDS_FACTS = pytest.StashKey[bool]()
+PROBE_CACHE = pytest.StashKey[object]()
 SPEC = pytest.StashKey["CheckSpec"]()
 PHASES = pytest.StashKey[dict]()
 NOT_RUN = pytest.StashKey[str]()
@@ -272,7 +273,7 @@ def pod(host: Any, cfg: config_mod.Config, pytestconfig: pytest.Config) -> Pod:
     pods = pytestconfig.stash[PODS]
     key = host.backend.get_pytest_id()
     if key not in pods:
-        pods[key] = Pod(cfg, host)
+        pods[key] = Pod(cfg, host, probe_cache=pytestconfig.stash.get(PROBE_CACHE, None))
         if pytestconfig.stash.get(NEEDS_FACTS, False):
             pods[key].start_facts()
     return pods[key]

@@ -80,14 +80,18 @@ class Service:
 
     def __init__(self, cfg: Config, select: list[str], profile: str = "runtime", ttl: float | None = None):
         self.cfg, self.select, self.profile = cfg, select, profile
+        from podcheck.facts import ProbeCache
+
         self.cache = Cache(self._run, cfg.serve.cache_seconds if ttl is None else ttl)
+        self.probe_cache = ProbeCache(cfg.pod.probe_reuse_seconds)
         self.redactor = redactor_for(cfg)
 
     def _run(self) -> Snapshot:
         from podcheck import runner
 
         try:
-            report = runner.run(self.cfg, runner.Target(), profile=self.profile, select=self.select)
+            report = runner.run(self.cfg, runner.Target(), profile=self.profile, select=self.select,
+                                probe_cache=self.probe_cache)
         except runner.RunError as exc:
             return Snapshot(None, f"no verdict: {exc}", time.time())
         except Exception as exc:  # a bug must not leave the waiting requests without an answer

@@ -234,12 +234,15 @@ class Engine:
     """How watch runs checks (in this process) and repairs (each in its own process and session)."""
 
     def __init__(self, cfg: Config, settings: Settings):
+        from podcheck.facts import ProbeCache
+
         self.cfg, self.settings = cfg, settings
         self.running: tuple[subprocess.Popen, str, list[str]] | None = None  # a repair that outlived its wait
+        self.probe_cache = ProbeCache(cfg.pod.probe_reuse_seconds)
 
     def check(self, select: list[str]) -> Report:
         from podcheck import runner
-        return runner.run(self.cfg, runner.Target(), profile="runtime", select=select)
+        return runner.run(self.cfg, runner.Target(), profile="runtime", select=select, probe_cache=self.probe_cache)
 
     def repair(self, repair_id: str, checks: list[str], stopping: Callable[[], bool]) -> RepairResult | None:
         """Run one repair to its end; None when watch stops (or the wait times out) first."""
