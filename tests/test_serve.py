@@ -77,7 +77,8 @@ def test_healthz_flips_to_200_when_the_fault_is_repaired(sim, served):
 def test_concurrent_requests_during_a_miss_share_one_run(sim, served, tmp_path, torch_python):
     runs = tmp_path / "probe-runs"
     counting = podsim.fake_python(tmp_path / "counting" / "python", f'echo run >> {runs}\nexec {torch_python} "$@"')
-    sim.configure(pod={"python": str(counting)}, serve={"cache_seconds": 1.0})
+    # probe_reuse_seconds = 0: every check run probes, so probe runs count check runs
+    sim.configure(pod={"python": str(counting), "probe_reuse_seconds": 0.0}, serve={"cache_seconds": 1.0})
     base = served(sim, "--select", "gpu.torch_build")  # needs the probe: one probe = one check run
     assert get(base + "/healthz")[0] == 200
     before = runs.read_text().count("run")
