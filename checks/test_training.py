@@ -39,8 +39,9 @@ def test_progress(pod, say):
         verdict = None
         indices = trainings.gpus_of(pod, t, gpus)
         if indices:
-            idle = {i: below_for(samples.series(f"gpu.{i}.util"), cfg.gpu_util_threshold, now, max_gap)
-                    for i in indices}
+            # idle time before this run started belongs to another run (a relaunch is not stuck at once)
+            idle = {i: min(below_for(samples.series(f"gpu.{i}.util"), cfg.gpu_util_threshold, now, max_gap),
+                           t.elapsed) for i in indices}
             if all(v >= cfg.stuck_seconds for v in idle.values()):
                 verdict = (f"GPU {', '.join(map(str, indices))} utilisation has stayed below "
                            f"{cfg.gpu_util_threshold:g} % for {min(idle.values()):.0f} s")
