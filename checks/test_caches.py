@@ -1,29 +1,15 @@
 """caches: compiled kernels and engines match this GPU, and live on local disk."""
 import pytest
 
-from podcheck import caches, gpu, procs
-
-
-def _gpus(pod):
-    """The GPUs NVML sees, or skip: these checks are about GPU-specific caches."""
-    if pod.config.pod.gpu == "absent":
-        pytest.skip('no GPU expected ([pod] gpu = "absent")')
-    facts = pod.facts
-    reason = gpu.skip_reason(pod.config.pod.gpu, facts.nvml)
-    if reason:
-        pytest.skip(reason)
-    if not facts.gpus:
-        pytest.skip(f"no GPU to fingerprint ({facts.nvml.get('error') or 'NVML lists none'})")
-    return facts.gpus
+from podcheck import caches, procs
 
 
 @pytest.mark.podcheck(id="caches.gpu_unchanged", repair="caches.clear", needs=("pod.workspace", "gpu.driver"))
-def test_gpu_unchanged(pod, say):
+def test_gpu_unchanged(pod, gpus, say):
     """No kernel cache built for a previous GPU is left (Triton, Inductor, torch, CUDA, TensorRT).
 
     The GPU fingerprint (name and compute capability) is kept in state; caches in $HOME and the workspace
     are attributed to the GPU that was current when they were written."""
-    gpus = _gpus(pod)
     ok, message = caches.judge_gpu_change(pod, gpus, caches.host_env(pod), procs.now(pod))
     assert ok, message
     say(message)
@@ -38,9 +24,8 @@ def test_local(pod, say):
 
 
 @pytest.mark.podcheck(id="caches.tensorrt", repair="caches.clear", needs=("pod.workspace", "gpu.driver"))
-def test_tensorrt(pod, say):
+def test_tensorrt(pod, gpus, say):
     """No TensorRT engine (<output>/tensorrt/, models/tensorrt/) was built on another GPU."""
-    gpus = _gpus(pod)
     status, message = caches.judge_tensorrt(pod, gpus, caches.host_env(pod), procs.now(pod))
     if status == "skipped":
         pytest.skip(message)

@@ -4,12 +4,6 @@ import pytest
 from podcheck import gpu
 
 
-def _skip_without_gpu(pod, facts):
-    reason = gpu.skip_reason(pod.config.pod.gpu, facts.nvml)
-    if reason:
-        pytest.skip(reason)
-
-
 def probe_failure(facts, what):
     """The message for a check whose probe facts are missing."""
     why = facts.probe_error or "the probe printed nothing about it"
@@ -19,11 +13,10 @@ def probe_failure(facts, what):
 
 
 @pytest.mark.podcheck(id="gpu.driver")
-def test_driver(pod, facts, say):
+def test_driver(pod, facts, gpus, say):
     """NVML sees a GPU, and the driver supports the CUDA version of the pod's torch build."""
-    _skip_without_gpu(pod, facts)
     nvml = facts.nvml
-    assert nvml.get("available") and facts.gpus, (
+    assert nvml.get("available") and gpus, (
         f"no usable NVIDIA GPU: {nvml.get('error') or 'NVML lists no GPU'}. This pod has no working driver: "
         'pick a GPU pod, or set [pod] gpu = "absent" for a CPU pod')
     torch_cuda = facts.torch.get("cuda")
@@ -33,7 +26,7 @@ def test_driver(pod, facts, say):
         f"driver {nvml.get('driver_version')} supports CUDA {shown}, but torch {facts.torch.get('version')} "
         f"needs CUDA {torch_cuda}: pick a pod whose driver supports CUDA {torch_cuda} (RunPod: filter by CUDA version), "
         f"or install a torch build for CUDA {shown} or older ([torch] index_url)")
-    names = ", ".join(gpu.describe(g) for g in facts.gpus)
+    names = ", ".join(gpu.describe(g) for g in gpus)
     say(f"driver {nvml.get('driver_version')} (CUDA {shown}); {names}")
 
 
@@ -61,9 +54,8 @@ def test_torch_build(pod, facts, say):
 
 
 @pytest.mark.podcheck(id="gpu.torch_sees_gpu", repair="torch", needs=("gpu.driver", "gpu.torch_build"))
-def test_torch_sees_gpu(pod, facts, say):
+def test_torch_sees_gpu(pod, facts, gpus, say):
     """torch can use every GPU: CUDA is available, the arch list covers it, a matmul runs on it."""
-    _skip_without_gpu(pod, facts)
     if pod.config.torch.cuda == "cpu":
         pytest.skip('a CPU build of torch is expected ([torch] cuda = "cpu")')
     t = facts.torch
@@ -72,7 +64,7 @@ def test_torch_sees_gpu(pod, facts, say):
         + (f" ({t['cuda_error']})" if t.get("cuda_error") else ""))
     arch = t.get("arch_list") or []
     devices = t.get("devices") or []
-    assert devices, f"torch {t.get('version')} sees no CUDA device although NVML lists {len(facts.gpus)}"
+    assert devices, f"torch {t.get('version')} sees no CUDA device although NVML lists {len(gpus)}"
     for dev in devices:
         cap = dev.get("capability")
         assert cap, f"torch cannot read GPU {dev.get('index')}: {dev.get('error')}"

@@ -23,21 +23,15 @@ def test_ram(pod, say):
 
 
 @pytest.mark.podcheck(id="memory.vram", repair="memory.free", needs=("gpu.driver",))
-def test_vram(pod, say):
+def test_vram(pod, gpus, say):
     """Every GPU has at least [memory] min_vram_free_gib free (NVML)."""
     cfg = pod.config.memory
-    if pod.config.pod.gpu == "absent":
-        pytest.skip('no GPU expected ([pod] gpu = "absent")')
-    facts = pod.facts
-    reason = gpu.skip_reason(pod.config.pod.gpu, facts.nvml)
-    if reason:
-        pytest.skip(reason)
-    low = memory.low_vram(facts.gpus, cfg.min_vram_free_gib * memory.GIB)
+    low = memory.low_vram(gpus, cfg.min_vram_free_gib * memory.GIB)
     assert not low, "; ".join(
         f"{gpu.describe(g)} has {human(g['memory_free'])} VRAM free of {human(g['memory_total'])}" for g in low) + (
         f", below [memory] min_vram_free_gib = {cfg.min_vram_free_gib:g}: a process holds the memory "
         "(a finished training, a second ComfyUI); free it (repair: memory.free)")
-    say("; ".join(f"{gpu.describe(g)}: {human(g['memory_free'])} free" for g in facts.gpus
+    say("; ".join(f"{gpu.describe(g)}: {human(g['memory_free'])} free" for g in gpus
                   if isinstance(g.get("memory_free"), int)))
 
 

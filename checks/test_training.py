@@ -39,8 +39,9 @@ def test_progress(pod, say):
         verdict = None
         indices = trainings.gpus_of(pod, t, gpus)
         if indices:
-            idle = {i: below_for(samples.series(f"gpu.{i}.util"), cfg.gpu_util_threshold, now, max_gap)
-                    for i in indices}
+            # idle time before this run started belongs to another run (a relaunch is not stuck at once)
+            idle = {i: min(below_for(samples.series(f"gpu.{i}.util"), cfg.gpu_util_threshold, now, max_gap),
+                           t.elapsed) for i in indices}
             if all(v >= cfg.stuck_seconds for v in idle.values()):
                 verdict = (f"GPU {', '.join(map(str, indices))} utilisation has stayed below "
                            f"{cfg.gpu_util_threshold:g} % for {min(idle.values()):.0f} s")
@@ -50,7 +51,7 @@ def test_progress(pod, say):
         if verdict is None:
             act = trainings.activity(pod, t)
             last = max(act.newest or 0.0, now - t.elapsed)
-            quiet = now - last
+            quiet = max(0.0, now - last)  # a write after `now` was taken is "just now"
             state = f"; latest state {act.latest_state}" if act.latest_state else ""
             if quiet >= cfg.stuck_seconds:
                 verdict = (f"nothing new in its output folder for {quiet:.0f} s (stuck_seconds = {cfg.stuck_seconds})"

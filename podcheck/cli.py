@@ -177,6 +177,38 @@ app.command("report")(cli_reports.report)
 app.command("manifest")(cli_reports.manifest)
 
 
+@app.command("watch")
+def watch_cmd(
+    config: Optional[Path] = ConfigOpt,
+    interval: Optional[float] = typer.Option(None, "--interval", help="seconds between runs (default [watch] interval_seconds, 30)"),
+    select: List[str] = typer.Option([], "--select", help="check id, area or glob; repeatable (default [watch] select)"),
+) -> None:
+    """Re-run checks every --interval and apply the unattended repairs, until SIGTERM/SIGINT."""
+    from podcheck import watch
+
+    try:
+        raise typer.Exit(watch.main(load_config(config), interval, select))
+    except watch.CannotStart as exc:
+        raise UsageFailure(str(exc)) from None
+
+
+@app.command("serve")
+def serve_cmd(
+    config: Optional[Path] = ConfigOpt,
+    port: Optional[int] = typer.Option(None, "--port", help="TCP port (default [serve] port, 8765)"),
+    listen: Optional[str] = typer.Option(None, "--listen", help="address to listen on (default 127.0.0.1; 0.0.0.0 widens it)"),
+    profile: str = typer.Option("runtime", "--profile", help="image | boot | runtime"),
+    select: List[str] = typer.Option([], "--select", help="check id, area or glob; repeatable"),
+) -> None:
+    """Serve /healthz, /api/status and a status page (read-only) until SIGTERM/SIGINT."""
+    from podcheck import serve, watch
+
+    try:
+        raise typer.Exit(serve.main(load_config(config), port, listen, select, profile, echo=typer.echo))
+    except watch.CannotStart as exc:
+        raise UsageFailure(str(exc)) from None
+
+
 def _str(path: Optional[Path]) -> Optional[str]:
     return str(path) if path else None
 

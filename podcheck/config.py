@@ -29,6 +29,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "gpu": "required",
         "state_dir": "{workspace}/.podcheck",
         "probe_timeout": 60.0,
+        "probe_reuse_seconds": 600.0,  # watch and serve reuse the probe's facts this long (NVML is always fresh)
         "command_timeout": 10.0,
     },
     "torch": {
@@ -68,7 +69,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "memory": {"min_ram_available_gib": 4.0, "min_vram_free_gib": 2.0, "cgroup_root": "/sys/fs/cgroup"},
     "disk": {"min_free_gib": 10.0, "min_free_inodes": 10000},
-    "training": {"gpu_util_threshold": 5.0, "stuck_seconds": 300, "roots": ["{workspace}/fluxgym/outputs"]},
+    "training": {"gpu_util_threshold": 5.0, "stuck_seconds": 300, "roots": ["{workspace}/fluxgym/outputs"],
+                 "kill_grace_seconds": 15.0},
+    "watch": {
+        "interval_seconds": 30.0,
+        "select": ["sync.running", "sync.errors", "memory", "comfyui.running", "training.progress"],
+        "repairs": ["sync.start", "memory.free", "training.resume", "comfyui.launch"],  # unattended
+        "max_attempts_per_hour": 3,
+        "backoff_seconds": 60.0,
+        "repair_timeout_seconds": 900.0,
+        "log": "{state_dir}/watch.log",
+    },
+    "serve": {"port": 8765, "listen": "127.0.0.1", "cache_seconds": 5.0},
     # Image validation (--profile image): path in the image -> source it was built from (a local
     # checkout, or its name in the manifest); relative sources are relative to the config file.
     "image": {"sources": {}, "manifest": "", "start_scripts": [], "required_flags": []},

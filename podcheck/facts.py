@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal as signals
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,12 +49,44 @@ class Facts:
                 "requirements": self.requirements, "probe_error": self.probe_error, "nvml": self.nvml}
 
 
+class ProbeCache:
+    """Probe facts kept between the runs of a long-running mode (watch, serve), per host.
+
+    The probe imports torch and runs a matmul on every GPU: once per `ttl` seconds is plenty for
+    facts that change only with an install, and keeps watch from loading a busy GPU every round.
+    NVML (utilisation, free memory) is read afresh on every run. A failed probe is not kept.
+    """
+
+    def __init__(self, ttl: float):
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, Facts]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Facts | None:
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None or time.monotonic() - entry[0] > self.ttl:
+            return None
+        cached = entry[1]
+        return Facts(python=cached.python, torch=cached.torch, sage=cached.sage, requirements=cached.requirements)
+
+    def put(self, key: str, facts: Facts) -> None:
+        if facts.probe_error is None:
+            with self._lock:
+                self._entries[key] = (time.monotonic(), facts)
+
+
 def gather(pod) -> Facts:
-    """Run the probe and read NVML at the same time; both are bounded by timeouts."""
+    """Run the probe (or take it from the pod's ProbeCache) and read NVML at the same time."""
     box: dict[str, Any] = {}
     nvml_thread = threading.Thread(target=lambda: box.update(nvml=read_nvml(pod)), daemon=True)
     nvml_thread.start()
-    facts = run_probe(pod)
+    cache, key = pod.probe_cache, pod.name
+    facts = cache.get(key) if cache else None
+    if facts is None:
+        facts = run_probe(pod)
+        if cache:
+            cache.put(key, facts)
     nvml_thread.join(pod.config.pod.command_timeout + 10)
     facts.nvml = box.get("nvml") or {"available": False, "error": "NVML did not answer in time", "gpus": []}
     return facts

@@ -28,6 +28,7 @@ RESULTS = pytest.StashKey[list]()
 OUTCOMES = pytest.StashKey[dict]()
 PODS = pytest.StashKey[dict]()
 NEEDS_FACTS = pytest.StashKey[bool]()
+PROBE_CACHE = pytest.StashKey[object]()
 SPEC = pytest.StashKey["CheckSpec"]()
 PHASES = pytest.StashKey[dict]()
 NOT_RUN = pytest.StashKey[str]()
@@ -155,7 +156,7 @@ def gpu_checks(specs: Iterable[CheckSpec]) -> set[str]:
 
 def _ordered(items: list[pytest.Item], specs: dict) -> list[pytest.Item]:
     """Prerequisites first; checks that wait for the facts probe last, so the probe overlaps the rest."""
-    preferred = sorted(items, key=lambda i: "facts" in getattr(i, "fixturenames", ()))
+    preferred = sorted(items, key=_waits_for_facts)
     by_key: dict[tuple, list[pytest.Item]] = {}
     for item in preferred:
         if specs[item]:
@@ -176,6 +177,10 @@ def _ordered(items: list[pytest.Item], specs: dict) -> list[pytest.Item]:
     for item in preferred:
         place(item)
     return out
+
+
+def _waits_for_facts(item: pytest.Item) -> bool:
+    return bool({"facts", "gpus"} & set(getattr(item, "fixturenames", ())))
 
 
 def _host_key(item: pytest.Item) -> str:
@@ -272,7 +277,7 @@ def pod(host: Any, cfg: config_mod.Config, pytestconfig: pytest.Config) -> Pod:
     pods = pytestconfig.stash[PODS]
     key = host.backend.get_pytest_id()
     if key not in pods:
-        pods[key] = Pod(cfg, host)
+        pods[key] = Pod(cfg, host, probe_cache=pytestconfig.stash.get(PROBE_CACHE, None))
         if pytestconfig.stash.get(NEEDS_FACTS, False):
             pods[key].start_facts()
     return pods[key]
@@ -282,6 +287,24 @@ def pod(host: Any, cfg: config_mod.Config, pytestconfig: pytest.Config) -> Pod:
 def facts(pod: Pod):
     """The pod's Facts (probe + NVML), gathered once per host and run."""
     return pod.facts
+
+
+@pytest.fixture
+def gpus(pod: Pod) -> list:
+    """The GPUs NVML sees; skips the check when GPU checks do not apply to this pod.
+
+    `[pod] gpu = "absent"` skips without waiting for the facts; `"optional"` skips when NVML sees
+    no GPU; `"required"` always returns (maybe an empty list: gpu.driver fails on that).
+    """
+    from podcheck import gpu
+
+    if pod.config.pod.gpu == "absent":
+        pytest.skip(gpu.skip_reason("absent", {}))
+    facts = pod.facts
+    reason = gpu.skip_reason(pod.config.pod.gpu, facts.nvml)
+    if reason:
+        pytest.skip(reason)
+    return facts.gpus
 
 
 @pytest.fixture

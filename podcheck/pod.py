@@ -69,6 +69,7 @@ class Pod:
 
     config: Config
     host: Any  # testinfra.host.Host
+    probe_cache: Any = None  # a facts.ProbeCache shared by the runs of watch or serve
     _facts: Any = field(default=None, repr=False)
     _facts_thread: threading.Thread | None = field(default=None, repr=False)
 

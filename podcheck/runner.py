@@ -62,12 +62,15 @@ class _Session:
     """Hands the loaded config to the plugin and collects what pytest could not run."""
 
     config: Config
+    probe_cache: object = None
     errors: list[str] = field(default_factory=list)
     pytest_config: pytest.Config | None = None
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_configure(self, config: pytest.Config) -> None:
         config.stash[plugin.CONFIG] = self.config
+        if self.probe_cache is not None:
+            config.stash[plugin.PROBE_CACHE] = self.probe_cache
         self.pytest_config = config
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
@@ -90,12 +93,12 @@ def _base_args() -> list[str]:
 
 
 def run(config: Config, target: Target | None = None, profile: str = "runtime",
-        select: list[str] | None = None) -> Report:
+        select: list[str] | None = None, probe_cache: object = None) -> Report:
     """Run the selected checks against one target and return its Report."""
     target = target or Target()
     if not target.is_local:
         _preflight(config, target)
-    session = _Session(config)
+    session = _Session(config, probe_cache)
     args = [*_base_args(), "--assert=plain", f"--pod-profile={profile}",
             *[f"--pod-select={s}" for s in select or []], *target.pytest_args()]
     started = time.time()

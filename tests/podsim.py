@@ -114,6 +114,11 @@ def fake_python(dest: Path, body: str) -> Path:
     return dest
 
 
+def _toml_str(text: str) -> str:
+    """A TOML basic string (JSON's escapes, plus DEL, which TOML does not allow raw)."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
 def toml_dumps(data: dict[str, dict[str, Any]]) -> str:
     """Enough TOML for podcheck.toml: tables of str, int, float, bool, list of str, table of str."""
     def value(v: Any) -> str:
@@ -122,11 +127,11 @@ def toml_dumps(data: dict[str, dict[str, Any]]) -> str:
         if isinstance(v, (int, float)):
             return repr(v)
         if isinstance(v, str):
-            return json.dumps(v, ensure_ascii=False)
+            return _toml_str(v)
         if isinstance(v, list):
             return "[" + ", ".join(value(x) for x in v) + "]"
         if isinstance(v, dict):
-            return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)} = {value(x)}" for k, x in v.items()) + "}"
+            return "{" + ", ".join(f"{_toml_str(k)} = {value(x)}" for k, x in v.items()) + "}"
         raise TypeError(type(v))
     out = []
     for section, keys in data.items():

@@ -87,7 +87,7 @@ def test_stand_in_progresses_then_gets_stuck(cpu_pod, spawn, tmp_path):
     run = cpu_pod.podcheck(*SELECT)
     msg = run.result("training.progress")["message"]
     assert run.status("training.progress") == "passed", msg
-    assert re.search(rf"{re.escape(str(out))}: last write [0-2] s ago; latest state {re.escape(str(out))}/mylora-step", msg)
+    assert re.search(rf"{re.escape(str(out))}: last write [0-2] s ago; latest state {re.escape(str(out))}/mylora-step", msg), msg
     assert f"{ws}/kohya/outputs/sdxl: last write" in msg
     assert f"Warning: {out} runs without --save_state, so it cannot be resumed, only restarted; add it to {train_sh}" in msg
     assert "sdxl runs without" not in msg and "elsewhere" not in msg

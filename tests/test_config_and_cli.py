@@ -142,7 +142,7 @@ KNOWN = [(s, k) for s, keys in config.DEFAULTS.items() for k in keys]
 
 def _toml_value(v):
     return podsim.toml_dumps({"x": {"v": v}}).splitlines()[1][4:] if not isinstance(v, dict) else \
-        "{" + ", ".join(f"{podsim.json.dumps(k, ensure_ascii=False)} = {x}" for k, x in v.items()) + "}"
+        "{" + ", ".join(f"{podsim._toml_str(k)} = {x}" for k, x in v.items()) + "}"
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
