@@ -20,7 +20,7 @@ from podcheck import planner, runner
 from podcheck.config import Config
 from podcheck.lock import LockBusy, LockError, VolumeLock, describe
 from podcheck.pod import Pod
-from podcheck.repair import Context, Outcome, Repair, registry
+from podcheck.repair import Context, Outcome, Repair, registry, shown_command
 from podcheck.results import CheckResult, RepairResult, Report
 from podcheck.state import State
 
@@ -121,7 +121,8 @@ def _rounds(config, target, pod, repairs, book, plan, ctx, lock, opts, say):
         here = [s for s in steps if opts.worker or not s.background]
         later = [s for s in steps if s.background and not opts.worker]
         pending = {s.id for s in steps if s.background}
-        for result in run_steps(here, repairs, book, ctx, pending, progress, lock, say, config):
+        tried = {rid for rid, r in done.items() if r.status in ("failed", "skipped")}
+        for result in run_steps(here, repairs, book, ctx, pending, progress, lock, say, config, tried):
             done[result.id] = result
         if later:
             deferred = [s.id for s in later]
@@ -143,10 +144,11 @@ def _rounds(config, target, pod, repairs, book, plan, ctx, lock, opts, say):
 
 def run_steps(steps: list[planner.Step], repairs: dict[str, Repair], book: markers_mod.Markers, ctx: Context,
               pending: set[str], progress: "Progress", lock: VolumeLock | None, say: Callable[[str], None],
-              config: Config) -> list[RepairResult]:
-    """Run planned steps in order under the lock; record markers for the ones that succeeded."""
+              config: Config, failed: set[str] | None = None) -> list[RepairResult]:
+    """Run planned steps in order under the lock; record markers for the ones that succeeded.
+    `failed`: repairs that did not succeed earlier in this fix (what needs them does not run)."""
     results: list[RepairResult] = []
-    failed: set[str] = set()
+    failed = set(failed or ())
     total = len(steps)
     recorded = book.load()
     for i, step in enumerate(steps, 1):
@@ -233,14 +235,9 @@ def _legacy(pod: Pod, known: list[str]) -> list[markers_mod.Marker]:
 
 def _commands(repair: Repair, ctx: Context) -> list[str]:
     try:
-        return [" ".join(_q(a) for a in argv) for argv in repair.commands(ctx)]
+        return [shown_command(argv) for argv in repair.commands(ctx)]
     except Exception as exc:
         return [f"(cannot tell: {type(exc).__name__}: {exc})"]
-
-
-def _q(arg: str) -> str:
-    import shlex
-    return shlex.quote(str(arg))
 
 
 def _show_plan(plan: planner.Plan, ctx: Context, say: Callable[[str], None]) -> None:

@@ -124,9 +124,11 @@ def make(repairs: dict[str, Repair], results: list[CheckResult], markers: dict[s
     for rid in repairs:
         if rid in included:
             continue
-        judged = checks.get(rid, [])
-        if any(c.status != "skipped" for c in judged) or rid in markers:
+        judged = [c for c in checks.get(rid, []) if c.status != "skipped"]
+        if judged:
             idle[rid] = "checks pass" + (", inputs unchanged" if inputs.get(rid) is not None else "")
+        elif rid in markers:
+            idle[rid] = "none of its checks applies here"
     return Plan(steps=steps, idle=idle, inputs=inputs)
 
 

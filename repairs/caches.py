@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import posixpath
 import time
-from typing import Any
 
 from podcheck import caches, facts, users
 from podcheck.repair import Context, Outcome, Repair, register
