@@ -80,6 +80,7 @@ class VolumeLock:
         deadline = time.monotonic() + wait
         told: str | None = None
         first_seen: dict[str, float] = {}
+        vanished = 0
         while True:
             created = self.pod.run("sh", "-c", _CREATE, "sh", self._record(), self.path, self.token, timeout=10)
             if created.ok:
@@ -87,9 +88,11 @@ class VolumeLock:
                 return True
             text = self.pod.read_text(self.path, timeout=10)
             if text is None:
-                if created.rc == 2 or created.timed_out:
+                vanished += 1
+                if created.rc == 2 or created.timed_out or vanished > 5:  # not "it exists": it cannot be made
                     raise LockError(f"cannot create {self.path}: {created.why()}")
                 continue  # released between our two steps: try again
+            vanished = 0
             self.waited = True
             holder = _parse(text)
             first_seen.setdefault(text, time.monotonic())

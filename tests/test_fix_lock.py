@@ -17,7 +17,7 @@ import pytest
 import testinfra
 
 from podcheck import config
-from podcheck.lock import LockBusy, VolumeLock
+from podcheck.lock import LockBusy, LockError, VolumeLock
 from podcheck.pod import Pod
 
 HOLDER = textwrap.dedent("""
@@ -146,3 +146,12 @@ def test_waiters_racing_for_one_stale_lock_never_hold_it_together(workspace):
     assert len(spans) == 6
     for (_, end), (begin, _) in zip(spans, spans[1:]):
         assert begin >= end, f"two holders at once: {spans}"
+
+
+def test_a_lock_that_cannot_be_created_is_an_error_not_a_hang(workspace):
+    (workspace / ".podcheck").write_text("a file where the state folder belongs")
+    lock = VolumeLock(local_pod(workspace), poll=0.05)
+    began = time.monotonic()
+    with pytest.raises(LockError, match=r"cannot create .*/\.podcheck/fix\.lock"):
+        lock.acquire(wait=30)
+    assert time.monotonic() - began < 5
