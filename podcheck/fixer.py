@@ -58,7 +58,7 @@ def fix(config: Config, target: runner.Target, opts: Options, out: TextIO = sys.
     book = markers_mod.Markers(pod)
     recorded = book.load()
     hints = [] if recorded else _legacy(pod, list(repairs))
-    ctx = Context(pod=pod, before={r.id: r for r in before.results}, dry_run=opts.dry_run)
+    ctx = Context(pod=pod, before={r.id: r for r in before.results})
     plan = _plan(repairs, before.results, {**{m.id: m for m in hints}, **recorded}, ctx, opts)
     report = Report(host=before.host, profile=opts.profile, started=started, results=before.results,
                     before=list(before.results))

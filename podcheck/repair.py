@@ -11,8 +11,9 @@ A repair is a class registered under its id (a contract), in the repairs/ module
         def apply(self, ctx): ...; return Outcome.changed("installed ffmpeg 5.1.9")
 
 `apply` is idempotent: when there is nothing to do it returns `unchanged` without running an
-installer. It reaches the pod only through `ctx.run` (a timeout on every command), so the same
-repair works on local://, ssh:// and a chroot. Other helpers register more repairs the same way
+installer. It reaches the pod only through `ctx.run` (recorded, logged) and the pod's own helpers
+(podcheck.comfyui, podcheck.syncloop...), a timeout on every command, so the same repair works on
+local://, ssh:// and a chroot. Other helpers register more repairs the same way
 (`training.resume` in repairs/training.py): every module of podcheck.repairs is imported.
 """
 from __future__ import annotations
@@ -141,7 +142,6 @@ class Context:
     before: dict[str, CheckResult] = field(default_factory=dict)
     pending: frozenset[str] = frozenset()
     token: str = ""
-    dry_run: bool = False
     marker: Any = None  # the repair's marker before this run (podcheck.markers.Marker), or None
     log: Callable[[str], None] = lambda text: None
     commands: list[str] = field(default_factory=list)
