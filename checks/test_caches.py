@@ -1,7 +1,7 @@
 """caches: compiled kernels and engines match this GPU, and live on local disk."""
 import pytest
 
-from podcheck import caches, procs
+from podcheck import caches, comfyui, procs
 
 
 @pytest.mark.podcheck(id="caches.gpu_unchanged", repair="caches.clear", needs=("pod.workspace", "gpu.driver"))
@@ -17,8 +17,16 @@ def test_gpu_unchanged(pod, gpus, say):
 
 @pytest.mark.podcheck(id="caches.local", repair="comfyui.relaunch")
 def test_local(pod, say):
-    """The Triton and TorchInductor caches in use are on local disk, not the shared volume or a network fs."""
-    problems, seen = caches.not_local(pod, caches.host_env(pod))
+    """The Triton and TorchInductor caches in use are on local disk, not the shared volume or a network fs.
+
+    Judged in each running ComfyUI's own environment (what comfyui.relaunch changes); with none
+    running, in the host's (what a ComfyUI started from it would use)."""
+    running = [(f"ComfyUI pid {p.pid}", procs.environ(pod, p.pid)) for p in comfyui.processes(pod)]
+    problems, seen = [], []
+    for who, env in running or [("", caches.host_env(pod))]:
+        bad, used = caches.not_local(pod, env)
+        problems += [f"{who}: {b}" if who else b for b in bad]
+        seen += [f"{who}: {u}" if who else u for u in used]
     assert not problems, "; ".join(problems)
     say("; ".join(seen))
 

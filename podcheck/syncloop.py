@@ -209,12 +209,12 @@ def stop(pod: Any, timeout: float = 10.0) -> int | None:
     pid = running_pid(pod)
     if pid is None:
         return None
-    pod.run("sh", "-c", 'kill -TERM -- "-$1" 2>/dev/null || kill -TERM "$1"', "sh", str(pid))
+    pod.run("sh", "-c", 'kill -TERM -"$1" 2>/dev/null || kill -TERM "$1"', "sh", str(pid))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and procs.alive(pod, pid, MARKER):
         time.sleep(0.05)
     if procs.alive(pod, pid, MARKER):
-        pod.run("sh", "-c", 'kill -KILL -- "-$1" 2>/dev/null || kill -KILL "$1"', "sh", str(pid))
+        pod.run("sh", "-c", 'kill -KILL -"$1" 2>/dev/null || kill -KILL "$1"', "sh", str(pid))
     return pid
 
 

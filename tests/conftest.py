@@ -1,9 +1,13 @@
 """Fixtures for podcheck's own tests: simulated pods from real parts (see podsim.py)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import podsim
+import sshd
+from sim_comfyui import launcher, sage_py  # noqa: F401  (fixtures for every test module)
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +28,16 @@ def spawn():
     spawner = podsim.Spawner()
     yield spawner
     spawner.close()
+
+
+@pytest.fixture(scope="session")
+def sshd_server():
+    """A real sshd on 127.0.0.1 accepting root with a key (skips where that cannot run)."""
+    if os.geteuid() != 0:
+        pytest.skip("sshd for root logins needs root")
+    try:
+        server = sshd.start()
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    yield server
+    server.stop()

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,6 +217,17 @@ def cpu_pod(root: Path, python: Path | str) -> SimPod:
         attention={"sage": "off"},
     )
     return pod
+
+
+def wait_for(predicate, timeout: float = 20.0, step: float = 0.05, what: str = "the condition"):
+    """Poll `predicate` until it returns something truthy (returned); AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def path_without(*names: str, root: Path) -> str:

@@ -109,7 +109,7 @@ class Launcher:
         is python, no longer the shell before it ("exec"), exits ("exit") or not at all (None)."""
         port = port or free_port()
         argv = [str(python), script, "--listen", "127.0.0.1", "--port", str(port), *flags]
-        lead = f'echo "[podcheck] ComfyUI launch pid=$$"; ' if banner else ""
+        lead = 'echo "[podcheck] ComfyUI launch pid=$$"; ' if banner else ""
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             process = subprocess.Popen(["sh", "-c", lead + 'exec "$@"', "sh", *argv], cwd=cwd or comfyui_dir,

@@ -6,6 +6,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ class Sshd:
     port: int
     ssh_config: Path
     pidfile: Path
+    root: Path
 
     @property
     def url(self) -> str:
@@ -35,13 +37,15 @@ class Sshd:
             os.kill(int(self.pidfile.read_text()), signal.SIGTERM)
         except (OSError, ValueError):
             pass
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start(root: Path) -> Sshd:
-    """Start sshd in `root` (keys, config, logs there); raise RuntimeError when it cannot run."""
+def start() -> Sshd:
+    """Start sshd with its keys, config and logs in a short new /tmp folder (ssh's ControlPath must
+    fit a unix socket name); raise RuntimeError when it cannot run."""
     if not os.path.exists(SSHD):
         raise RuntimeError("openssh-server is not installed")
-    root.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="sshd-", dir="/tmp"))
     for key in ("hostkey", "clientkey"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / key)], check=True)
     (root / "authorized_keys").write_text((root / "clientkey.pub").read_text())
@@ -80,6 +84,6 @@ LogLevel ERROR
     while time.monotonic() < deadline:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
-                return Sshd(port, ssh_config, pidfile)
+                return Sshd(port, ssh_config, pidfile, root)
         time.sleep(0.05)
     raise RuntimeError(f"sshd did not listen on {port}: {(root / 'sshd.log').read_text()[-500:]}")

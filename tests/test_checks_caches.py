@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+
 from podcheck import caches
 
 DATA = Path(__file__).parent / "data" / "nvml"
@@ -156,3 +157,24 @@ def test_module_examples():
     for module in (caches,):
         result = doctest.testmod(module)
         assert result.attempted and not result.failed, module.__name__
+
+
+def test_caches_local_judges_the_running_comfyui(tmp_path, torch_python, launcher):
+    """A ComfyUI started with its Triton cache on the shared volume fails caches.local, naming it,
+    whatever podcheck's own environment says; started with a local cache, it passes."""
+    from sim_comfyui import comfy_log, comfy_pod, user_flags
+
+    pod = comfy_pod(tmp_path, torch_python, sage="off")
+    local = {"TRITON_CACHE_DIR": str(tmp_path / "local-triton"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "ind")}
+    shared = {**local, "TRITON_CACHE_DIR": str(pod.workspace / ".triton")}
+    comfy = launcher.start(pod.workspace / "ComfyUI", "--cpu", *user_flags(pod.workspace, "alice"),
+                           python=torch_python, log=comfy_log(pod), env=shared)
+    run = pod.podcheck("--select", "caches.local", "--json", "-", env=local)
+    msg = run.result("caches.local")["message"]
+    assert run.status("caches.local") == "failed" and f"ComfyUI pid {comfy.pid}: Triton {pod.workspace}/.triton" in msg
+    assert "(repair: comfyui.relaunch)" in msg
+    comfy.stop()
+    launcher.start(pod.workspace / "ComfyUI", "--cpu", *user_flags(pod.workspace, "alice"),
+                   python=torch_python, log=comfy_log(pod), env=local)
+    run = pod.podcheck("--select", "caches.local", "--json", "-", env=shared)
+    assert run.status("caches.local") == "passed", run.result("caches.local")["message"]

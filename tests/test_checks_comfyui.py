@@ -2,16 +2,10 @@
 stand-in ComfyUI processes: the healthy pod, then each fault built for real."""
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
-
 import pytest
 
 import sim_comfyui
-import sshd
-from sim_comfyui import comfy_log, comfy_pod, launcher, sage_py, user_flags  # noqa: F401  (fixtures)
+from sim_comfyui import comfy_log, comfy_pod, user_flags
 
 #: The areas these tests judge; other areas' checks are left out so their own faults cannot leak in.
 SELECT = ("--select", "comfyui", "--select", "attention", "--select", "isolation", "--select", "pod",
@@ -61,23 +55,11 @@ def test_healthy_pod_local_and_through_commands(tmp_path, sage_py, launcher):
 
 
 @pytest.mark.ssh
-def test_healthy_pod_over_ssh(tmp_path, sage_py, launcher):
-    if os.geteuid() != 0:
-        pytest.skip("sshd for root logins needs root")
-    short = tempfile.mkdtemp(prefix="sshd-", dir="/tmp")  # ssh's ControlPath must fit a unix socket name
-    try:
-        server = sshd.start(Path(short))
-    except RuntimeError as exc:
-        shutil.rmtree(short)
-        pytest.skip(str(exc))
-    try:
-        pod, comfy = healthy_pod(tmp_path, sage_py, launcher)
-        result = run(pod, "--hosts", server.url, "--ssh-config", str(server.ssh_config))
-        assert result.json["host"] == server.url
-        assert_healthy(result, comfy)
-    finally:
-        server.stop()
-        shutil.rmtree(short, ignore_errors=True)
+def test_healthy_pod_over_ssh(tmp_path, sage_py, launcher, sshd_server):
+    pod, comfy = healthy_pod(tmp_path, sage_py, launcher)
+    result = run(pod, "--hosts", sshd_server.url, "--ssh-config", str(sshd_server.ssh_config))
+    assert result.json["host"] == sshd_server.url
+    assert_healthy(result, comfy)
 
 
 def test_launch_flag_faults_no_sage_flag_and_no_output_directory(tmp_path, sage_py, launcher):

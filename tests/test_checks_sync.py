@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import podsim
+
 from podcheck import procs, rclone, syncloop
 
 SELECT = ["--select", "sync", "--select", "pod", "--select", "disk", "--json", "-"]
@@ -53,18 +55,9 @@ def sync_pod(cpu_pod, tmp_path):
     syncloop.stop(cpu_pod.live(), timeout=3)
 
 
-def wait_for(predicate, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def first_pass(pod):
-    return wait_for(lambda: (syncloop.status(pod) or {}).get("last_pass"), what="the loop's first pass")
+    return podsim.wait_for(lambda: (syncloop.status(pod) or {}).get("last_pass"), what="the loop's first pass")
 
 
 def test_managed_loop_syncs_each_user_and_all_checks_pass(sync_pod):
@@ -109,7 +102,7 @@ def test_loop_killed_is_dead(sync_pod):
     pid = syncloop.start(pod).pid
     first_pass(pod)
     os.killpg(pid, signal.SIGKILL)
-    wait_for(lambda: syncloop.running_pid(pod) is None, what="the loop to die")
+    podsim.wait_for(lambda: syncloop.running_pid(pod) is None, what="the loop to die")
 
     run = sync_pod.podcheck(*SELECT)
     msg = run.result("sync.running")["message"]
@@ -163,7 +156,7 @@ def test_whole_output_and_wrong_user_targets(sync_pod, spawn, tmp_path):
            "--config", str(conf), "--bwlimit", "1k"])
     sync_pod.configure(sync={"process_pattern": r"sync_loop\.sh"})
     live = sync_pod.live()
-    wait_for(lambda: any("--bwlimit" in p.args for p in procs.listing(live)), what="rclone to run")
+    podsim.wait_for(lambda: any("--bwlimit" in p.args for p in procs.listing(live)), what="rclone to run")
 
     run = sync_pod.podcheck(*SELECT)
     msg = run.result("sync.per_user")["message"]

@@ -17,7 +17,6 @@ import podsim
 import sim_comfyui
 from podcheck import comfyui, config
 from podcheck.pod import Pod
-from sim_comfyui import launcher  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ from __future__ import annotations
 import time
 import xml.etree.ElementTree as ET
 
-import pytest
-
 import podsim
 
 CORE = ["pod.workspace", "system.ffmpeg", "gpu", "attention.sage_import"]

@@ -3,30 +3,17 @@ progress and every repair command go through the host, so the same fix works on 
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 import fixsim
 import podsim
-import sshd
 
 pytestmark = pytest.mark.ssh
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("sshd for root logins needs root")
-    try:
-        srv = sshd.start(tmp_path_factory.mktemp("sshd"))
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-    yield srv
-    srv.stop()
-
-
-def test_fix_over_ssh_installs_sage_and_records_it_on_the_pod(server, tmp_path):
+def test_fix_over_ssh_installs_sage_and_records_it_on_the_pod(sshd_server, tmp_path):
+    server = sshd_server
     python = podsim.layered_venv(tmp_path / "workspace" / "venv")  # torch (and pip) through a .pth
     pod = podsim.cpu_pod(tmp_path, python)
     pod.configure(attention={"sage": "required"},

@@ -17,7 +17,7 @@ import fixsim
 import podsim
 from podcheck import config
 from podcheck.fixer import run_one
-from sim_comfyui import comfy_log, comfy_pod, launcher, user_flags  # noqa: F401  (fixture)
+from sim_comfyui import comfy_log, comfy_pod, user_flags
 
 
 def repairs(run):

@@ -165,7 +165,7 @@ def test_the_secrets_were_there_to_leak(planted):
     assert "team_drive = 0ABCdefGHI" in md  # not a secret: kept
     assert "--civitai-api-key=[REDACTED]" in md and "--use-sage-attention" in md  # ComfyUI's command line
     assert "Authorization: [REDACTED]" in comfy_log and "https://alice:[REDACTED]@models.example.com" in comfy_log
-    assert f"(UUID: GPU-[REDACTED])" in comfy_log
+    assert "(UUID: GPU-[REDACTED])" in comfy_log
     assert "[REDACTED] private key" in sync_log and "sync@pods.iam.gserviceaccount.com" in sync_log
 
 

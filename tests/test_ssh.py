@@ -1,6 +1,4 @@
 """The same checks over ssh (a real sshd on 127.0.0.1) give the same results as locally."""
-import os
-
 import pytest
 
 import sshd
@@ -8,23 +6,12 @@ import sshd
 pytestmark = pytest.mark.ssh
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("sshd for root logins needs root")
-    try:
-        srv = sshd.start(tmp_path_factory.mktemp("sshd"))
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-    yield srv
-    srv.stop()
-
-
 def comparable(run):
     return [(r["id"], r["status"], r["message"], r["blocked_by"]) for r in run.json["results"]]
 
 
-def test_ssh_matches_local(server, cpu_pod):
+def test_ssh_matches_local(sshd_server, cpu_pod):
+    server = sshd_server
     cpu_pod.configure(attention={"sage": "required"})  # one failure, so failures are compared too
     local = cpu_pod.podcheck("--json", "-", "--select", "pod,system,gpu,attention.sage_import")
     remote = cpu_pod.podcheck("--json", "-", "--select", "pod,system,gpu,attention.sage_import",

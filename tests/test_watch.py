@@ -188,15 +188,6 @@ def start_watch(sim, *args) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(predicate, timeout=20.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise TimeoutError("condition not met")
-
 
 @pytest.fixture
 def procs():
@@ -212,7 +203,7 @@ def test_one_watch_per_pod_and_sigterm_stops_it_within_two_seconds(sim, procs):
     log = sim.root / "state" / "watch.log"
     first = start_watch(sim, "--select", "pod.workspace", "--interval", "0.3")
     procs.append(first)
-    wait_for(lambda: any(e["event"] == "start" for e in entries(log)))
+    podsim.wait_for(lambda: any(e["event"] == "start" for e in entries(log)))
 
     second = start_watch(sim, "--select", "pod.workspace")
     procs.append(second)
@@ -232,7 +223,7 @@ def test_one_watch_per_pod_and_sigterm_stops_it_within_two_seconds(sim, procs):
 
     again = start_watch(sim, "--select", "pod.workspace", "--interval", "5")  # the lock went with the process
     procs.append(again)
-    wait_for(lambda: [e["event"] for e in entries(log)].count("start") == 2)
+    podsim.wait_for(lambda: [e["event"] for e in entries(log)].count("start") == 2)
     again.send_signal(signal.SIGINT)
     again.wait(timeout=5)
     assert again.returncode == 0 and entries(log)[-1]["signal"] == "SIGINT"
@@ -246,7 +237,7 @@ def test_sigterm_during_a_hung_check_run(sim, tmp_path, procs):
     w = start_watch(sim, "--select", "gpu.torch_build", "--interval", "1")
     procs.append(w)
     try:
-        wait_for(lambda: pids.exists())  # the check run is now waiting on the probe
+        podsim.wait_for(lambda: pids.exists())  # the check run is now waiting on the probe
         started = time.monotonic()
         w.send_signal(signal.SIGTERM)
         w.wait(timeout=5)

@@ -22,15 +22,6 @@ def entries(path: Path) -> list[dict]:
     return [json.loads(ln) for ln in path.read_text().splitlines()] if path.exists() else []
 
 
-def wait_for(predicate, timeout=30.0, step=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise TimeoutError("condition not met")
-
 
 @pytest.fixture
 def watching(tmp_path):
@@ -82,7 +73,7 @@ def test_watch_resumes_a_stuck_training_and_replaces_resume_on_the_next_stall(si
         assert len(backups) == 2 and backups[0].read_text() == original
         for old in (first, second):
             assert not Path(f"/proc/{old['pid']}").exists() or "Z" in Path(f"/proc/{old['pid']}/stat").read_text().split(")")[1][:3]
-        wait_for(lambda: sum(e["event"] == "repair" and e["outcome"] == "changed" for e in entries(log)) >= 2)
+        podsim.wait_for(lambda: sum(e["event"] == "repair" and e["outcome"] == "changed" for e in entries(log)) >= 2)
         events = entries(log)
         failed = next(e for e in events if e["event"] == "check" and e["check"] == "training.progress")
         assert failed["result"] == "failed" and "looks stuck" in failed["message"] and failed["repair"] == "training.resume"
@@ -112,17 +103,17 @@ def test_the_sync_loop_killed_is_back_within_one_interval(sim, watching, tmp_pat
     try:
         watching(sim, "--select", "sync.running", "--interval", str(interval))
         # No loop at first: watch starts it.
-        wait_for(lambda: any(e["event"] == "recheck" and e["result"] == "passed" for e in entries(log)))
+        podsim.wait_for(lambda: any(e["event"] == "recheck" and e["result"] == "passed" for e in entries(log)))
         first = syncloop.running_pid(pod)
         assert first and (drive / "ComfyUI-Output" / "output" / "alice" / "alice-001.png").exists()
 
         os.killpg(first, signal.SIGKILL)
         killed = time.monotonic()
-        back = wait_for(lambda: (syncloop.running_pid(pod) or 0) not in (0, first) and syncloop.running_pid(pod),
+        back = podsim.wait_for(lambda: (syncloop.running_pid(pod) or 0) not in (0, first) and syncloop.running_pid(pod),
                         timeout=interval + 10, step=0.05)
         took = time.monotonic() - killed
         assert took <= interval + 3.0, f"the loop came back after {took:.1f} s"  # a round, plus the repair itself
-        wait_for(lambda: sum(e["event"] == "recheck" and e["result"] == "passed" for e in entries(log)) == 2)
+        podsim.wait_for(lambda: sum(e["event"] == "recheck" and e["result"] == "passed" for e in entries(log)) == 2)
         events = entries(log)
         dead = [e for e in events if e["event"] == "check" and e["result"] == "failed"]
         assert dead and f"the sync loop (pid {first}) is dead" in dead[-1]["message"]
@@ -138,7 +129,7 @@ def test_a_repair_that_always_fails_is_attempted_no_more_than_the_limit(sim, wat
     log = sim.state_dir / "watch.log"
     watching(sim, "--select", "system.ffmpeg", "--interval", "0.2",
              env={"PATH": podsim.path_without("ffmpeg", root=tmp_path)})
-    wait_for(lambda: any(e["event"] == "give_up" for e in entries(log)))
+    podsim.wait_for(lambda: any(e["event"] == "give_up" for e in entries(log)))
     time.sleep(1.0)  # still watching: no further attempt
     repairs = [e for e in entries(log) if e["event"] == "repair"]
     assert [r["attempt"] for r in repairs] == [1, 2, 3] and {r["outcome"] for r in repairs} == {"failed"}
@@ -157,7 +148,7 @@ def test_stopping_during_a_repair_lets_it_finish(sim, watching, tmp_path):
     log = sim.state_dir / "watch.log"
     w = watching(sim, "--select", "system.ffmpeg", "--interval", "0.2",
                  env={"PATH": podsim.path_without("ffmpeg", root=tmp_path)})
-    wait_for(lambda: any(e["event"] == "check" for e in entries(log)))
+    podsim.wait_for(lambda: any(e["event"] == "check" for e in entries(log)))
     time.sleep(0.5)  # the repair process is under way
     started = time.monotonic()
     w.send_signal(signal.SIGTERM)
@@ -165,5 +156,5 @@ def test_stopping_during_a_repair_lets_it_finish(sim, watching, tmp_path):
     assert time.monotonic() - started < 2.0 and w.returncode == 0
     stop = entries(log)[-1]
     assert stop["event"] == "stop" and stop["repair_running"] and not marker.exists()
-    finished = wait_for(lambda: [e for e in entries(log) if e.get("after_stop")], timeout=15)
+    finished = podsim.wait_for(lambda: [e for e in entries(log) if e.get("after_stop")], timeout=15)
     assert marker.exists() and finished[0]["repair"] == "ffmpeg" and finished[0]["check"] == ["system.ffmpeg"]
