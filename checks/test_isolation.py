@@ -5,23 +5,6 @@ import pytest
 
 from podcheck import paths, users
 
-#: The per-user trees under the workspace: {workspace}/<kind>/<user>.
-PER_USER = users.KINDS + ("temp",)
-#: Folders of the ComfyUI install that pods once pointed at one user's folder with a symlink.
-SHARED_LINKS = ("output", "input", "user/workflows", "user/default/workflows")
-
-
-def owner(resolved, workspace):
-    """(kind, user) when `resolved` is in {workspace}/<kind>/<user>; (kind, None) for {workspace}/<kind>
-    itself; None elsewhere. Both paths have their symlinks followed."""
-    for kind in PER_USER:
-        root = posixpath.join(workspace, kind)
-        if paths.inside(resolved, root):
-            rest = resolved[len(root):].strip("/")
-            return kind, rest.split("/", 1)[0] if rest else None
-    return None
-
-
 def describe(where):
     kind, user = where
     return f"{user}'s {kind} folder" if user else f"the {kind} folder of every user"
@@ -33,12 +16,12 @@ def test_no_shared_links(pod, say):
     if not pod.config.comfyui.enabled:
         pytest.skip("ComfyUI is not used on this pod ([comfyui] enabled = false)")
     root, workspace = pod.config.pod.comfyui_dir, pod.config.pod.workspace
-    entries = paths.inspect(pod, [workspace] + [f"{root}/{name}" for name in SHARED_LINKS])
+    entries = paths.inspect(pod, [workspace] + [f"{root}/{name}" for name in users.SHARED_LINKS])
     real_workspace = entries[posixpath.normpath(workspace)].resolved
     links = []
-    for name in SHARED_LINKS:
+    for name in users.SHARED_LINKS:
         entry = entries[posixpath.normpath(f"{root}/{name}")]
-        where = owner(entry.resolved, real_workspace) if entry.is_link else None
+        where = users.owner(entry.resolved, real_workspace) if entry.is_link else None
         if where:
             links.append(f"{entry.path} is a symlink to {entry.resolved} ({describe(where)})")
     assert not links, (
@@ -77,7 +60,7 @@ def _folder_problem(entry, mine, real_workspace):
     if entry.kind == "missing":
         return "is missing"
     if entry.kind == "link":
-        where = owner(entry.resolved, real_workspace)
+        where = users.owner(entry.resolved, real_workspace)
         if not paths.inside(entry.resolved, real_workspace):
             return f"is a symlink out of the workspace, to {entry.resolved}"
         if where and where != mine:

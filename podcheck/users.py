@@ -7,14 +7,21 @@ True
 """
 from __future__ import annotations
 
+import posixpath
 import re
 from typing import Any
+
+from podcheck import paths
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 SHELL_META = set(";&|<>$`\\\"'*?[]{}()!#~^%=,")
 
 #: The per-user folders under the workspace: {workspace}/<kind>/<user>.
 KINDS = ("output", "input", "workflows")
+#: The same, with the temp trees ComfyUI's --temp-directory points into.
+PER_USER = KINDS + ("temp",)
+#: Folders of the ComfyUI install that pods once pointed at one user's folder with a symlink.
+SHARED_LINKS = ("output", "input", "user/workflows", "user/default/workflows")
 
 
 def invalid_reason(name: str) -> str | None:
@@ -59,6 +66,17 @@ def users(pod: Any) -> list[str]:
     if current and current not in names:
         names.append(current)
     return sorted(names)
+
+
+def owner(resolved: str, real_workspace: str) -> tuple[str, str | None] | None:
+    """(kind, user) when `resolved` is in {workspace}/<kind>/<user>, (kind, None) for {workspace}/<kind>
+    itself, None elsewhere. Give both paths with their symlinks followed."""
+    for kind in PER_USER:
+        root = posixpath.join(real_workspace, kind)
+        if paths.inside(resolved, root):
+            rest = resolved[len(root):].strip("/")
+            return kind, rest.split("/", 1)[0] if rest else None
+    return None
 
 
 def user_dir(pod: Any, kind: str, user: str) -> str:

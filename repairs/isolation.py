@@ -11,23 +11,9 @@ from typing import Any
 from podcheck import paths, users
 from podcheck.repair import Context, Outcome, Repair, register
 
-#: ComfyUI's folders that pods once pointed at one user's folder with a symlink (as the check reads them).
-SHARED = ("output", "input", "user/workflows", "user/default/workflows")
 #: Of those, ComfyUI's own shared defaults that per-user --output/--input-directory replace: a real folder
 #: with files there is moved to quarantine when the links are removed.
 REPLACED = ("output", "input")
-#: The per-user folders: {workspace}/<kind>/<user>.
-PER_USER = users.KINDS + ("temp",)
-
-
-def owner(resolved: str, real_workspace: str) -> tuple[str, str | None] | None:
-    """(kind, user) when `resolved` is in {workspace}/<kind>/<user>, (kind, None) for {workspace}/<kind>."""
-    for kind in PER_USER:
-        root = posixpath.join(real_workspace, kind)
-        if paths.inside(resolved, root):
-            rest = resolved[len(root):].strip("/")
-            return kind, rest.split("/", 1)[0] if rest else None
-    return None
 
 
 @register
@@ -38,10 +24,10 @@ class Unlink(Repair):
 
     def _todo(self, ctx: Context) -> tuple[list[Any], list[Any]]:
         root, ws = ctx.cfg.pod.comfyui_dir, ctx.cfg.pod.workspace
-        entries = paths.inspect(ctx.pod, [ws] + [f"{root}/{name}" for name in SHARED])
+        entries = paths.inspect(ctx.pod, [ws] + [f"{root}/{name}" for name in users.SHARED_LINKS])
         real_ws = entries[posixpath.normpath(ws)].resolved
-        links = [e for name in SHARED if (e := entries[posixpath.normpath(f"{root}/{name}")]).is_link
-                 and owner(e.resolved, real_ws)]
+        links = [e for name in users.SHARED_LINKS if (e := entries[posixpath.normpath(f"{root}/{name}")]).is_link
+                 and users.owner(e.resolved, real_ws)]
         folders = [e for name in REPLACED if (e := entries[posixpath.normpath(f"{root}/{name}")]).kind == "dir"
                    and ctx.probe("find", e.path, "-mindepth", "1", "-print", "-quit").stdout.strip()]
         return links, folders
@@ -91,7 +77,7 @@ class UserDirs(Repair):
         names = list(dict.fromkeys(users.users(ctx.pod) + ([cfg.user] if cfg.user else [])))
         invalid = [f"{name!r} {why}" for name in names if (why := users.invalid_reason(name))]
         wanted = [(name, kind, f"{cfg.workspace}/{kind}/{name}") for name in names
-                  if not users.invalid_reason(name) for kind in PER_USER]
+                  if not users.invalid_reason(name) for kind in users.PER_USER]
         entries = paths.inspect(ctx.pod, [cfg.workspace] + [p for _, _, p in wanted])
         real_ws = entries[posixpath.normpath(cfg.workspace)].resolved
         todo = []
@@ -100,7 +86,7 @@ class UserDirs(Repair):
             if e.kind == "missing":
                 todo.append(("create", path, e))
             elif e.kind == "link":
-                where = owner(e.resolved, real_ws)
+                where = users.owner(e.resolved, real_ws)
                 if not paths.inside(e.resolved, real_ws) or (where and where != (kind, name)) or e.resolved_kind != "dir":
                     todo.append(("relink", path, e))
             elif e.kind != "dir":
