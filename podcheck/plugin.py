@@ -138,8 +138,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if dropped:
         config.hook.pytest_deselected(items=dropped)
     items[:] = _ordered(kept, specs)
-    config.stash[NEEDS_FACTS] = any("facts" in getattr(i, "fixturenames", ()) for i in items
-                                    if specs[i] and NOT_RUN not in i.stash)
+    config.stash[NEEDS_FACTS] = any(_waits_for_facts(i) for i in items if specs[i] and NOT_RUN not in i.stash)
 
 
 def gpu_checks(specs: Iterable[CheckSpec]) -> set[str]:
