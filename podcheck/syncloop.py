@@ -218,7 +218,7 @@ def stop(pod: Any, timeout: float = 10.0) -> int | None:
     return pid
 
 
-_SHIPPED = ("__init__.py", "files.py", "users.py", "syncloop.py")
+_SHIPPED = ("__init__.py", "files.py", "paths.py", "users.py", "syncloop.py")
 _WRITE = 'mkdir -p "$(dirname "$2")" && t="$2.$$.tmp" && printf %s "$1" > "$t" && mv -f "$t" "$2"'
 
 

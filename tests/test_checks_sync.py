@@ -243,7 +243,7 @@ def test_sync_disabled_skips_the_area(cpu_pod):
 
 
 def test_shipped_loop_runs_without_podcheck_installed(sync_pod, tmp_path):
-    """The copy a remote pod gets (podcheck/{__init__,files,users,syncloop}.py) runs on a bare python3."""
+    """The copy a remote pod gets (podcheck/{__init__,files,paths,users,syncloop}.py) runs on a bare python3."""
     pod = sync_pod.live()
     root = syncloop._ship(pod)
     settings = syncloop.settings(pod.config)
