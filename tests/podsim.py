@@ -230,6 +230,17 @@ def wait_for(predicate, timeout: float = 20.0, step: float = 0.05, what: str = "
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
+def stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """End a process a test started: SIGTERM, then SIGKILL after `grace` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def path_without(*names: str, root: Path) -> str:
     """A PATH with every command of /usr/bin and /usr/sbin except `names` (a pod where they are gone)."""
     farm = root / f"bin-without-{'-'.join(names)}"

@@ -43,12 +43,7 @@ def served():
         return line.split()[2].rstrip("/")
     yield start
     for proc in started:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        podsim.stop(proc)
 
 
 @pytest.fixture

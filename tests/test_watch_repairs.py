@@ -36,13 +36,7 @@ def watching(tmp_path):
         return proc
     yield start
     for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        podsim.stop(proc)
 
 
 @pytest.fixture
