@@ -91,7 +91,7 @@ def report(
     try:
         if not target.is_local:
             runner._preflight(cfg, target)
-        pod = Pod(cfg, target.host())
+        pod = Pod(cfg, target.host(), target=target.spec if target.container else None)
     except (runner.RunError, RuntimeError, ValueError) as exc:
         raise _usage(f"no report: {exc}") from None
     redactor = Redactor.from_env(os.environ if target.is_local else {}, uuids=not no_redact_uuids)

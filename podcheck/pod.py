@@ -70,6 +70,7 @@ class Pod:
     config: Config
     host: Any  # testinfra.host.Host
     probe_cache: Any = None  # a facts.ProbeCache shared by the runs of watch or serve
+    target: str | None = None  # the --hosts spec, where the backend's id is not it (an image's container)
     _facts: Any = field(default=None, repr=False)
     _facts_thread: threading.Thread | None = field(default=None, repr=False)
 
@@ -79,8 +80,8 @@ class Pod:
 
     @property
     def name(self) -> str:
-        """'local', or the backend's id such as 'ssh://127.0.0.1'."""
-        return "local" if self.is_local else self.host.backend.get_pytest_id()
+        """'local', the --hosts spec of an image, or the backend's id such as 'ssh://127.0.0.1'."""
+        return "local" if self.is_local else self.target or self.host.backend.get_pytest_id()
 
     def run(self, *argv: str, timeout: float | None = None, env: dict[str, str] | None = None) -> Ran:
         """Run argv on the host under `timeout` (default `[pod] command_timeout`); never raises on rc."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from podcheck import plugin
+from podcheck import containers, plugin
 from podcheck.config import Config
 from podcheck.results import Report
 
@@ -25,10 +25,16 @@ class Target:
     spec: str = "local://"
     ssh_config: str | None = None
     ssh_identity_file: str | None = None
+    container: containers.Container | None = None  # podman:// and docker:// (an image or a container)
 
     @classmethod
     def parse(cls, spec: str, **kw) -> "Target":
-        return cls(spec.strip(), **kw)
+        spec = spec.strip()
+        return cls(spec, container=containers.parse(spec), **kw)
+
+    def _testinfra_spec(self) -> str:
+        """What testinfra gets: for an image, the throwaway container started for it."""
+        return self.container.testinfra_spec() if self.container else self.spec
 
     @property
     def is_local(self) -> bool:
@@ -38,14 +44,14 @@ class Target:
         """The testinfra host for this target (ValueError/RuntimeError on a bad spec)."""
         import testinfra
 
-        spec, connection = self.spec, None
+        spec, connection = self._testinfra_spec(), None
         if spec.startswith("chroot://"):
             spec, connection = spec[len("chroot://"):], "chroot"
         return testinfra.get_host(spec, connection=connection, ssh_config=self.ssh_config,
                                   ssh_identity_file=self.ssh_identity_file)
 
     def pytest_args(self) -> list[str]:
-        spec = self.spec
+        spec = self._testinfra_spec()
         if spec.startswith("chroot://"):  # testinfra 10.2.2 cannot parse this URL form itself
             args = ["--connection=chroot", f"--hosts={spec[len('chroot://'):]}"]
         else:
@@ -128,6 +134,8 @@ def _preflight(config: Config, target: Target) -> None:
 
     try:
         host = target.host()
+    except containers.ContainerError as exc:
+        raise RunError(str(exc)) from None
     except Exception as exc:  # testinfra raises plain errors on bad specs
         raise RunError(f"bad host {target.spec}: {exc}") from None
     ran = Pod(config, host).run("true")
