@@ -22,11 +22,15 @@ def running(pod):
     return procs
 
 
-@pytest.mark.podcheck(id="comfyui.installed", repair="comfyui", needs=("pod.workspace",))
-def test_installed(pod, facts, say):
+@pytest.mark.podcheck(id="comfyui.installed", repair="comfyui", profiles=("image", "boot", "runtime"),
+                      needs=("pod.workspace",))
+def test_installed(pod, facts, say, pytestconfig):
     """ComfyUI is in comfyui_dir (main.py, comfy/cli_args.py) and the pod python meets its requirements.txt."""
     skip_unless_enabled(pod)
     root = pod.config.pod.comfyui_dir
+    if pytestconfig.getoption("pod_profile") == "image" and paths.inside(root, pod.config.pod.workspace):
+        pytest.skip(f"ComfyUI is on the workspace volume ({root}), not in the image "
+                    "([pod] comfyui_dir is its path in the image when the image holds it)")
     cli_args = pod.read_text(f"{root}/comfy/cli_args.py")
     missing = [name for name, there in (("main.py", pod.exists(f"{root}/main.py")),
                                         ("comfy/cli_args.py", cli_args is not None)) if not there]

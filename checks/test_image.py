@@ -20,6 +20,24 @@ def _named(paths: list[str]) -> str:
     return ", ".join(paths[:SHOWN]) + more
 
 
+@pytest.mark.podcheck(id="image.configured", profiles=("image",))
+def test_configured(cfg, say):
+    """The config says what the image must hold: [image] sources, or start scripts with required flags.
+
+    Without either, both image checks are skipped and any image would pass: a silent pass for a
+    CI gate, so this check fails instead."""
+    sources, scripts = cfg.image.sources, cfg.image.start_scripts
+    flags = entrypoint.required_flags(cfg) if scripts else []
+    assert sources or flags, (
+        "nothing to validate: " + ("[image] sources is empty and " if not sources else "")
+        + ("[image] start_scripts is empty" if not scripts else "the config requires no launch flags")
+        + ", so image.source_fresh and image.entrypoint_flags verify nothing and any image would pass; "
+        "set [image] sources (and manifest) and start_scripts (see the README, Image validation)")
+    said = [f"{len(sources)} source(s)"] if sources else []
+    said += [f"{len(scripts)} start script(s) with {' '.join(flags)}"] if flags else []
+    say(" and ".join(said))
+
+
 @pytest.mark.podcheck(id="image.source_fresh", profiles=("image",))
 def test_source_fresh(pod, cfg, say):
     """The image's files match the source checkout or build manifest they were built from."""

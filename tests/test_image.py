@@ -72,9 +72,11 @@ def test_fresh_image_passes(image, tmp_path):
     run = image.validate("--junit-xml", str(tmp_path / "image.xml"))
     ran = {i: s for i, s in run.statuses().items() if run.result(i)["message"] != NO_GPU}
     assert ran == {
-        "image.source_fresh": "passed", "image.entrypoint_flags": "passed",
+        "image.configured": "passed", "image.source_fresh": "passed", "image.entrypoint_flags": "passed",
         "system.ffmpeg": "failed",       # a minbase rootfs has no ffmpeg: unrelated, and stays so
-        "gpu.torch_build": "failed"}     # nor a pod venv
+        "gpu.torch_build": "failed",     # nor a pod venv
+        "comfyui.installed": "skipped"}  # [pod] comfyui_dir is on the workspace volume, not in the image
+    assert run.result("comfyui.installed")["message"].startswith("ComfyUI is on the workspace volume (/workspace/ComfyUI)")
     not_run = {i: s for i, s in run.statuses().items() if i not in ran}
     assert {"gpu.driver", "gpu.torch_sees_gpu", "memory.vram"} <= set(not_run)  # GPU checks: never "passed"
     assert set(not_run.values()) == {"skipped"}
@@ -83,9 +85,9 @@ def test_fresh_image_passes(image, tmp_path):
     assert run.json["host"] == f"chroot://{image.rootfs}" and run.json["profile"] == "image"
     suite = ET.parse(tmp_path / "image.xml").getroot().find("testsuite")
     skipped = {c.get("name"): c.find("skipped").get("message") for c in suite if c.find("skipped") is not None}
-    assert skipped == dict.fromkeys(not_run, NO_GPU)
+    assert skipped == {**dict.fromkeys(not_run, NO_GPU), "comfyui.installed": run.result("comfyui.installed")["message"]}
     assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == (
-        str(len(ran) + len(not_run)), "2", str(len(not_run)))
+        str(len(ran) + len(not_run)), "2", str(len(not_run) + 1))
 
     report = image.pod.podcheck("report", "--format", "json", "--profile", "image", "--hosts", f"chroot://{image.rootfs}")
     doc = report.json
@@ -119,7 +121,7 @@ def test_stale_image_and_missing_flag_fail(image):
     assert ":7 " not in flags["message"]  # the other launch (continued over two lines) has it
     assert run.status("system.ffmpeg") == "failed" and run.status("gpu.torch_build") == "failed"
     assert run.status("gpu.driver") == "skipped" and run.result("gpu.driver")["message"] == NO_GPU
-    assert not [i for i, status in run.statuses().items() if status == "passed"]
+    assert [i for i, status in run.statuses().items() if status == "passed"] == ["image.configured"]
 
 
 def test_manifest_cli(tmp_path):
