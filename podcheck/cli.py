@@ -66,7 +66,7 @@ def check(
     """Run the checks and print a table (the default command)."""
     if ctx.invoked_subcommand:
         return
-    from podcheck import runner
+    from podcheck import containers, runner
     from podcheck.cli_reports import write_check_outputs
     from podcheck.plugin import PROFILES
 
@@ -81,6 +81,9 @@ def check(
     try:
         if fix:
             from podcheck import fixer
+            for target in targets:
+                if target.container:
+                    target.container.refuse_repairs()
             opts = fixer.Options(profile=profile, select=select, dry_run=dry_run, safe_only=safe_only,
                                  background=cfg.fix.background if background is None else background)
             reports = [fixer.fix(cfg, t, opts) for t in targets]
@@ -88,6 +91,8 @@ def check(
             reports = [runner.run(cfg, t, profile=profile, select=select) for t in targets]
     except runner.RunError as exc:
         raise UsageFailure(f"no verdict: {exc}") from None
+    except containers.ContainerError as exc:
+        raise UsageFailure(str(exc)) from None
     write_check_outputs(reports, fmt, json_out, junit_xml, prometheus, quiet=quiet, verbose=verbose)
     raise typer.Exit(0 if all(r.ok for r in reports) else 1)
 

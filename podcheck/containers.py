@@ -117,6 +117,14 @@ class Container:
             ["sh", "-c", 'read _ignored; exec "$0" rm -f "$1"', self._binary, name],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
+    def refuse_repairs(self) -> None:
+        """ContainerError for an image: repairs would land in the throwaway container and be lost."""
+        if self.name is None:
+            self.open()
+        if self.throwaway:
+            raise ContainerError(f"--fix cannot repair an image ({self.spec}): the repairs would change only a "
+                                 "throwaway container; fix the Containerfile and rebuild")
+
     def close(self) -> None:
         """Remove the throwaway container (a running container of the user's is left alone)."""
         if not self.throwaway or self.name is None:

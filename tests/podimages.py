@@ -101,3 +101,13 @@ def leftovers() -> list[str]:
     """Names of podcheck's throwaway containers that still exist."""
     listed = podman("ps", "-a", "--filter", f"label={LABEL}", "--format", "{{.Names}}", timeout=60)
     return listed.stdout.split()
+
+
+def realparts() -> Path | None:
+    """The shared real third-party parts (shared/realparts beside the checkout), if present."""
+    here = podsim.REPO
+    for folder in (os.environ.get("PODCHECK_REALPARTS"), here.parent / "shared" / "realparts",
+                   here.parent.parent / "shared" / "realparts"):
+        if folder and (Path(folder) / "ComfyUI-0.3.64.tar.gz").exists():
+            return Path(folder)
+    return None

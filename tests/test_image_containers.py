@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -192,6 +193,10 @@ def test_engine_problems_are_one_line_and_exit_2(tmp_path):
     (tmp_path / "crun.conf").write_text('[containers]\ndefault_ulimits = ["nofile=1024:1024"]\n[engine]\nruntime = "crun"\n')
     why = error(f"podman://{image}", CONTAINERS_CONF=str(tmp_path / "crun.conf"))
     assert "crun" in why and why.endswith('runtime = "runc" under [engine] in /etc/containers/containers.conf')
+    refused = pod.podcheck("--fix", "--profile", "image", "--hosts", f"podman://{image}")
+    assert refused.rc == 2 and refused.stderr.strip() == (
+        f"podcheck: error: --fix cannot repair an image (podman://{image}): the repairs would change only a "
+        "throwaway container; fix the Containerfile and rebuild")
     daemonless = "/usr/local/bin/docker"  # the machine image's docker client, with no dockerd
     if os.path.exists(daemonless):
         no_podman_docker = tmp_path / "docker-client"
@@ -279,3 +284,30 @@ def test_report_on_a_container_target(tmp_path):
     assert system["rows"]["os"] == "Debian GNU/Linux 12 (bookworm)" and system["rows"]["target"] == f"podman://{image}"
     checks = {r["id"]: r["status"] for r in doc["checks"]["results"]}
     assert checks["gpu.torch_build"] == "passed" and checks["system.ffmpeg"] == "passed"
+
+
+def test_comfyui_in_the_image(tmp_path, build):
+    """The real ComfyUI 0.3.64 tree in an image: found and new enough for sage, its requirements.txt
+    judged by the image's own pod python, which lacks them. A venv that meets them is 5.5 GB (the
+    registry's torchvision needs the CUDA torch), too heavy for CI; the stand-in ComfyUI, whose
+    requirements the image's torch venv meets, shows the pass."""
+    parts = podimages.realparts()
+    if parts is None:
+        pytest.skip("no shared/realparts beside the checkout")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    subprocess.run(["tar", "-C", str(ctx), "-xzf", str(parts / "ComfyUI-0.3.64.tar.gz")], check=True)
+    shutil.copytree(Path(__file__).parent / "standins" / "comfyui", ctx / "standin")
+    (ctx / "Containerfile").write_text(f"FROM {podimages.pod_image()}\nCOPY ComfyUI-0.3.64 /ComfyUI\nCOPY standin /standin\n")
+    image = build(ctx, tag(tmp_path, "comfyui"))
+    pod = pod_config(podsim.SimPod(tmp_path), start_scripts=["/etc/os-release"])
+    real = pod.configure(pod={"comfyui_dir": "/ComfyUI"}).podcheck(
+        "--profile", "image", "--hosts", f"podman://{image}", "--select", "comfyui", "--json", "-")
+    result = real.result("comfyui.installed")
+    assert result["status"] == "failed" and real.rc == 1
+    assert result["message"].startswith(
+        "the pod python /venv/bin/python does not meet /ComfyUI/requirements.txt: missing comfyui-frontend-package==1.27.10; ")
+    assert "missing torchsde" in result["message"] and "missing torch;" not in result["message"]  # the venv has torch
+    standin = pod.configure(pod={"comfyui_dir": "/standin"}).podcheck(
+        "--profile", "image", "--hosts", f"podman://{image}", "--select", "comfyui", "--json", "-")
+    assert standin.rc == 0 and standin.result("comfyui.installed")["message"] == "ComfyUI in /standin; requirements met"
