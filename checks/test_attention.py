@@ -1,7 +1,7 @@
 """attention: SageAttention imports, its kernels run on this GPU, and the running ComfyUI uses it."""
 import pytest
 
-from podcheck import comfyui, gpu
+from podcheck.domain import comfyui, gpu
 
 
 @pytest.mark.podcheck(id="attention.sage_import", repair="sage", needs=("gpu.torch_build",))

@@ -3,8 +3,9 @@ import time
 
 import pytest
 
-from podcheck import comfyui, paths
-from podcheck.users import invalid_reason
+from podcheck.domain import comfyui
+from podcheck.domain.users import invalid_reason
+from podcheck.host import paths
 
 USER_FOLDERS = comfyui.USER_FOLDERS
 

@@ -1,7 +1,7 @@
 """disk: room on the workspace volume."""
 import pytest
 
-from podcheck.caches import human
+from podcheck.domain.caches import human
 
 
 @pytest.mark.podcheck(id="disk.workspace", needs=("pod.workspace",))

@@ -1,7 +1,7 @@
 """gpu: the driver, and a torch build that can drive this GPU."""
 import pytest
 
-from podcheck import gpu
+from podcheck.domain import gpu
 
 
 def probe_failure(facts, what):

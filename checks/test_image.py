@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from podcheck import entrypoint, manifest
+from podcheck.domain import entrypoint, manifest
 
 SHOWN = 40  # files named in a message before "and N more"
 

@@ -3,7 +3,9 @@ import posixpath
 
 import pytest
 
-from podcheck import paths, users
+from podcheck.domain import users
+from podcheck.host import paths
+
 
 def describe(where):
     kind, user = where

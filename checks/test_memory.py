@@ -1,8 +1,8 @@
 """memory: RAM and VRAM headroom, and no OOM kill since the last run."""
 import pytest
 
-from podcheck import cgroup, gpu, memory
-from podcheck.caches import human
+from podcheck.domain import cgroup, gpu, memory
+from podcheck.domain.caches import human
 
 
 @pytest.mark.podcheck(id="memory.ram", repair="memory.free")

@@ -4,8 +4,10 @@ import shlex
 
 import pytest
 
-from podcheck import procs, rclone, syncloop
-from podcheck.users import users
+from podcheck import syncloop
+from podcheck.domain import rclone
+from podcheck.domain.users import users
+from podcheck.host import procs
 
 
 def _sync(pod):

@@ -1,8 +1,9 @@
 """training: LoRA trainings make progress and can be resumed."""
 import pytest
 
-from podcheck import procs, trainings
-from podcheck.samples import Samples, below_for
+from podcheck.domain import trainings
+from podcheck.domain.samples import Samples, below_for
+from podcheck.host import procs
 
 
 def _gpu_facts(pod):

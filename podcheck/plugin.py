@@ -17,7 +17,9 @@ from typing import Any, Iterable
 import pytest
 
 from podcheck import config as config_mod
-from podcheck.pod import Pod
+from podcheck.domain import gpu
+from podcheck.facts import Facts, Gathering
+from podcheck.host.pod import Pod
 from podcheck.results import CheckResult
 
 PROFILES = ("image", "boot", "runtime")
@@ -27,6 +29,7 @@ CONFIG = pytest.StashKey[config_mod.Config]()
 RESULTS = pytest.StashKey[list]()
 OUTCOMES = pytest.StashKey[dict]()
 PODS = pytest.StashKey[dict]()
+GATHERINGS = pytest.StashKey[dict]()
 NEEDS_FACTS = pytest.StashKey[bool]()
 PROBE_CACHE = pytest.StashKey[object]()
 SPEC = pytest.StashKey["CheckSpec"]()
@@ -98,6 +101,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RESULTS] = []
     config.stash[OUTCOMES] = {}
     config.stash[PODS] = {}
+    config.stash[GATHERINGS] = {}
 
 
 def _config(config: pytest.Config) -> config_mod.Config:
@@ -272,38 +276,37 @@ def cfg(pytestconfig: pytest.Config) -> config_mod.Config:
 
 @pytest.fixture(scope="module")
 def pod(host: Any, cfg: config_mod.Config, pytestconfig: pytest.Config) -> Pod:
-    """The pod behind testinfra's `host`: config, commands with timeouts, facts gathered once."""
+    """The pod behind testinfra's `host`: config and commands with timeouts; facts start gathering."""
     pods = pytestconfig.stash[PODS]
     key = host.backend.get_pytest_id()
     if key not in pods:
-        pods[key] = Pod(cfg, host, probe_cache=pytestconfig.stash.get(PROBE_CACHE, None))
+        pods[key] = Pod(cfg, host)
+        gathering = pytestconfig.stash[GATHERINGS][key] = Gathering(pods[key], pytestconfig.stash.get(PROBE_CACHE, None))
         if pytestconfig.stash.get(NEEDS_FACTS, False):
-            pods[key].start_facts()
+            gathering.start()
     return pods[key]
 
 
 @pytest.fixture
-def facts(pod: Pod):
+def facts(pod: Pod, pytestconfig: pytest.Config) -> Facts:
     """The pod's Facts (probe + NVML), gathered once per host and run."""
-    return pod.facts
+    return pytestconfig.stash[GATHERINGS][pod.host.backend.get_pytest_id()].get()
 
 
 @pytest.fixture
-def gpus(pod: Pod) -> list:
+def gpus(pod: Pod, pytestconfig: pytest.Config) -> list:
     """The GPUs NVML sees; skips the check when GPU checks do not apply to this pod.
 
     `[pod] gpu = "absent"` skips without waiting for the facts; `"optional"` skips when NVML sees
     no GPU; `"required"` always returns (maybe an empty list: gpu.driver fails on that).
     """
-    from podcheck import gpu
-
     if pod.config.pod.gpu == "absent":
         pytest.skip(gpu.skip_reason("absent", {}))
-    facts = pod.facts
-    reason = gpu.skip_reason(pod.config.pod.gpu, facts.nvml)
+    found = pytestconfig.stash[GATHERINGS][pod.host.backend.get_pytest_id()].get()
+    reason = gpu.skip_reason(pod.config.pod.gpu, found.nvml)
     if reason:
         pytest.skip(reason)
-    return facts.gpus
+    return found.gpus
 
 
 @pytest.fixture

@@ -11,10 +11,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from podcheck import comfyui, procs
-from podcheck.repair import Context, Outcome, Repair, register
 from podcheck.repairs.python import installed_version, pip_failure, pip_install
-from podcheck.users import invalid_reason
+
+from podcheck.domain import comfyui
+from podcheck.domain.users import invalid_reason
+from podcheck.fix.repair import Context, Outcome, Repair, register
+from podcheck.host import procs
 
 #: Installed builds pinned while ComfyUI's requirements are installed.
 PINNED = ("torch", "torchvision", "torchaudio")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from podcheck.pod import Ran
-from podcheck.repair import Context, Outcome, Repair, register
+from podcheck.fix.repair import Context, Outcome, Repair, register
+from podcheck.host.pod import Ran
 
 _VERSION = "import importlib.metadata as m, sys\ntry: print(m.version(sys.argv[1]))\nexcept m.PackageNotFoundError: pass"
 

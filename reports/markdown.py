@@ -5,14 +5,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from podcheck.results import Report
 from podcheck.reports.terminal import LABELS, summary
+
+from podcheck import __version__
+from podcheck.results import Report
 
 ICONS = {"passed": "✅", "failed": "❌", "skipped": "⏭️", "error": "💥"}
 
 
 def render(reports: list[Report], doc: Any = None) -> str:
-    """`reports` (check results per host); `doc` is a podcheck.diagnostics.Diagnostics, or None."""
+    """`reports` (check results per host); `doc` is a podcheck.services.diagnostics.Diagnostics, or None."""
     host = doc.host if doc is not None else ", ".join(r.host for r in reports)
     out = [f"# podcheck report: {host}", ""]
     if doc is not None:
@@ -56,7 +58,6 @@ def render(reports: list[Report], doc: Any = None) -> str:
 
 
 def _version() -> str:
-    from podcheck import __version__
     return __version__
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 
-from podcheck import caches
+from podcheck.domain import caches
 
 DATA = Path(__file__).parent / "data" / "nvml"
 SELECT = ["--select", "caches", "--select", "pod", "--select", "disk", "--json", "-"]

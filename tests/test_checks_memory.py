@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from podcheck import cgroup, memory
+from podcheck.domain import cgroup, memory
 
 DATA = Path(__file__).parent / "data"
 SELECT = ["--select", "memory", "--select", "pod", "--select", "disk", "--json", "-"]

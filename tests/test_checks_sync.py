@@ -15,7 +15,9 @@ import pytest
 
 import podsim
 
-from podcheck import procs, rclone, syncloop
+from podcheck.host import procs
+from podcheck.domain import rclone
+from podcheck import syncloop
 
 SELECT = ["--select", "sync", "--select", "pod", "--select", "disk", "--json", "-"]
 FAKE_KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from podcheck import samples, trainings
-from podcheck.samples import Samples, below_for
+from podcheck.domain import samples, trainings
+from podcheck.domain.samples import Samples, below_for
 
 DATA = Path(__file__).parent / "data" / "nvml"
 SELECT = ["--select", "training", "--select", "pod", "--select", "disk", "--json", "-"]

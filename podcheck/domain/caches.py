@@ -26,7 +26,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from podcheck.users import invalid_reason
+from podcheck.domain.users import invalid_reason, users
+from podcheck.host.state import State
 
 LABELS = {"triton": "Triton", "inductor": "TorchInductor", "torch_extensions": "torch extensions",
           "torch_kernels": "torch kernels", "cuda": "CUDA ComputeCache", "tensorrt": "TensorRT engines"}
@@ -208,7 +209,6 @@ class History:
 
 def load_history(pod: Any) -> History:
     """The history from state, or one seeded from the legacy {workspace}/.last_gpu_info."""
-    from podcheck.state import State
 
     doc = State(pod).read(HISTORY)
     if isinstance(doc, dict) and isinstance(doc.get("entries"), list):
@@ -225,7 +225,6 @@ def load_history(pod: Any) -> History:
 
 def observe(pod: Any, gpus: list[dict[str, Any]], now: float) -> History:
     """Load the history, note the current GPU, save it; idempotent within a run."""
-    from podcheck.state import State
 
     history = load_history(pod)
     history.observe(fingerprint(gpus), now)
@@ -239,7 +238,6 @@ def _when(t: float) -> str:
 
 def judge_gpu_change(pod: Any, gpus: list[dict[str, Any]], env: dict[str, str], now: float) -> tuple[bool, str]:
     """(ok, message) for caches.gpu_unchanged: no cache built for a previous GPU is left."""
-    from podcheck.users import users
 
     history = observe(pod, gpus, now)
     current = history.current["fingerprint"]
@@ -259,7 +257,6 @@ def judge_gpu_change(pod: Any, gpus: list[dict[str, Any]], env: dict[str, str], 
 
 def judge_tensorrt(pod: Any, gpus: list[dict[str, Any]], env: dict[str, str], now: float) -> tuple[str, str]:
     """('passed'|'failed'|'skipped', message) for caches.tensorrt: no engine was built on another GPU."""
-    from podcheck.users import users
 
     c = pod.config.pod
     roots = [loc for loc in locations(env, c.workspace, c.comfyui_dir, users(pod)) if loc.kind == "tensorrt"]
