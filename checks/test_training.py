@@ -66,5 +66,5 @@ def test_progress(pod, say):
             where = f"; add it to {script}" if script and not has else ""
             warnings.append(f"{t.label} runs without --save_state, so it cannot be resumed, only restarted{where}")
     warning = (" Warning: " + "; ".join(warnings) + ".") if warnings else ""
-    assert not stuck, "; ".join(stuck) + " (repair: training.resume)." + warning
+    assert not stuck, "; ".join(stuck) + "." + warning
     say("; ".join(fine) + "." + warning)

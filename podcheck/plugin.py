@@ -23,6 +23,9 @@ from podcheck.host.pod import Pod
 from podcheck.results import CheckResult
 
 PROFILES = ("image", "boot", "runtime")
+#: The catalogue's order: areas from the pod up to what runs on it; within an area, file order.
+AREAS = ("pod", "system", "gpu", "attention", "comfyui", "isolation", "sync", "caches", "memory", "disk",
+         "training", "image")
 DEFAULT_PROFILES = ("boot", "runtime")
 
 CONFIG = pytest.StashKey[config_mod.Config]()
@@ -35,6 +38,7 @@ PROBE_CACHE = pytest.StashKey[object]()
 SPEC = pytest.StashKey["CheckSpec"]()
 PHASES = pytest.StashKey[dict]()
 NOT_RUN = pytest.StashKey[str]()
+RANK = pytest.StashKey[dict]()
 
 #: A GPU check is this one or any check that needs it, directly or through another. In the image
 #: profile (a built image, validated without a GPU) GPU checks are reported "not run: no GPU".
@@ -51,6 +55,8 @@ class CheckSpec:
     profiles: tuple[str, ...]
     needs: tuple[str, ...]
     description: str
+    remedy: str = ""  # what to do by hand, for a check no repair fixes
+    where: str = ""   # file::function of the check
 
     @property
     def area(self) -> str:
@@ -74,7 +80,10 @@ def spec_of(item: pytest.Item) -> CheckSpec | None:
     if unknown:
         raise pytest.UsageError(f"{item.nodeid}: unknown profile(s) {sorted(unknown)}")
     doc = (getattr(item, "function", None).__doc__ or "").strip().splitlines()
-    spec = CheckSpec(check_id, kw.pop("repair", None), profiles, tuple(kw.pop("needs", ())), doc[0] if doc else "")
+    function = getattr(item, "function", None)
+    where = f"{item.path.name}::{function.__name__}" if function is not None else item.nodeid
+    spec = CheckSpec(check_id, kw.pop("repair", None), profiles, tuple(kw.pop("needs", ())), doc[0] if doc else "",
+                     remedy=kw.pop("remedy", ""), where=where)
     if kw:
         raise pytest.UsageError(f"{item.nodeid}: unknown podcheck marker argument(s) {sorted(kw)}")
     item.stash[SPEC] = spec
@@ -97,7 +106,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "podcheck(id, repair=None, profiles=(...), needs=()): a podcheck health check")
+    config.addinivalue_line("markers", "podcheck(id, repair=None, remedy='', profiles=(...), needs=()): a podcheck health check")
     config.stash[RESULTS] = []
     config.stash[OUTCOMES] = {}
     config.stash[PODS] = {}
@@ -120,6 +129,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     specs = {item: spec_of(item) for item in items}
     if not any(specs.values()):
         return
+    config.stash[RANK] = catalogue_rank([s for s in specs.values() if s])
     _config(config)
     profile = config.getoption("pod_profile")
     selectors = [s.strip() for arg in config.getoption("pod_select") for s in arg.split(",") if s.strip()]
@@ -143,6 +153,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         config.hook.pytest_deselected(items=dropped)
     items[:] = _ordered(kept, specs)
     config.stash[NEEDS_FACTS] = any(_waits_for_facts(i) for i in items if specs[i] and NOT_RUN not in i.stash)
+
+
+def catalogue_rank(specs: Iterable[CheckSpec]) -> dict[str, tuple[int, int]]:
+    """Each check's place in the catalogue (AREAS order, then file order), for listing and reporting."""
+    return {s.id: (AREAS.index(s.area) if s.area in AREAS else len(AREAS), i) for i, s in enumerate(specs)}
 
 
 def gpu_checks(specs: Iterable[CheckSpec]) -> set[str]:
@@ -228,7 +243,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     item.config.stash[RESULTS].append(CheckResult(
         id=spec.id, area=spec.area, status=status, message=message, repair=spec.repair,
         blocked_by=blocked_by, duration_s=report.duration + state.get("setup_s", 0.0),
-        description=spec.description,
+        description=spec.description, remedy=spec.remedy,
     ))
     item.config.stash[OUTCOMES][(_host_key(item), spec.id)] = (
         "blocked" if blocked_by else status, blocked_by or spec.id)

@@ -108,6 +108,8 @@ def run(config: Config, target: Target | None = None, profile: str = "runtime",
         code = pytest.main(args, plugins=[session])
     duration = time.time() - started
     results = session.pytest_config.stash.get(plugin.RESULTS, []) if session.pytest_config else []
+    rank = session.pytest_config.stash.get(plugin.RANK, {}) if session.pytest_config else {}
+    results = sorted(results, key=lambda r: rank.get(r.id, (len(plugin.AREAS), 0)))  # catalogue order
     if session.errors:
         raise RunError("; ".join(session.errors))
     if code == pytest.ExitCode.NO_TESTS_COLLECTED or (code == pytest.ExitCode.OK and not results):
@@ -151,4 +153,5 @@ def catalogue(config: Config) -> list[plugin.CheckSpec]:
         pytest.main(args, plugins=[lister])
     if lister.errors:
         raise RunError("; ".join(lister.errors))
-    return found
+    rank = plugin.catalogue_rank(found)
+    return sorted(found, key=lambda s: rank[s.id])

@@ -6,7 +6,7 @@ import time
 from html import escape
 from typing import Any
 
-from podcheck.reports.terminal import LABELS, summary
+from podcheck.reports.terminal import LABELS, summary, to_fix
 
 from podcheck import __version__
 from podcheck.results import Report
@@ -74,7 +74,8 @@ def render(reports: list[Report], doc: Any = None) -> str:
 def _failures(report: Report) -> str:
     items = "".join(f'<li><code class="{r.status}">{escape(r.id)}</code>: {escape(r.message)}</li>'
                     for r in report.failures)
-    return f"<ul>{items}</ul>" if items else ""
+    fixes = "".join(f"<li><code>{escape(what)}</code>: {escape(how)}</li>" for what, how in to_fix(report))
+    return (f"<ul>{items}</ul>" if items else "") + (f"<p>to fix:</p><ul>{fixes}</ul>" if fixes else "")
 
 
 def _details(title: str, body: str, opened: bool = False, key: str = "") -> str:

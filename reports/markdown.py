@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from podcheck.reports.terminal import LABELS, summary
+from podcheck.reports.terminal import LABELS, summary, to_fix
 
 from podcheck import __version__
 from podcheck.results import Report
@@ -33,6 +33,11 @@ def render(reports: list[Report], doc: Any = None) -> str:
         for rep, r in failures:
             where = f" on {rep.host}" if len(reports) > 1 else ""
             out.append(f"- {ICONS[r.status]} **{r.id}**{where}: {_inline(r.message)}")
+        out.append("")
+        out += ["## To fix", ""]
+        for rep in reports:
+            where = f" on {rep.host}" if len(reports) > 1 else ""
+            out += [f"- `{what}`{where}: {_inline(how)}" for what, how in to_fix(rep)]
         out.append("")
     for report in reports:
         out += [f"## Checks{f' on {report.host}' if len(reports) > 1 else ''}", "",

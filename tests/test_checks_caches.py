@@ -172,7 +172,7 @@ def test_caches_local_judges_the_running_comfyui(tmp_path, torch_python, launche
     run = pod.podcheck("--select", "caches.local", "--json", "-", env=local)
     msg = run.result("caches.local")["message"]
     assert run.status("caches.local") == "failed" and f"ComfyUI pid {comfy.pid}: Triton {pod.workspace}/.triton" in msg
-    assert "(repair: comfyui.relaunch)" in msg
+    assert run.result("caches.local")["repair"] == "comfyui.relaunch"
     comfy.stop()
     launcher.start(pod.workspace / "ComfyUI", "--cpu", *user_flags(pod.workspace, "alice"),
                    python=torch_python, log=comfy_log(pod), env=local)

@@ -25,6 +25,7 @@ from podcheck.cli.common import (
     load_config,
 )
 from podcheck.fix import fixer
+from podcheck.fix.registry import registry
 from podcheck.host.pod import Pod
 from podcheck.plugin import PROFILES
 from podcheck.services import serve, watch
@@ -91,22 +92,33 @@ def check(
 def list_checks(
     config: Optional[Path] = ConfigOpt,
     as_json: bool = typer.Option(False, "--json", help="print the catalogue as JSON"),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="also each check's file::function and its repair's module::class"),
 ) -> None:
-    """The catalogue: id, area, profiles, repair and what each check verifies."""
-
+    """The catalogue: id, profiles, repair (or remedy) and what each check verifies."""
     try:
         specs = runner.catalogue(load_config(config))
     except runner.RunError as exc:
         raise UsageFailure(str(exc)) from None
+    repairs = registry()
+    rows = [{"id": s.id, "area": s.area, "profiles": list(s.profiles), "repair": s.repair, "remedy": s.remedy,
+             "needs": list(s.needs), "description": s.description, "check": f"checks/{s.where}",
+             "repair_class": _where(repairs[s.repair]) if s.repair in repairs else None} for s in specs]
     if as_json:
-        typer.echo(json.dumps([{"id": s.id, "area": s.area, "profiles": list(s.profiles), "repair": s.repair,
-                                "needs": list(s.needs), "description": s.description} for s in specs], indent=2))
+        typer.echo(json.dumps(rows, indent=2))
         return
-    width = max(len(s.id) for s in specs)
-    for s in specs:
-        typer.echo(f"{s.id:<{width}}  {','.join(s.profiles):<20}  {s.repair or '-':<18}  {s.description}")
+    columns = ["id", "profiles", "repair", "description"] + (["check", "repair_class"] if verbose else [])
+    table = [["ID", "PROFILES", "REPAIR", "WHAT IT VERIFIES"] + (["CHECK", "REPAIR CLASS"] if verbose else [])]
+    table += [[str(r[c]) if c not in ("profiles", "repair", "repair_class") else
+               ",".join(r[c]) if c == "profiles" else (r[c] or "-") for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    for row in table:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
+def _where(repair: object) -> str:
+    """repairs/<area>.py::Class of a registered repair."""
+    cls = type(repair)
+    return f"{cls.__module__.replace('podcheck.', '').replace('.', '/')}.py::{cls.__name__}"
 
 
 def _pod(config: Optional[Path], hosts: str, ssh_config: Optional[Path]):

@@ -252,7 +252,7 @@ def judge_gpu_change(pod: Any, gpus: list[dict[str, Any]], env: dict[str, str], 
     listed = ", ".join(f"{f.location.describe()} {human(f.stale_bytes)} in {f.stale_files} files" for f in stale)
     return False, (f"{changed}; caches built for another GPU are still there: {listed}. Kernels compiled for the old "
                    "GPU fail or crash on the new one (e.g. 'undefined symbol: cuModuleGetFunction' from a Triton "
-                   "cuda_utils.so); clear them (repair: caches.clear)")
+                   "cuda_utils.so); clear them")
 
 
 def judge_tensorrt(pod: Any, gpus: list[dict[str, Any]], env: dict[str, str], now: float) -> tuple[str, str]:
@@ -272,8 +272,7 @@ def judge_tensorrt(pod: Any, gpus: list[dict[str, Any]], env: dict[str, str], no
     listed = "; ".join(f"{path} (built on {gpu})" for path, gpu in stale[:8]) + (
         f"; and {len(stale) - 8} more" if len(stale) > 8 else "")
     return "failed", (f"{len(stale)} TensorRT engine(s) were built on another GPU than this {current}: {listed}. "
-                      "TensorRT refuses them ('expecting compute X got compute Y'); rebuild them on this GPU "
-                      "(repair: caches.clear)")
+                      "TensorRT refuses them ('expecting compute X got compute Y'); rebuild them on this GPU")
 
 
 # --- caches.local ------------------------------------------------------------------------------
@@ -315,7 +314,7 @@ def not_local(pod: Any, env: dict[str, str]) -> tuple[list[str], list[str]]:
         shown = loc.describe() + (f" -> {real}" if real != posixpath.normpath(loc.path) else "")
         seen.append(f"{shown} on {fstype}")
         var = {"triton": "TRITON_CACHE_DIR", "inductor": "TORCHINDUCTOR_CACHE_DIR"}[loc.kind]
-        fix = f"point {var} at local disk (e.g. /root/.cache/{loc.kind}) when launching ComfyUI (repair: comfyui.relaunch)"
+        fix = f"point {var} at local disk (e.g. /root/.cache/{loc.kind}) when launching ComfyUI"
         if real == ws_real or real.startswith(ws_real.rstrip("/") + "/"):
             problems.append(f"{shown} is on the shared volume {workspace}: pods with different GPUs share it and "
                             f"its files go stale; {fix}")
