@@ -18,7 +18,7 @@ import podimages
 import podsim
 import pytest
 
-from podcheck import containers
+from podcheck.host import containers
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("podman")]
 
