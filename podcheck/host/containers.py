@@ -98,24 +98,26 @@ class Container:
 
     def _start(self) -> None:
         name = f"podcheck-{os.getpid()}-{secrets.token_hex(3)}"
+        # Guards first, so a kill while the container is being created still removes it. The
+        # watchdog reads until podcheck's end of its stdin pipe closes (podcheck died, however),
+        # then removes the container; in its own session, a signal to podcheck's group misses it.
+        self.name, self.throwaway = name, True
+        _OPEN[name] = self
+        _install_handlers()
+        self._watchdog = subprocess.Popen(
+            ["sh", "-c", 'read _ignored; exec "$0" rm -f "$1"', self._binary, name],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         user = ["--user", self.user] if self.user else []
         started = self._engine(
             "run", "-d", "--rm", "--network", "none", "--pull", "never", "--stop-signal", "KILL",
             "--name", name, "--label", f"{LABEL}=1", "--label", f"{OWNER_LABEL}={owner()}",
             *user, "--entrypoint", "sleep", self.ref, str(LIFETIME_S))
         if started.returncode != 0:
-            self._remove(name)  # a container that was created but could not start
+            self.close()  # a container that was created but could not start
+            self.name = None
             why = _last_line(started.stderr or started.stdout)
             raise ContainerError(f"{self.engine} cannot start a container from {self.ref}: {why}"
                                  f"{_engine_hint(self.engine, why)}")
-        self.name, self.throwaway = name, True
-        _OPEN[name] = self
-        _install_handlers()
-        # Reads until podcheck's end of its stdin pipe closes (it died, however), then removes the
-        # container. Its own session: a signal to podcheck's process group does not reach it.
-        self._watchdog = subprocess.Popen(
-            ["sh", "-c", 'read _ignored; exec "$0" rm -f "$1"', self._binary, name],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
     def refuse_repairs(self) -> None:
         """ContainerError for an image: repairs would land in the throwaway container and be lost."""
