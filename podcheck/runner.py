@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import podcheck.checks
+
 from podcheck import plugin
 from podcheck.config import Config
 from podcheck.host.pod import Pod
@@ -81,7 +83,6 @@ class _Session:
 
 
 def checks_dir() -> Path:
-    import podcheck.checks
     return Path(podcheck.checks.__file__).parent
 
 
