@@ -28,8 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-import podimages
-import podsim
+import podimages  # noqa: E402
+import podsim  # noqa: E402
 
 START = "#!/bin/sh\nexec /venv/bin/python main.py --listen 0.0.0.0 --use-sage-attention\n"
 

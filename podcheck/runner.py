@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 import podcheck.checks
-
 from podcheck import plugin
 from podcheck.config import Config
 from podcheck.host import containers

@@ -74,7 +74,9 @@ def test_ci_flow_build_validate_stale_and_broken_start_script(tmp_path, build):
     src = checkout(tmp_path / "src")
     pod = pod_config(podsim.SimPod(tmp_path), sources={"/app/ui": "src/ui", "/start.sh": "src/start.sh"},
                      manifest="manifest.json", start_scripts=["/start.sh"])
-    manifest = lambda: pod.podcheck("manifest", "src/ui", "src/start.sh", "-o", "manifest.json")
+    def manifest() -> podsim.Run:
+        return pod.podcheck("manifest", "src/ui", "src/start.sh", "-o", "manifest.json")
+
     image = tag(tmp_path, "ci")
     assert manifest().rc == 0
     build(src, image)
@@ -224,7 +226,9 @@ def start_run(pod: podsim.SimPod, image: str) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PODCHECK_CONFIG": str(pod.config_path)}
     proc = subprocess.Popen([sys.executable, "-m", "podcheck", "--profile", "image", "--hosts", f"podman://{image}"],
                             cwd=pod.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    mine = lambda: [n for n in podimages.leftovers() if n.startswith(f"podcheck-{proc.pid}-")]
+    def mine() -> list[str]:
+        return [n for n in podimages.leftovers() if n.startswith(f"podcheck-{proc.pid}-")]
+
     try:
         name = podsim.wait_for(mine, timeout=60, step=0.2, what="the throwaway container")[0]
         hung = ["pgrep", "-x", "-f", f"sleep {HANG_S}"]  # the container's processes, seen from the host

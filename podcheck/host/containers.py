@@ -105,7 +105,7 @@ class Container:
         _OPEN[name] = self
         _install_handlers()
         self._watchdog = subprocess.Popen(
-            ["sh", "-c", 'read _ignored; exec "$0" rm -f "$1"', self._binary, name],
+            ["sh", "-c", 'read _ignored; exec "$0" rm -f "$1"', self._binary or self.engine, name],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         user = ["--user", self.user] if self.user else []
         started = self._engine(
