@@ -1,5 +1,7 @@
 """The `podcheck` command (typer). Exit codes: 0 all applicable checks passed, 1 something failed,
-2 a usage or config error, or no verdict could be reached. Bad input is one line on stderr."""
+2 a usage or config error, or no verdict could be reached. Bad input is one line on stderr.
+A fleet run (several hosts, `@FILE`, a host glob, `ansible://`, or `--parallel`) adds 4: some host
+could not be reached (4 alone: every host reached passed; 5: also a reached host failed)."""
 from __future__ import annotations
 
 import json
@@ -61,6 +63,12 @@ def check(
     safe_only: bool = typer.Option(False, "--safe-only", help="with --fix: run only repairs whose blast radius is safe"),
     background: Optional[bool] = typer.Option(None, "--background/--no-background",
                                               help="with --fix: run slow repairs detached (default: [fix] background)"),
+    parallel: Optional[int] = typer.Option(None, "--parallel", min=1, help="fleet: check this many hosts at once (default 8)"),
+    ansible_inventory: Optional[Path] = typer.Option(None, "--ansible-inventory", help="Ansible inventory for ansible://GROUP hosts"),
+    connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=1, help="fleet: seconds for a host to answer before it counts as unreachable"),
+    host_timeout: float = typer.Option(0.0, "--host-timeout", min=0, help="fleet: stop starting a host's checks after this many seconds (0: no limit)"),
+    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="fleet --fix: repair this many pods at once (default --parallel)"),
+    max_fail: Optional[int] = typer.Option(None, "--max-fail", min=1, help="fleet --fix: start no new pod after this many failed repairs"),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
 ) -> None:
     """Run the checks and print a table (the default command)."""
@@ -73,21 +81,38 @@ def check(
     if profile not in PROFILES:
         raise UsageFailure(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
     cfg = load_config(config)
-    specs = [h for h in hosts.split(",") if h.strip()] or ["local://"]
-    targets = [runner.Target.parse(h, ssh_config=_str(ssh_config), ssh_identity_file=_str(ssh_identity_file))
-               for h in specs]
     if (dry_run or safe_only or background is not None) and not fix:
         raise UsageFailure("--dry-run, --safe-only and --background apply only with --fix")
-    try:
-        if fix:
-            from podcheck import fixer
-            opts = fixer.Options(profile=profile, select=select, dry_run=dry_run, safe_only=safe_only,
-                                 background=cfg.fix.background if background is None else background)
-            reports = [fixer.fix(cfg, t, opts) for t in targets]
-        else:
-            reports = [runner.run(cfg, t, profile=profile, select=select) for t in targets]
-    except runner.RunError as exc:
-        raise UsageFailure(f"no verdict: {exc}") from None
+    if (max_parallel or max_fail) and not fix:
+        raise UsageFailure("--max-parallel and --max-fail apply only with --fix")
+    from podcheck.fleet import inventory, sshmux
+
+    if inventory.is_fleet(hosts) or parallel is not None or ansible_inventory is not None:
+        from podcheck.fleet import cli as fleet_cli
+        reports = fleet_cli.check(cfg, hosts, fleet_cli.Given(
+            profile=profile, select=select, ssh_config=_str(ssh_config), ssh_identity_file=_str(ssh_identity_file),
+            ansible_inventory=_str(ansible_inventory), parallel=parallel, connect_timeout=connect_timeout,
+            host_timeout=host_timeout, fix=fix, dry_run=dry_run, safe_only=safe_only, background=background,
+            max_parallel=max_parallel, max_fail=max_fail))
+        write_check_outputs(reports, fmt, json_out, junit_xml, prometheus, quiet=quiet, verbose=verbose, fleet=True)
+        raise typer.Exit(fleet_cli.exit_code(reports))
+    specs = [h for h in hosts.split(",") if h.strip()] or ["local://"]
+    detached = fix and (cfg.fix.background if background is None else background)
+    with sshmux.Multiplexer() as mux:  # one ssh connection per host, closed at the end
+        muxed = not detached  # a background repair outlives this process and its ssh masters
+        targets = [runner.Target.parse(h, ssh_config=mux.wrap(_str(ssh_config)) if muxed and sshmux.uses_ssh(h)
+                                       else _str(ssh_config),
+                                       ssh_identity_file=_str(ssh_identity_file)) for h in specs]
+        try:
+            if fix:
+                from podcheck import fixer
+                opts = fixer.Options(profile=profile, select=select, dry_run=dry_run, safe_only=safe_only,
+                                     background=cfg.fix.background if background is None else background)
+                reports = [fixer.fix(cfg, t, opts) for t in targets]
+            else:
+                reports = [runner.run(cfg, t, profile=profile, select=select) for t in targets]
+        except runner.RunError as exc:
+            raise UsageFailure(f"no verdict: {exc}") from None
     write_check_outputs(reports, fmt, json_out, junit_xml, prometheus, quiet=quiet, verbose=verbose)
     raise typer.Exit(0 if all(r.ok for r in reports) else 1)
 

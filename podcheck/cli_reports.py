@@ -28,9 +28,14 @@ def default_redactor(uuids: bool = True):
     return Redactor.from_env(os.environ, uuids=uuids)
 
 
-def render_checks(fmt: str, reports: list[Report], quiet: bool = False, verbose: bool = False) -> str:
+def render_checks(fmt: str, reports: list[Report], quiet: bool = False, verbose: bool = False,
+                  fleet: bool = False) -> str:
     from podcheck.reports import html, json_report, junit, markdown, prometheus, terminal
 
+    if fleet and fmt in ("table", "md", "html", "json"):
+        from podcheck.reports import fleet as fleet_view
+        return {"table": lambda r: fleet_view.render_table(r, quiet=quiet), "md": fleet_view.render_md,
+                "html": fleet_view.render_html, "json": fleet_view.render_json}[fmt](reports)
     if fmt == "table":
         colour = terminal.use_colour(sys.stdout)
         return "".join(terminal.render(r, quiet=quiet, verbose=verbose, colour=colour) for r in reports)
@@ -42,8 +47,9 @@ def render_checks(fmt: str, reports: list[Report], quiet: bool = False, verbose:
 
 def write_check_outputs(reports: list[Report], fmt: str = "table", json_out: Optional[str] = None,
                         junit_xml: Optional[Path] = None, prometheus_out: Optional[Path] = None,
-                        quiet: bool = False, verbose: bool = False) -> None:
-    """Print `fmt` and write the requested files, all from the same redacted results."""
+                        quiet: bool = False, verbose: bool = False, fleet: bool = False) -> None:
+    """Print `fmt` and write the requested files, all from the same redacted results (`fleet`: the
+    hosts x areas view for table/md/html/json)."""
     from podcheck.reports import json_report, junit, prometheus
 
     if fmt not in CHECK_FORMATS:
@@ -52,8 +58,12 @@ def write_check_outputs(reports: list[Report], fmt: str = "table", json_out: Opt
     reports = [clean.data(r) for r in reports]
     if json_out == "-":  # `--json -` prints only JSON
         fmt, json_out = "json", None
-    clean.write(None, render_checks(fmt, reports, quiet=quiet, verbose=verbose))
-    for path, render in ((json_out, json_report.render), (junit_xml, junit.render), (prometheus_out, prometheus.render)):
+    clean.write(None, render_checks(fmt, reports, quiet=quiet, verbose=verbose, fleet=fleet))
+    json_render = json_report.render
+    if fleet:
+        from podcheck.reports import fleet as fleet_view
+        json_render = fleet_view.render_json
+    for path, render in ((json_out, json_render), (junit_xml, junit.render), (prometheus_out, prometheus.render)):
         if path:
             with _writable(path):
                 clean.write(path, render(reports))

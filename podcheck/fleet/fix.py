@@ -1,0 +1,2 @@
+"""placeholder"""
+DEFAULT_MAX_PARALLEL = 4
