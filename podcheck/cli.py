@@ -103,16 +103,19 @@ def check(
         targets = [runner.Target.parse(h, ssh_config=mux.wrap(_str(ssh_config)) if muxed and sshmux.uses_ssh(h)
                                        else _str(ssh_config),
                                        ssh_identity_file=_str(ssh_identity_file)) for h in specs]
+        from podcheck.fleet.run import config_of
         try:
             if fix:
                 from podcheck import fixer
                 opts = fixer.Options(profile=profile, select=select, dry_run=dry_run, safe_only=safe_only,
                                      background=cfg.fix.background if background is None else background)
-                reports = [fixer.fix(cfg, t, opts) for t in targets]
+                reports = [fixer.fix(config_of(cfg, t.spec), t, opts) for t in targets]
             else:
-                reports = [runner.run(cfg, t, profile=profile, select=select) for t in targets]
+                reports = [runner.run(config_of(cfg, t.spec), t, profile=profile, select=select) for t in targets]
         except runner.RunError as exc:
             raise UsageFailure(f"no verdict: {exc}") from None
+        except config_mod.ConfigError as exc:
+            raise UsageFailure(str(exc)) from None
     write_check_outputs(reports, fmt, json_out, junit_xml, prometheus, quiet=quiet, verbose=verbose)
     raise typer.Exit(0 if all(r.ok for r in reports) else 1)
 

@@ -33,6 +33,7 @@ SPEC = pytest.StashKey["CheckSpec"]()
 PHASES = pytest.StashKey[dict]()
 NOT_RUN = pytest.StashKey[str]()
 HOST_CONFIGS = pytest.StashKey[dict]()  # pod name -> its Config, in a fleet run (podcheck.fleet)
+HOST_CONFIGS = pytest.StashKey[dict]()  # pod name -> its Config, in a fleet run (podcheck.fleet)
 
 #: A GPU check is this one or any check that needs it, directly or through another. In the image
 #: profile (a built image, validated without a GPU) GPU checks are reported "not run: no GPU".

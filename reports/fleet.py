@@ -81,6 +81,10 @@ def render_table(reports: list[Report], quiet: bool = False) -> str:
     if gone:
         out.append("unreachable:")
         out += [f"  {h['host']}: {h['unreachable']}" for h in gone]
+    fixed = [rep for rep in reports if rep.before is not None]
+    if fixed:
+        out.append("repairs:")
+        out += [f"  {rep.host}: {changes(rep)}" for rep in fixed]
     if g["causes"]:
         out.append("root causes across the fleet:")
         out += [f"  {line}" for line in _cause_lines(g)]
@@ -152,3 +156,15 @@ def render_json(reports: list[Report]) -> str:
     """schema podcheck/1: the fleet grid, then every host's full report."""
     return json.dumps({"schema": SCHEMA, "fleet": grid(reports), "reports": [r.as_dict() for r in reports]},
                       indent=2) + "\n"
+
+
+def changes(report: Report) -> str:
+    """What `--fix` did on one pod, one line: 'changed a, b; failed c; now healthy'."""
+    by: dict[str, list[str]] = {}
+    for r in report.repairs:
+        by.setdefault(r.status, []).append(r.id)
+    parts = [f"{status} {', '.join(ids)}" for status, ids in by.items() if status != "skipped"]
+    if "skipped" in by and not parts:
+        parts.append(next(r.message for r in report.repairs if r.status == "skipped"))
+    state = "now healthy" if report.ok else f"still failing: {', '.join(r.id for r in report.failures)}"
+    return "; ".join(parts + [state]) if parts else f"nothing to repair; {state}"

@@ -126,7 +126,7 @@ MaxSessions 100
 LogLevel ERROR
 """)
     ssh_config = root / "ssh_config"
-    ssh_config.write_text(f"""Host pod-*
+    ssh_config.write_text(f"""Host *
   IdentityFile {root}/clientkey
   IdentitiesOnly yes
   StrictHostKeyChecking no

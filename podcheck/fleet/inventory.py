@@ -9,8 +9,11 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import shlex
+import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ class FleetHost:
     spec: str
     options: dict[str, Any] = field(default_factory=dict)  # testinfra.get_host keywords
     host_vars: dict[str, Any] = field(default_factory=dict)  # Ansible podcheck_* vars
+    via: str = ""  # a URL testinfra resolves itself (ansible://NAME?ansible_inventory=...), for --fix
 
     def match_names(self) -> list[str]:
         """The names a `[hosts."<glob>"]` table may match: the name, the URL, the bare hostname."""
@@ -129,11 +133,10 @@ def _ansible(pattern: str, inventory: str | None, ssh_config: str | None, identi
     would use (ansible_host, ansible_port, ansible_user, keys, ssh args), with their podcheck_* vars."""
     from testinfra.utils.ansible_runner import AnsibleRunner
 
+    _find_ansible()
     runner = AnsibleRunner(inventory)
     try:
         names = runner.get_hosts(pattern)
-    except FileNotFoundError:
-        raise InventoryError("ansible:// hosts need ansible-core (pip install 'podcheck[ansible]')") from None
     except Exception as exc:  # ansible-inventory failed: its message, one line
         raise InventoryError(f"--hosts ansible://{pattern}: {' '.join(str(exc).split())[-300:]}") from None
     if not names:
@@ -145,8 +148,19 @@ def _ansible(pattern: str, inventory: str | None, ssh_config: str | None, identi
             raise InventoryError(f"--hosts ansible://{pattern}: {name} uses a connection podcheck cannot drive")
         spec, options = _url_of(host.backend)
         variables = {k: v for k, v in runner.get_variables(name).items() if k.startswith("podcheck_")}
-        out.append(FleetHost(name, spec, options, variables))
+        via = f"ansible://{name}" + (f"?ansible_inventory={os.path.abspath(inventory)}" if inventory else "")
+        out.append(FleetHost(name, spec, options, variables, via))
     return out
+
+
+def _find_ansible() -> None:
+    """testinfra runs `ansible-inventory` from PATH: also find the one installed beside this Python."""
+    if shutil.which("ansible-inventory"):
+        return
+    beside = Path(sys.executable).parent
+    if not (beside / "ansible-inventory").exists():
+        raise InventoryError("ansible:// hosts need ansible-core (pip install 'podcheck[ansible]')")
+    os.environ["PATH"] = f"{beside}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 def _url_of(backend: Any) -> tuple[str, dict[str, Any]]:

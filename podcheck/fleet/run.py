@@ -1,7 +1,7 @@
 """Check a fleet: one pytest session, pods spread over pytest-xdist workers, one Report per pod.
 
 The controller writes a plan (every pod's URL, options and own config, after `[hosts]` overrides)
-for podcheck.fleet.worker, starts `pytest -n N --dist loadgroup`, and rebuilds each pod's
+for podcheck.fleet.worker, starts `pytest -n N` (one pod per work unit), and rebuilds each pod's
 CheckResults from the reports the workers send back. A pod that could not be reached (or was
 lost mid-run, or outlived its deadline) gets a Report with `unreachable` set and no results.
 """
@@ -47,6 +47,11 @@ def host_configs(base: Config, hosts: list[FleetHost]) -> dict[str, Config]:
     return out
 
 
+def config_of(base: Config, spec: str) -> Config:
+    """The config of the one host `spec` (its `[hosts]` tables applied), for a single-host run."""
+    return host_configs(base, [FleetHost(spec, spec)])[spec]
+
+
 def with_mux(hosts: list[FleetHost], mux: sshmux.Multiplexer, connect_timeout: float) -> list[FleetHost]:
     """The hosts with ssh:// ones sent through the multiplexer's wrapper config."""
     out = []
@@ -57,7 +62,7 @@ def with_mux(hosts: list[FleetHost], mux: sshmux.Multiplexer, connect_timeout: f
             options["timeout"] = max(1, int(connect_timeout))
         elif h.spec.startswith("paramiko://"):
             options["timeout"] = max(1, int(connect_timeout))
-        out.append(FleetHost(h.name, h.spec, options, h.host_vars))
+        out.append(FleetHost(h.name, h.spec, options, h.host_vars, h.via))
     return out
 
 
@@ -105,7 +110,7 @@ def run(base: Config, hosts: list[FleetHost], opts: Options) -> list[Report]:
         args = [*_without_testinfra(runner._base_args()), "-p", "xdist.plugin", "-p", "podcheck.plugin",
                 "-p", "podcheck.fleet.worker", f"--pod-fleet={plan_path}", "--assert=plain",
                 f"--pod-profile={opts.profile}", *[f"--pod-select={s}" for s in opts.select]]
-        args += ["-n", str(workers), "--dist", "loadgroup"] if workers > 1 else ["-p", "no:xdist"]
+        args += ["-n", str(workers)] if workers > 1 else ["-p", "no:xdist"]
         collector = _Collector()
         started = time.time()
         sink = io.StringIO()
@@ -142,8 +147,8 @@ def _report(host: FleetHost, collector: _Collector, profile: str, started: float
     lost = collector.lost.get(host.name)
     results = collector.results.get(host.name, [])
     if lost is not None:
-        return Report(host=host.name, profile=profile, started=started, duration_s=duration, results=results,
-                      unreachable=lost["reason"])
+        return Report(host=host.name, profile=profile, started=started, duration_s=lost["after_s"],
+                      results=results, unreachable=lost["reason"])
     return Report(host=host.name, profile=profile, started=started,
                   duration_s=sum(r.duration_s for r in results) or duration, results=results)
 

@@ -1,9 +1,10 @@
 """The pytest plugin of a fleet run, loaded in the controller and every pytest-xdist worker.
 
 It stands in for testinfra's plugin: `_testinfra_host` / `host` are parametrized with the pods of
-the plan (ids are the pod names, so two pods on one IP stay apart), and every check of one pod
-carries `xdist_group(<pod>)`, so `--dist loadgroup` keeps a pod on one worker and its probe runs
-once. Before a pod's first check the worker asks it `true`; a pod that does not answer, that
+the plan (ids are the pod names, so two pods on one IP stay apart), and the controller's xdist
+scheduler (PodScheduling) makes each pod one work unit, so a pod's checks run on one worker, in
+order, and its probe runs once. (`xdist_group` + `--dist loadgroup` cannot do it here: xdist 3.8
+renames `item._nodeid`, which pytest 9 no longer reads, so the groups are silently ignored.) Before a pod's first check the worker asks it `true`; a pod that does not answer, that
 stops answering after a failing check, or that outlives `host_timeout`, has its remaining checks
 skipped and marked, and the controller reports the pod (not its checks) as unreachable.
 """
@@ -32,6 +33,12 @@ class PodState:
     started: float | None = None
     lost: str | None = None  # why the pod counts as unreachable
     kind: str = "unreachable"  # or "timeout"
+    lost_after: float = 0.0  # seconds from the pod's first check to the verdict "unreachable"
+
+    def give_up(self, why: str | None, kind: str = "unreachable") -> None:
+        if why is not None and self.lost is None:
+            self.lost, self.kind = why, kind
+            self.lost_after = time.monotonic() - (self.started or time.monotonic())
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -83,14 +90,19 @@ def host(_testinfra_host):
     return _testinfra_host
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any):
+    """One work unit per pod (controller side)."""
     if PLAN not in config.stash:
-        return
-    for item in items:
-        name = _name(item)
-        if name is not None:
-            item.add_marker(pytest.mark.xdist_group(name))
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class PodScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            """`test_gpu.py::test_driver[ssh://pod-1]` -> `ssh://pod-1` (the only parameter is the pod)."""
+            head, _, rest = nodeid.partition("[")
+            return rest.rsplit("]", 1)[0] if rest else head
+
+    return PodScheduling(config, log)
 
 
 def _name(item: pytest.Item) -> str | None:
@@ -135,10 +147,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return
     if state.started is None:
         state.started = time.monotonic()
-        state.lost = _reach(item, state)
+        state.give_up(_reach(item, state))
     limit = float(item.config.stash[PLAN]["host_timeout"])
     if state.lost is None and limit and time.monotonic() - state.started > limit:
-        state.lost, state.kind = f"timed out: checks still running after {limit:g} s", "timeout"
+        state.give_up(f"timed out: checks still running after {limit:g} s", "timeout")
     if state.lost is not None:
         pytest.skip(f"{state.kind}: {state.lost}")
 
@@ -151,6 +163,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         return
     report = outcome.get_result()
     if state.lost is None and report.failed and report.when in ("setup", "call"):
-        state.lost = _reach(item, state)  # a failure may only be the pod going away
+        state.give_up(_reach(item, state))  # a failure may only be the pod going away
     if state.lost is not None:
-        report.podcheck_lost = {"kind": state.kind, "reason": state.lost}
+        report.podcheck_lost = {"kind": state.kind, "reason": state.lost, "after_s": round(state.lost_after, 3)}
