@@ -45,9 +45,8 @@ def test_rolling_fix_with_limits_and_one_lock_per_volume(fleet, tmp_path):
         if name in ("fix-d", "fix-e"):
             own["users"] = ["alice", "bad/name"]
         text += podsim.toml_dumps({f'hosts."{name}".pod': own})
-    if True:
-        for kind in ("output", "input", "workflows", "temp"):
-            (tmp_path / "fix-h" / kind / "alice").mkdir(parents=True, exist_ok=True)
+    for kind in ("output", "input", "workflows", "temp"):
+        (tmp_path / "fix-h" / kind / "alice").mkdir(parents=True, exist_ok=True)
     (tmp_path / "podcheck.toml").write_text(text)
     env = {**os.environ, "PODCHECK_CONFIG": str(tmp_path / "podcheck.toml")}
     env.pop("PODCHECK_WORKSPACE", None)
@@ -100,6 +99,6 @@ def test_rolling_fix_with_limits_and_one_lock_per_volume(fleet, tmp_path):
         assert not (tmp_path / name / "output" / "alice").exists()
     assert reports["fix-h"]["repairs"] == [] and reports["fix-h"]["summary"]["failed"] == 0
     # the summary says per pod what changed
-    assert any(ln.startswith("fix-c: changed isolation.user_dirs; now healthy") for ln in lines), lines
+    assert any(ln.startswith("fix-c: changed isolation.user_dirs;") and ln.endswith("now healthy") for ln in lines), lines
     assert "repairs:" in out and "fix-f: not started: --max-fail 1 reached" in out, out
     assert fleetsim.ssh_processes("pcmux-") == []
