@@ -14,8 +14,8 @@ import testinfra
 import fleetsim
 import podsim
 from podcheck import config as config_mod
-from podcheck.lock import VolumeLock
-from podcheck.pod import Pod
+from podcheck.fix.lock import VolumeLock
+from podcheck.host.pod import Pod
 
 pytestmark = [pytest.mark.ssh, pytest.mark.xdist_group("fleet")]
 

@@ -10,7 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from podcheck import fixer, runner
+from podcheck import runner
+from podcheck.fix import fixer
 from podcheck.config import Config
 from podcheck.fleet import sshmux
 from podcheck.results import CheckResult

@@ -70,7 +70,7 @@ class _Collector:
     """Controller side: CheckResults and lost pods from the workers' reports."""
 
     def __init__(self) -> None:
-        self.results: dict[str, list[CheckResult]] = {}
+        self.results: dict[str, list[tuple[tuple, CheckResult]]] = {}  # (catalogue rank, result)
         self.lost: dict[str, dict[str, str]] = {}
         self.errors: list[str] = []
         self.crashed: list[str] = []
@@ -82,12 +82,13 @@ class _Collector:
             if report.failed and report.when == "call" and not hasattr(report, "podcheck_lost"):
                 self.crashed.append(report.nodeid)  # xdist: "worker crashed while running ..."
             return
-        host = data.pop("host")
+        data = dict(data)
+        host, rank = data.pop("host"), tuple(data.pop("rank", (0, 0)))
         if lost is not None:
             self.lost.setdefault(host, lost)
             return
         data.pop("duration_s", None)
-        self.results.setdefault(host, []).append(CheckResult(**data, duration_s=report.duration))
+        self.results.setdefault(host, []).append((rank, CheckResult(**data, duration_s=report.duration)))
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -145,7 +146,7 @@ def _without_testinfra(args: list[str]) -> list[str]:
 
 def _report(host: FleetHost, collector: _Collector, profile: str, started: float, duration: float) -> Report:
     lost = collector.lost.get(host.name)
-    results = collector.results.get(host.name, [])
+    results = [r for _, r in sorted(collector.results.get(host.name, []), key=lambda pair: pair[0])]  # catalogue order
     if lost is not None:
         return Report(host=host.name, profile=profile, started=started, duration_s=lost["after_s"],
                       results=results, unreachable=lost["reason"])

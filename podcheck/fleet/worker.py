@@ -122,7 +122,7 @@ def _state(item: pytest.Item) -> PodState | None:
 
 def _reach(item: pytest.Item, state: PodState) -> str | None:
     """None when the pod answers `true` within the connect timeout, else why not."""
-    from podcheck.pod import Pod
+    from podcheck.host.pod import Pod
 
     plan = item.config.stash[PLAN]
     if state.pod is None:

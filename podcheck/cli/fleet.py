@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from podcheck import runner
+from podcheck.cli.common import UsageFailure
+from podcheck.config import ConfigError
 from podcheck.config import Config
-from podcheck.fleet import inventory
+from podcheck.fleet import fix, inventory
 from podcheck.fleet import run as fleet_run
 from podcheck.results import Report
 
@@ -38,8 +40,6 @@ class Given:
 
 
 def hosts_of(hosts: str, given: Given) -> list[inventory.FleetHost]:
-    from podcheck.cli import UsageFailure
-
     try:
         return inventory.expand(hosts, given.ssh_config, given.ssh_identity_file, given.ansible_inventory)
     except inventory.InventoryError as exc:
@@ -54,13 +54,9 @@ def options(given: Given) -> fleet_run.Options:
 
 def check(cfg: Config, hosts: str, given: Given) -> list[Report]:
     """Every pod's Report (unreachable ones included); UsageFailure when there is no verdict at all."""
-    from podcheck.cli import UsageFailure
-    from podcheck.config import ConfigError
-
     pods = hosts_of(hosts, given)
     try:
         if given.fix:
-            from podcheck.fleet import fix
             return fix.run(cfg, pods, fix.Options(
                 check=options(given), max_parallel=given.max_parallel or given.parallel or fix.DEFAULT_MAX_PARALLEL,
                 max_fail=given.max_fail, dry_run=given.dry_run, safe_only=given.safe_only,
