@@ -226,9 +226,24 @@ def serve_cmd(
     listen: Optional[str] = typer.Option(None, "--listen", help="address to listen on (default 127.0.0.1; 0.0.0.0 widens it)"),
     profile: str = typer.Option("runtime", "--profile", help="image | boot | runtime"),
     select: List[str] = typer.Option([], "--select", help="check id, area or glob; repeatable"),
+    hosts: Optional[str] = typer.Option(None, "--hosts", help="a fleet (URLs, @FILE, ssh://GLOB, ansible://GROUP): serve its fleet view"),
+    ssh_config: Optional[Path] = SshConfigOpt,
+    ansible_inventory: Optional[Path] = typer.Option(None, "--ansible-inventory", help="Ansible inventory for ansible://GROUP hosts"),
+    parallel: Optional[int] = typer.Option(None, "--parallel", min=1, help="fleet: check this many hosts at once (default 8)"),
 ) -> None:
     """Serve /healthz, /api/status and a status page (read-only) until SIGTERM/SIGINT."""
+    if hosts:
+        from podcheck.services import fleet_serve
 
+        cfg = load_config(config)
+        given = fleet_cli.Given(profile=profile, select=select, ssh_config=as_str(ssh_config),
+                                ansible_inventory=as_str(ansible_inventory), parallel=parallel)
+        fleet_cli.hosts_of(hosts, given)  # a bad inventory is one line and exit 2 now, not a page later
+        try:
+            raise typer.Exit(fleet_serve.main(cfg, lambda: fleet_cli.check(cfg, hosts, given), port, listen,
+                                              echo=typer.echo))
+        except watch.CannotStart as exc:
+            raise UsageFailure(str(exc)) from None
     try:
         raise typer.Exit(serve.main(load_config(config), port, listen, select, profile, echo=typer.echo))
     except watch.CannotStart as exc:

@@ -67,12 +67,26 @@ def report(
     bundle: Optional[Path] = typer.Option(None, "--bundle", metavar="FILE.tar.gz",
                                           help="also write the report and the raw logs it quoted, redacted"),
     no_redact_uuids: bool = typer.Option(False, "--no-redact-uuids", help="keep GPU UUIDs"),
+    as_fleet: bool = typer.Option(False, "--fleet", help="the fleet view of --hosts (URLs, @FILE, ssh://GLOB, ansible://GROUP)"),
+    ansible_inventory: Optional[Path] = typer.Option(None, "--ansible-inventory", help="with --fleet: for ansible://GROUP"),
+    parallel: Optional[int] = typer.Option(None, "--parallel", min=1, help="with --fleet: hosts checked at once (default 8)"),
 ) -> None:
     """A diagnostic report to attach to a bug report: pod, GPUs, versions, logs, and every check."""
     if fmt not in REPORT_FORMATS:
         raise UsageFailure(f"--format must be one of {', '.join(REPORT_FORMATS)}, got {fmt!r}")
     if profile not in PROFILES:
         raise UsageFailure(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    if as_fleet:
+        from podcheck.cli import fleet as fleet_cli
+
+        given = fleet_cli.Given(profile=profile, ssh_config=as_str(ssh_config),
+                                ssh_identity_file=as_str(ssh_identity_file),
+                                ansible_inventory=as_str(ansible_inventory), parallel=parallel)
+        reports = fleet_cli.check(load_config(config), hosts, given)
+        clean = default_redactor(uuids=not no_redact_uuids)
+        with _writable(output):
+            clean.write(output, render_checks(fmt, [clean.data(r) for r in reports], as_fleet=True))
+        raise typer.Exit(fleet_cli.exit_code(reports))
     if "," in hosts:
         raise UsageFailure("report takes one host; run it once per host")
     cfg = load_config(config)
