@@ -199,3 +199,55 @@ def test_fleet_view_formats(fleet, fleet_run):
     html = view.render_html(reports)
     assert 'class="unreachable"' in html and "http" not in html.split("<body>", 1)[1]
     assert json.loads(view.render_json(reports))["fleet"]["summary"]["unreachable"] == 2
+
+
+def _reports(run):
+    from podcheck.results import CheckResult, Report
+    return [Report(host=d["host"], profile="runtime", results=[CheckResult(**r) for r in d["results"]],
+                   unreachable=d.get("unreachable")) for d in run.json["reports"]]
+
+
+def test_fleet_page_in_chromium_loads_nothing_external(fleet_run, tmp_path):
+    from test_reports import chromium, page_requests
+
+    from podcheck.reports import fleet as view
+
+    run, _, _ = fleet_run
+    page = tmp_path / "fleet.html"
+    page.write_text(view.render_html(_reports(run)))
+    dom = chromium(tmp_path, page.as_uri(), "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert dom.stdout.count("<tr><th><code>ssh://pod-") == 9
+    assert "9 pods: 1 passed, 6 failed, 2 unreachable" in dom.stdout
+    netlog = tmp_path / "net.json"
+    done = chromium(tmp_path, page.as_uri(), f"--screenshot={tmp_path / 'f.png'}", f"--log-net-log={netlog}")
+    assert done.returncode == 0 and page_requests(netlog) == []
+
+
+def test_serve_answers_with_the_fleet_view(fleet_run):
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from podcheck import config as config_mod
+    from podcheck.services import fleet_serve
+    from podcheck.services.serve import bind
+
+    run, _, _ = fleet_run
+    reports = _reports(run)
+    service = fleet_serve.FleetService(config_mod.load(None, env={}), lambda: reports, ttl=60)
+    server = bind("127.0.0.1", 0, fleet_serve.handler_for(service))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as unhealthy:
+            urllib.request.urlopen(f"{base}/healthz", timeout=10)
+        assert unhealthy.value.code == 503
+        assert unhealthy.value.read().decode() == "1/9 pods passed, 6 failed, 2 unreachable\n"
+        page = urllib.request.urlopen(f"{base}/", timeout=10).read().decode()
+        assert 'id="fleet"' in page and 'http-equiv="refresh" content="60"' in page
+        status = json.loads(urllib.request.urlopen(f"{base}/api/status", timeout=10).read())
+        assert status["schema"] == "podcheck/1" and len(status["reports"]) == 9
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -10,8 +10,7 @@ from typing import Optional
 
 from podcheck import runner
 from podcheck.cli.common import UsageFailure
-from podcheck.config import ConfigError
-from podcheck.config import Config
+from podcheck.config import Config, ConfigError
 from podcheck.fleet import fix, inventory
 from podcheck.fleet import run as fleet_run
 from podcheck.results import Report

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from podcheck import runner
-from podcheck.fix import fixer
 from podcheck.config import Config
+from podcheck.fix import fixer
 from podcheck.fleet import sshmux
 from podcheck.results import CheckResult
 
