@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from podcheck import runner
-from podcheck.config import Config
+from podcheck.config import from_data
 from podcheck.fix import fixer
 from podcheck.fleet import sshmux
 from podcheck.results import CheckResult
@@ -19,7 +19,7 @@ from podcheck.results import CheckResult
 
 def main(argv: list[str]) -> int:
     job = json.loads(Path(argv[0]).read_text())
-    config = Config(job["config"]["data"], job["config"]["source"])
+    config = from_data(job["config"]["data"], job["config"]["source"])
     options = job["options"]
     background = config.fix.background if job["background"] is None else job["background"]
     given = [CheckResult(**r) for r in job["given"]]

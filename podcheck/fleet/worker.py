@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from podcheck import plugin
-from podcheck.config import Config
+from podcheck.config import from_data
 
 PLAN = pytest.StashKey[dict]()
 STATES = pytest.StashKey[dict]()
@@ -54,8 +54,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[PLAN] = plan
     config.stash[STATES] = {}
     source = plan["config"]["source"]
-    config.stash[plugin.CONFIG] = Config(plan["config"]["data"], source)
-    config.stash[plugin.HOST_CONFIGS] = {h["name"]: Config(h["config"], source) for h in plan["hosts"]}
+    config.stash[plugin.CONFIG] = from_data(plan["config"]["data"], source)
+    config.stash[plugin.HOST_CONFIGS] = {h["name"]: from_data(h["config"], source) for h in plan["hosts"]}
 
 
 def build_host(name: str, spec: str, options: dict[str, Any]):
