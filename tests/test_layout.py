@@ -14,7 +14,7 @@ WINGS = {"podcheck": REPO / "podcheck", "podcheck.checks": REPO / "checks", "pod
 #: config -> host -> facts -> checks -> results -> repairs -> reports, with the services and the CLI on top).
 FLOORS = (("podcheck", "podcheck.results", "podcheck.config", "podcheck.probe"), ("podcheck.host",),
           ("podcheck.domain", "podcheck.facts", "podcheck.syncloop"), ("podcheck.plugin", "podcheck.reports"),
-          ("podcheck.runner", "podcheck.checks"), ("podcheck.fix", "podcheck.repairs"), ("podcheck.services",),
+          ("podcheck.runner", "podcheck.checks"), ("podcheck.fix", "podcheck.repairs"), ("podcheck.services", "podcheck.fleet"),
           ("podcheck.cli", "podcheck.__main__"))
 
 

@@ -34,7 +34,7 @@ from podcheck.fleet import inventory, sshmux
 from podcheck.fleet.run import config_of
 from podcheck.host.pod import Pod
 from podcheck.plugin import PROFILES
-from podcheck.services import serve, watch
+from podcheck.services import fleet_serve, serve, watch
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="Health checks and repairs for GPU pods running ComfyUI.")
@@ -235,8 +235,6 @@ def serve_cmd(
 ) -> None:
     """Serve /healthz, /api/status and a status page (read-only) until SIGTERM/SIGINT."""
     if hosts:
-        from podcheck.services import fleet_serve
-
         cfg = load_config(config)
         given = fleet_cli.Given(profile=profile, select=select, ssh_config=as_str(ssh_config),
                                 ansible_inventory=as_str(ansible_inventory), parallel=parallel)

@@ -12,6 +12,7 @@ from typing import Any, Iterator, List, Optional
 import typer
 
 from podcheck import runner
+from podcheck.cli import fleet as fleet_cli
 from podcheck.cli.common import (
     ConfigOpt,
     SshConfigOpt,
@@ -77,8 +78,6 @@ def report(
     if profile not in PROFILES:
         raise UsageFailure(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
     if as_fleet:
-        from podcheck.cli import fleet as fleet_cli
-
         given = fleet_cli.Given(profile=profile, ssh_config=as_str(ssh_config),
                                 ssh_identity_file=as_str(ssh_identity_file),
                                 ansible_inventory=as_str(ansible_inventory), parallel=parallel)

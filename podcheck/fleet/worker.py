@@ -20,6 +20,7 @@ import pytest
 
 from podcheck import plugin
 from podcheck.config import from_data
+from podcheck.host.pod import Pod
 
 PLAN = pytest.StashKey[dict]()
 STATES = pytest.StashKey[dict]()
@@ -122,8 +123,6 @@ def _state(item: pytest.Item) -> PodState | None:
 
 def _reach(item: pytest.Item, state: PodState) -> str | None:
     """None when the pod answers `true` within the connect timeout, else why not."""
-    from podcheck.host.pod import Pod
-
     plan = item.config.stash[PLAN]
     if state.pod is None:
         name = _name(item)
