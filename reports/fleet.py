@@ -35,7 +35,9 @@ def _cell(report: Report, area: str) -> dict[str, Any]:
 def grid(reports: list[Report]) -> dict[str, Any]:
     """{summary, areas, hosts: [{host, state, cells}], causes: [{id, pods, hosts}]}."""
     areas = sorted({r.area for rep in reports for r in rep.results})
-    hosts, causes, who = [], Counter(), {}
+    hosts: list[dict[str, Any]] = []
+    causes: Counter[str] = Counter()
+    who: dict[str, list[str]] = {}
     for rep in reports:
         state = "unreachable" if rep.unreachable else ("passed" if rep.ok else "failed")
         cells = {area: _cell(rep, area) for area in areas}

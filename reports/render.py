@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Callable
 
 from podcheck.reports import fleet, html, json_report, junit, markdown, prometheus, terminal
-
 from podcheck.results import Report
 
 RENDERERS: dict[str, Callable[[list[Report]], str]] = {

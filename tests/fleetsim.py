@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-
 from sshd import SSHD, free_port
 
 

@@ -10,11 +10,10 @@ import subprocess
 import sys
 import time
 
-import psutil
-import pytest
-
 import fleetsim
 import podsim
+import psutil
+import pytest
 
 pytestmark = [pytest.mark.ssh, pytest.mark.xdist_group("fleet")]
 

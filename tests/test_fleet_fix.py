@@ -8,11 +8,11 @@ import subprocess
 import sys
 import threading
 
+import fleetsim
+import podsim
 import pytest
 import testinfra
 
-import fleetsim
-import podsim
 from podcheck import config as config_mod
 from podcheck.fix.lock import VolumeLock
 from podcheck.host.pod import Pod

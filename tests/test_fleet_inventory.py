@@ -1,9 +1,9 @@
 """Fleet inventories and per-host config tables: what `--hosts` expands to, and which setting wins."""
 from __future__ import annotations
 
+import podsim
 import pytest
 
-import podsim
 from podcheck import config as config_mod
 from podcheck.cli.fleet import exit_code
 from podcheck.fleet import inventory

@@ -79,7 +79,7 @@ def _read_file(path: str) -> list[str]:
         raise InventoryError(f"--hosts @{path}: cannot read host file ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise InventoryError(f"--hosts @{path}: not a text file") from None
-    out = []
+    out: list[str] = []
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
         if line.startswith("@"):

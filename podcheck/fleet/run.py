@@ -71,7 +71,7 @@ class _Collector:
 
     def __init__(self) -> None:
         self.results: dict[str, list[tuple[tuple, CheckResult]]] = {}  # (catalogue rank, result)
-        self.lost: dict[str, dict[str, str]] = {}
+        self.lost: dict[str, dict[str, Any]] = {}
         self.errors: list[str] = []
         self.crashed: list[str] = []
 

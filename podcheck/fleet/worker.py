@@ -127,7 +127,7 @@ def _reach(item: pytest.Item, state: PodState) -> str | None:
     if state.pod is None:
         name = _name(item)
         config = item.config.stash[plugin.HOST_CONFIGS].get(name) or item.config.stash[plugin.CONFIG]
-        state.pod = Pod(config, item.callspec.params["_testinfra_host"])
+        state.pod = Pod(config, item.callspec.params["_testinfra_host"])  # type: ignore[attr-defined]
     if state.pod.is_local:
         return None
     ran = state.pod.run("true", timeout=float(plan["connect_timeout"]))

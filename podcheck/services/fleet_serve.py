@@ -37,7 +37,8 @@ class FleetSnapshot:
 class FleetService:
     def __init__(self, cfg: Config, produce: Callable[[], list[Report]], ttl: float | None = None):
         self.produce = produce
-        self.cache = Cache(self._run, max(MIN_TTL, cfg.serve.cache_seconds) if ttl is None else ttl)
+        produce_snapshot: Any = self._run  # Cache is typed for serve's Snapshot; it holds any snapshot
+        self.cache: Any = Cache(produce_snapshot, max(MIN_TTL, cfg.serve.cache_seconds) if ttl is None else ttl)
         self.redactor = redactor_for(cfg)
 
     def _run(self) -> FleetSnapshot:
