@@ -62,7 +62,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "checkers": 8,
         "tpslimit": 10,
         "min_age": "30s",
-        "mode": "sync",
+        "mode": "copy",  # copy never deletes on the remote; sync mirrors (see syncloop: what protects the remote)
+        "max_delete": 100,  # sync mode: at most this many remote deletions per transfer (rclone --max-delete)
         "excludes": ["*.tmp", "*.partial"],
         "pass_timeout_seconds": 3600.0,
         "errors_window_minutes": 60.0,

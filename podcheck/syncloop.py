@@ -11,6 +11,11 @@ sharing a volume never upload the same files at once), else `[pod] users`, else 
 under `{workspace}/output`. Files are named by that scope: `syncloop-<user|all>.{json,pid}` and
 `syncloop-<user|all>-status.json`.
 
+What protects the remote: the default mode is `copy`, which never deletes there. In `sync` mode
+(a mirror) a transfer whose local folder holds no file is refused while the remote folder holds
+any (a new pod's empty, just-created folder never wipes a user's backup), and every sync runs with
+`--max-delete [sync] max_delete`, so a folder emptied by mistake costs at most that many files.
+
 Host side (podcheck): settings(), plan(), start(), stop(), status(), running_pid().
 Pod side: `python -m podcheck.syncloop SETTINGS.json`. It needs only the standard library,
 podcheck.users and podcheck.files, so for a remote pod those files are shipped to
@@ -86,6 +91,7 @@ def settings(config: Any) -> dict[str, Any]:
         "rclone": "rclone",
         "rclone_config": s.rclone_config,
         "mode": s.mode,
+        "max_delete": s.max_delete,
         "transfers": s.transfers,
         "checkers": s.checkers,
         "tpslimit": s.tpslimit,
@@ -317,7 +323,8 @@ class Loop:
                 if not os.path.isdir(src):
                     results[user][folder] = {"skipped": "no such folder"}
                     continue
-                result = self.transfer(src, destination(self.s, folder, user), f"{user} {folder}")
+                dst = destination(self.s, folder, user)
+                result = self.refusal(src, dst, f"{user} {folder}") or self.transfer(src, dst, f"{user} {folder}")
                 results[user][folder] = result
                 ok = ok and result["rc"] == 0
         finished = time.time()
@@ -328,9 +335,34 @@ class Loop:
         self.state["users"] = results
         self.save()
 
+    def refusal(self, src: str, dst: str, label: str) -> dict[str, Any] | None:
+        """In sync mode, a failed result instead of mirroring a folder without files over a remote
+        folder with files (a new or emptied workspace would delete the user's backup); else None."""
+        if self.s["mode"] != "sync" or _holds_a_file(src):
+            return None
+        started = time.time()
+        argv = [self.s["rclone"], "lsf", "--recursive", "--files-only", "--config", self.s["rclone_config"], dst]
+        try:
+            ran = subprocess.run(argv, check=False, stdin=subprocess.DEVNULL, capture_output=True, timeout=300,
+                                 env={**os.environ, "RCLONE_ASK_PASSWORD": "false"})
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            why = f"cannot list {dst} ({exc}); not mirroring an empty folder over it"
+            return {"rc": 1, "at": started, "seconds": round(time.time() - started, 3), "error": why}
+        if ran.returncode in (0, 3) and not ran.stdout.strip():
+            return None  # the remote folder is empty or missing (rclone's exit 3) too: nothing to lose
+        if ran.returncode != 0:
+            why = f"cannot list {dst} (rclone lsf exited {ran.returncode}); not mirroring an empty folder over it"
+        else:
+            count = len(ran.stdout.splitlines())
+            why = (f"refused to sync: {src} holds no file while {dst} holds {count}; a sync would delete them. "
+                   f"Restore them with `rclone copy {dst} {src}`, or set [sync] mode = \"copy\"")
+        self.log(f"{label}: {why}")
+        return {"rc": 1, "at": started, "seconds": round(time.time() - started, 3), "error": why, "refused": True}
+
     def transfer(self, src: str, dst: str, label: str) -> dict[str, Any]:
         s = self.s
-        argv = [s["rclone"], s["mode"], src, dst, "--config", s["rclone_config"],
+        guard = ["--max-delete", str(s.get("max_delete", 100))] if s["mode"] == "sync" else []
+        argv = [s["rclone"], s["mode"], src, dst, *guard, "--config", s["rclone_config"],
                 "--transfers", str(s["transfers"]), "--checkers", str(s["checkers"]),
                 "--tpslimit", str(s["tpslimit"]), "--min-age", s["min_age"],
                 *[a for pattern in s["excludes"] for a in ("--exclude", pattern)],
@@ -391,6 +423,14 @@ class Loop:
 
     def save(self) -> None:
         write_atomic(self.s["status"], json.dumps(self.state, indent=2, sort_keys=True) + "\n")
+
+
+def _holds_a_file(folder: str) -> bool:
+    """Whether anything but a folder lies under `folder` (links are not followed)."""
+    for _, _, files in os.walk(folder):
+        if files:
+            return True
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:
