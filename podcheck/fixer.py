@@ -18,6 +18,7 @@ from typing import Any, Callable, TextIO
 from podcheck import markers as markers_mod
 from podcheck import planner, runner
 from podcheck.config import Config
+from podcheck.files import append_text
 from podcheck.lock import LockBusy, LockError, VolumeLock, describe
 from podcheck.pod import Pod
 from podcheck.repair import Context, Outcome, Repair, registry, shown_command
@@ -100,7 +101,7 @@ def fix(config: Config, target: runner.Target, opts: Options, out: TextIO = sys.
 
         background.spawn(config, target, opts, deferred, pod, say, report.results)
     report.duration_s = time.time() - started
-    _remember(pod, report, opts)
+    _remember(pod, report, opts, say)
     return report
 
 
@@ -283,12 +284,13 @@ def redact(text: str) -> str:
     return _REDACTOR.text(text)
 
 
-def _remember(pod: Pod, report: Report, opts: Options) -> None:
-    """Keep the last fix's report in state_dir for `podcheck status` (never fatal)."""
+def _remember(pod: Pod, report: Report, opts: Options, say: Any = None) -> None:
+    """Keep the last fix's report in state_dir for `podcheck status` (never fatal: a refusal is said)."""
     try:
         State(pod).write("last-fix", {**report.as_dict(), "worker": opts.worker})
-    except OSError:
-        pass
+    except OSError as exc:
+        if say is not None:
+            say(f"cannot keep this fix's report: {exc}")
 
 
 # --- progress ----------------------------------------------------------------------------------
@@ -350,13 +352,12 @@ def append(pod: Pod, path: str, text: str) -> None:
     """Append text to a file on the pod (a log; never fatal)."""
     if pod.is_local:
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "a") as fh:
-                fh.write(text)
+            append_text(path, text)
         except OSError:
             pass
         return
-    pod.run("sh", "-c", 'mkdir -p "$(dirname "$2")" && printf %s "$1" >> "$2"', "sh", text[-60000:], path)
+    pod.run("sh", "-c", '[ -L "$2" ] && exit 3; mkdir -p "$(dirname "$2")" && printf %s "$1" >> "$2"', "sh",
+            text[-60000:], path)
 
 
 # --- what the CLI prints ------------------------------------------------------------------------

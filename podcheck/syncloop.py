@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from podcheck.files import write_atomic
+from podcheck.files import append_text, write_atomic
 from podcheck.users import KINDS, invalid_reason, require_valid
 
 MARKER = "podcheck.syncloop"   # in the loop's argv: tells our loop from a reused pid
@@ -45,6 +45,7 @@ LOG_ROTATE_BYTES = 20 * 1024 * 1024
 # Start detached: own session (so podcheck's exit or a timeout's kill never reaches it), no tty.
 _LAUNCH = """
 log="$1"; pp="$2"; shift 2
+[ -L "$log" ] && { echo "refusing to write $log: it is a symlink podcheck did not make" >&2; exit 1; }
 mkdir -p "$(dirname "$log")" || exit 1
 if [ -n "$pp" ]; then PYTHONPATH="$pp"; export PYTHONPATH; fi
 cd / || exit 1
@@ -272,7 +273,7 @@ class Loop:
         except OSError:
             self.log(f"another sync loop holds {pidfile}.lock; exiting")
             return 3
-        write_atomic(pidfile, f"{os.getpid()}\n")
+        write_atomic(pidfile, f"{os.getpid()}\n", links=False)
         self.state = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
                       "settings": self.s, "passes": 0, "last_pass": None, "last_success": None,
                       "users": {}, "stopped": None}
@@ -393,8 +394,7 @@ class Loop:
     # The log: rclone appends to it; the loop adds its own lines in rclone's timestamp format.
     def log(self, text: str) -> None:
         try:
-            with open(self.s["log"], "a") as fh:
-                fh.write(f"{_stamp()} podcheck-syncloop: {text}\n")
+            append_text(self.s["log"], f"{_stamp()} podcheck-syncloop: {text}\n")
         except OSError:
             pass
 
@@ -422,7 +422,7 @@ class Loop:
                 pass
 
     def save(self) -> None:
-        write_atomic(self.s["status"], json.dumps(self.state, indent=2, sort_keys=True) + "\n")
+        write_atomic(self.s["status"], json.dumps(self.state, indent=2, sort_keys=True) + "\n", links=False)
 
 
 def _holds_a_file(folder: str) -> bool:

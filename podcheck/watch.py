@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from podcheck.config import Config
+from podcheck.files import append_text
 from podcheck.results import RepairResult, Report
 
 FAILING = ("failed", "error")
@@ -147,11 +148,7 @@ class Log:
                 os.replace(self.path, self.path.with_name(self.path.name + ".1"))
         except FileNotFoundError:
             pass
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+        append_text(self.path, line)
         return entry
 
 

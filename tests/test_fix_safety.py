@@ -259,3 +259,36 @@ def test_relaunch_restarts_an_idle_comfyui_with_sage_and_never_a_busy_one(tmp_pa
         assert "--use-sage-attention" in argv and argv[argv.index("--output-directory") + 1].endswith("/output/alice")
     finally:
         fixsim.stop_pod(tmp_path)
+
+
+def test_links_planted_in_the_state_dir_are_refused_not_written_through(pod, tmp_path):
+    """The state dir sits on a volume others write: a link planted as oom.json, markers.json,
+    last-fix.json, fix.log or quarantine/ once sent podcheck's writes (and quarantined user files)
+    to its target. Each is refused with a clear message; every target is left as it was."""
+    state, victims = pod.state_dir, tmp_path / "victims"
+    state.mkdir(parents=True, exist_ok=True)
+    victims.mkdir()
+    (victims / "elsewhere").mkdir()
+    for name in ("oom.json", "markers.json", "last-fix.json", "fix.log"):
+        (victims / name).write_text(f"the victim's {name}\n")
+        (state / name).symlink_to(victims / name)
+    (state / "quarantine").symlink_to(victims / "elsewhere")
+    before = fixsim.tree(victims) | {"content": [p.read_text() for p in sorted(victims.glob("*.*"))]}
+
+    run = pod.podcheck("--select", "memory", "--json", "-")
+    assert "Traceback" not in run.stdout + run.stderr
+    assert (victims / "oom.json").read_text() == "the victim's oom.json\n", "a plain check wrote through oom.json"
+    assert "refusing to write" in json.dumps(run.json), "the refusal is said, not silent"
+
+    shared_input = pod.workspace / "ComfyUI" / "input"
+    (shared_input / "uploads").mkdir(parents=True)
+    (shared_input / "carol.jpg").write_bytes(b"carol's upload")
+    (pod.workspace / "ComfyUI" / "output").symlink_to(pod.workspace / "output" / "alice")
+    run = pod.podcheck("--fix", "--select", "isolation", "--json", "-")
+    assert "Traceback" not in run.stdout + run.stderr
+    assert (fixsim.tree(victims) | {"content": [p.read_text() for p in sorted(victims.glob("*.*"))]}) == before
+    assert (shared_input / "carol.jpg").read_bytes() == b"carol's upload", "a refused quarantine moves nothing"
+    unlink = repairs(run)["isolation.unlink"]
+    assert unlink["status"] == "failed" and "symlink podcheck did not make" in unlink["message"], unlink
+    assert "cannot keep this fix's report: refusing to write" in run.stderr
+    assert all((state / n).is_symlink() for n in ("oom.json", "markers.json", "last-fix.json", "fix.log"))
