@@ -23,7 +23,7 @@ from podcheck.lock import LockBusy, LockError, VolumeLock, describe
 from podcheck.pod import Pod
 from podcheck.repair import Context, Outcome, Repair, registry, shown_command
 from podcheck.results import CheckResult, RepairResult, Report
-from podcheck.state import State
+from podcheck.state import READ_ONLY_ENV, State
 
 ROUNDS = 3
 FOREGROUND, BACKGROUND = "fix-progress", "background"
@@ -47,7 +47,14 @@ def connect(config: Config, target: runner.Target) -> Pod:
 
 
 def fix(config: Config, target: runner.Target, opts: Options, out: TextIO = sys.stderr) -> Report:
-    """Run the fix loop against one target and return the after-report (with `before` and `repairs`)."""
+    """Run the fix loop against one target and return the after-report (with `before` and `repairs`).
+    A dry run changes nothing: its check run and everything it calls run read-only (no state write)."""
+    if opts.dry_run and not os.environ.get(READ_ONLY_ENV):
+        os.environ[READ_ONLY_ENV] = "1"
+        try:
+            return fix(config, target, opts, out)
+        finally:
+            os.environ.pop(READ_ONLY_ENV, None)
     started = time.time()
     say = _printer(out)
     if opts.given is not None:  # the background run starts from the foreground's last results
