@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -115,9 +116,10 @@ def test_cache_clear_deletes_stale_kernels_only_inside_the_cache_roots(tmp_path,
 
     alice = ws / "output" / "alice"
     keep = put(alice / "keep.png", b"alice's picture", 3600)  # written under the old GPU, but a user's file
-    old_kernel = put(home / ".triton" / "cache" / "a1" / "kernel.cubin", b"x" * 4096, 3600)
-    new_kernel = put(home / ".triton" / "cache" / "b2" / "kernel.cubin", b"y" * 100, 10)
-    old_inductor = put(tmp_path / "inductor" / "fx" / "graph.py", b"z" * 1000, 3600)
+    old_kernel = put(home / ".triton" / "cache" / ("a1" * 32) / "kernel.cubin", b"x" * 4096, 3600)
+    new_kernel = put(home / ".triton" / "cache" / ("b2" * 32) / "kernel.cubin", b"y" * 100, 10)
+    old_inductor = put(tmp_path / "inductor" / "fxgraph" / "graph.py", b"z" * 1000, 3600)
+    not_a_kernel = put(home / ".triton" / "cache" / "notes.txt", b"not triton's", 3600)  # not triton's layout
     (home / ".triton" / "cache" / "planted").symlink_to(keep)  # a symlink inside a root, to a user's file
     (home / ".triton" / "cache" / "planted-dir").symlink_to(alice)
     engine = put(alice / "tensorrt" / "ComfyUI_STAT_00001_.engine", b"engine", 3600)
@@ -128,6 +130,7 @@ def test_cache_clear_deletes_stale_kernels_only_inside_the_cache_roots(tmp_path,
     assert "moved 1 TensorRT engine(s) built on another GPU" in result.message
     assert not old_kernel.exists() and not old_inductor.exists()
     assert new_kernel.read_bytes() == b"y" * 100  # built for this GPU
+    assert not_a_kernel.exists(), "only files laid out as the tool writes them are deleted"
     assert keep.read_bytes() == b"alice's picture" and (home / ".triton" / "cache" / "planted").is_symlink()
     assert (home / ".triton" / "cache" / "planted-dir").is_symlink() and (alice / "keep.png").exists()
     assert not engine.exists()
@@ -135,6 +138,73 @@ def test_cache_clear_deletes_stale_kernels_only_inside_the_cache_roots(tmp_path,
     assert moved.read_bytes() == b"engine"
     again = run_one(cfg, "caches.clear")
     assert again.status == "unchanged" and "no cache built for another GPU" in again.message
+
+
+def test_cache_clear_trusts_a_root_only_when_it_is_a_cache(tmp_path, monkeypatch):
+    """The attack: TRITON_CACHE_DIR at a user's output folder, CUDA_CACHE_PATH at the workspace, and
+    $HOME/.triton a link into a user's folder made caches.clear delete 16 user and ComfyUI files
+    written under the old GPU. Such roots are refused, and said so; a real cache is still cleared."""
+    home, ws = tmp_path / "home", tmp_path / "workspace"
+    now = time.time()
+    changed_at = now - 100
+    (ws / ".podcheck").mkdir(parents=True)
+    (ws / ".podcheck" / "gpu-history.json").write_text(json.dumps({"entries": [
+        {"fingerprint": "NVIDIA A100-SXM4-80GB:8.0", "first_seen": now - 86400, "last_seen": changed_at - 10},
+        {"fingerprint": "NVIDIA GeForce RTX 5090:12.0", "first_seen": changed_at, "last_seen": changed_at}]}))
+
+    def put(path: Path, data: bytes) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.utime(path, (now - 3600, now - 3600))  # written under the old GPU
+        return path
+
+    alice, bob = ws / "output" / "alice", ws / "output" / "bob"
+    put(alice / "img_0001.png", b"alice")
+    put(alice / "cache" / ("ab" * 32) / "looks-like-a-kernel.bin", b"alice's, shaped like triton's")
+    put(bob / "triton-notes" / "cache" / ("cd" * 32) / "x.cubin", b"bob's, shaped like triton's")
+    put(ws / "ComfyUI" / "main.py", b"comfy")
+    put(ws / "ComfyUI" / "0" / "1" / "abc", b"comfy, shaped like CUDA's")
+    put(ws / "index", b"a workspace file named like CUDA's index")
+    checkout = tmp_path / "ext-checkout"
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    put(checkout / "build" / "ext.so", b"a build inside a checkout")
+    home.mkdir()
+    (home / ".triton").symlink_to(bob / "triton-notes")  # $HOME/.triton/cache resolves into bob's folder
+    real_cache = put(tmp_path / "inductor" / "fxgraph" / "old.py", b"a stale kernel")
+    for var in ("TRITON_HOME", "XDG_CACHE_HOME", "PYTORCH_KERNEL_CACHE_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(alice / "cache"))
+    monkeypatch.setenv("CUDA_CACHE_PATH", str(ws))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(checkout))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    before = {p: p.read_bytes() for p in [*ws.rglob("*"), *checkout.rglob("*")]
+              if p.is_file() and not p.is_symlink() and ".podcheck" not in p.parts and ".git" not in p.parts}
+    assert len(before) == 7
+
+    result = run_one(config.load(env={"PODCHECK_WORKSPACE": str(ws), "HOME": str(home)}), "caches.clear")
+    assert {p: p.read_bytes() for p in before} == before, "no user, ComfyUI or checkout file is deleted"
+    assert result.status == "changed" and not real_cache.exists(), result.message
+    assert f"TRITON_CACHE_DIR={alice}/cache is not a cache: it is users' files ({ws}/output)" in result.message
+    assert f"CUDA_CACHE_PATH={ws} is not a cache: it is the workspace" in result.message
+    assert f"TORCH_EXTENSIONS_DIR={checkout} is not a cache: it is in a git checkout" in result.message
+    monkeypatch.delenv("TRITON_CACHE_DIR")  # now Triton's cache is $HOME/.triton/cache, i.e. bob's folder
+    result = run_one(config.load(env={"PODCHECK_WORKSPACE": str(ws), "HOME": str(home)}), "caches.clear")
+    assert {p: p.read_bytes() for p in before} == before
+    assert f"{home}/.triton/cache is not a cache: it is users' files ({ws}/output) (it resolves to {bob}/triton-notes/cache)" \
+        in result.message, result.message
+
+
+def test_cache_file_layouts():
+    from podcheck.caches import is_cache_file
+    assert is_cache_file("triton", "f" * 64 + "/k.cubin") and not is_cache_file("triton", "pics/k.cubin")
+    assert is_cache_file("triton", "NGMNOUAKWJFCFBRYVOXKDVYOPTN4ZOLZ6UH4DFWNNZFPLAMEZYUQ/k.json")
+    assert not is_cache_file("triton", "f" * 64 + "/deeper/k.cubin")
+    assert is_cache_file("cuda", "index") and is_cache_file("cuda", "0/a/1f2e3d")
+    assert not is_cache_file("cuda", "output/alice/img.png")
+    assert is_cache_file("inductor", "fxgraph/ab/x") and not is_cache_file("inductor", "notes.txt")
+    assert is_cache_file("torch_extensions", "py311_cu129/ext/ext.so")
+    assert not is_cache_file("torch_extensions", "py311_cu129/ext/ext.cpp")
 
 
 SA_KEY = {"type": "service_account", "client_email": "sync@proj.iam.gserviceaccount.com",
