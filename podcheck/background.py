@@ -43,7 +43,7 @@ def spawn(config: Any, target: Any, opts: Any, queue: list[str], pod: Any, say: 
     try:
         State(pod).write("background", {"pid": child.pid, "host": os.uname().nodename, "queue": queue,
                                         "started": time.time(), "finished": None, "current": None,
-                                        "state": "waiting for the fix lock", "steps": [], "log": log})
+                                        "state": "waiting for the fix lock", "steps": [], "log": log}, redact=True)
     except OSError as exc:
         say(f"cannot record the background run: {exc}")
     say(f"left to the background (pid {child.pid}): {', '.join(queue)}; see `podcheck status`")

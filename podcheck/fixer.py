@@ -294,7 +294,7 @@ def redact(text: str) -> str:
 def _remember(pod: Pod, report: Report, opts: Options, say: Any = None) -> None:
     """Keep the last fix's report in state_dir for `podcheck status` (never fatal: a refusal is said)."""
     try:
-        State(pod).write("last-fix", {**report.as_dict(), "worker": opts.worker})
+        State(pod).write("last-fix", {**report.as_dict(), "worker": opts.worker}, redact=True)
     except OSError as exc:
         if say is not None:
             say(f"cannot keep this fix's report: {exc}")
@@ -350,7 +350,7 @@ class Progress:
     def _save(self) -> None:
         self._flush()
         try:
-            self.state.write(self.name, self.data)
+            self.state.write(self.name, self.data, redact=True)
         except OSError:
             pass
 

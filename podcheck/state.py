@@ -48,9 +48,14 @@ class State:
         except ValueError:
             return None
 
-    def write(self, name: str, data: Any) -> None:
+    def write(self, name: str, data: Any, redact: bool = False) -> None:
         """Write the document unless it holds this already, or the run is read-only ($PODCHECK_READ_ONLY).
-        A symlink at its place, or in a folder of state_dir, raises LinkRefused (an OSError)."""
+        A symlink at its place, or in a folder of state_dir, raises LinkRefused (an OSError).
+        `redact`: a record for people (last-fix, markers, background), on a volume others read: its
+        secrets are removed as in every output (the loop's settings and resume data stay exact)."""
+        if redact:
+            from podcheck.reports.redact import Redactor
+            data = Redactor.for_config(self.pod.config).data(data)
         text = json.dumps(data, indent=2, sort_keys=True) + "\n"
         if os.environ.get(READ_ONLY_ENV):
             return

@@ -157,12 +157,7 @@ def redactor_for(cfg: Config):
     pod's rclone config, so they are removed wherever they show up."""
     from podcheck.reports.redact import Redactor
 
-    redactor = Redactor.from_env(os.environ)
-    try:
-        redactor.learn_config(Path(cfg.sync.rclone_config).read_text(errors="replace"))
-    except OSError:
-        pass
-    return redactor
+    return Redactor.for_config(cfg)
 
 
 def read_log(path: Path, last: int = 200) -> list[dict[str, Any]]:

@@ -179,6 +179,37 @@ def test_sync_mode_deletes_at_most_max_delete(sync_pod):
     assert syncloop.status(pod)["users"]["alice"]["output"]["rc"] != 0, "rclone reports the limit as an error"
 
 
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYPLANTEDKEY"  # 40 characters, as AWS makes them
+CAUSE = ("couldn't fetch token: Post \"https://oauth2.googleapis.com/token\": dial tcp 142.250.74.10:443: "
+         "connect: connection refused")
+
+
+def test_cut_messages_leak_no_piece_of_a_secret(sync_pod, spawn):
+    """The attack: sync.running quotes a hand-run rclone's argv cut at 80 characters, sync.errors a log
+    line cut at 220; both cuts came before redaction, so 28 and 12 characters of a 40-character
+    AWS_SECRET_ACCESS_KEY leaked in every format. And redaction ate rclone's words around tokens."""
+    spawn(["rclone", "rcd", "--rc-addr", "127.0.0.1:0", "--rc-no-auth", "--user-agent", AWS_SECRET,
+                         "--config", str(sync_pod.root / "rclone.conf")])
+    podsim.wait_for(lambda: any("rcd" in p.args for p in procs.listing(sync_pod.live())), what="rclone rcd")
+    log = Path(sync_pod.live().config.sync.log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text((f"{time.strftime('%Y/%m/%d %H:%M:%S')} ERROR : Failed to create file system: {CAUSE}; via "
+                    ).ljust(200, ".") + f" {AWS_SECRET} retrying\n")
+    sync_pod.configure(sync={"process_pattern": "rclone rcd"})
+    out = sync_pod.root / "out"
+    run = sync_pod.podcheck("--select", "sync.running", "--select", "sync.errors", "--json", str(out / "c.json"),
+                            "--junit-xml", str(out / "j.xml"), "--prometheus", str(out / "p.prom"), "-v",
+                            env={"AWS_SECRET_ACCESS_KEY": AWS_SECRET})
+    results = json.loads((out / "c.json").read_text())["results"]
+    messages = {r["id"]: r["message"] for r in results}
+    assert "--rc-no-auth --user-agent [REDACTED]" in messages["sync.running"], messages
+    assert "fetch token: Post" in messages["sync.errors"] and "[REDACTED]" in messages["sync.errors"], messages
+    assert "dial tcp 142.250.74.10:443: connect: connection refused" in messages["sync.errors"]
+    for where, text in {"stdout": run.stdout, "stderr": run.stderr, **{p.name: p.read_text() for p in out.iterdir()}}.items():
+        pieces = [AWS_SECRET[i:i + 8] for i in range(len(AWS_SECRET) - 7) if AWS_SECRET[i:i + 8] in text]
+        assert not pieces, f"{where}: {pieces}"
+
+
 def test_loop_killed_is_dead(sync_pod):
     pod = sync_pod.live()
     pid = syncloop.start(pod).pid

@@ -362,3 +362,29 @@ def test_links_planted_in_the_state_dir_are_refused_not_written_through(pod, tmp
     assert unlink["status"] == "failed" and "symlink podcheck did not make" in unlink["message"], unlink
     assert "cannot keep this fix's report: refusing to write" in run.stderr
     assert all((state / n).is_symlink() for n in ("oom.json", "markers.json", "last-fix.json", "fix.log"))
+
+
+def test_state_records_hold_no_credentials(pod):
+    """The attack: a password in `[torch] index_url` and a `__token__:PASS@` in `[fix] pip_args` were
+    written in clear to last-fix.json and markers.json, on the shared volume."""
+    from podcheck import fixer
+    from podcheck.markers import Markers
+    from podcheck.results import RepairResult, Report
+
+    index = "https://user:PLANTEDindexPass0123@pypi.example/simple"
+    extra = "https://__token__:PLANTEDpipToken0123@pypi.example/private"
+    signed = "https://b.s3.amazonaws.com/w.whl?X-Amz-Signature=PLANTEDsignature0123abcd"
+    pod.configure(torch={"index_url": index}, fix={"pip_args": ["--extra-index-url", extra, "--find-links", signed]})
+    live = pod.live()
+    inputs = {"spec": "torch", "index_url": live.config.torch.index_url, "pip_args": live.config.fix.pip_args}
+    Markers(live).record("torch", inputs, changed=True)
+    command = f"python -m pip install torch --index-url {index} --extra-index-url {extra} --find-links {signed}"
+    report = Report(host="local", profile="runtime", repairs=[RepairResult("torch", "changed", "installed", [command])])
+    fixer._remember(live, report, fixer.Options())
+    for name in ("markers.json", "last-fix.json"):
+        text = (pod.state_dir / name).read_text()
+        assert "PLANTED" not in text, f"{name}: {text}"
+        assert "X-Amz-Signature=[REDACTED]" in text and "pypi.example/simple" in text, text
+    assert "https://user:[REDACTED]@pypi.example/simple" in (pod.state_dir / "last-fix.json").read_text()
+    marker = json.loads((pod.state_dir / "markers.json").read_text())["torch"]
+    assert marker["fingerprint"], "the marker still tells changed inputs from unchanged ones"
