@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from podcheck.config import Config
-from podcheck.files import append_text
+from podcheck.files import LinkRefused, append_text, refuse_links
 from podcheck.results import RepairResult, Report
 
 FAILING = ("failed", "error")
@@ -195,7 +195,11 @@ def pidfile(path: Path) -> Iterator[None]:
     """Hold `path` (flock) for the life of this watch; it names our pid. A dead holder's lock is gone
     with its process, so a stale pidfile never blocks."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        refuse_links(path)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise CannotStart(str(exc) if isinstance(exc, LinkRefused) else f"cannot open {path}: {exc.strerror}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -324,6 +328,10 @@ class Watch:
 
     def run(self) -> int:
         """Watch until SIGTERM/SIGINT; 0 on a clean stop."""
+        try:
+            refuse_links(self.log.path)
+        except LinkRefused as exc:
+            raise CannotStart(str(exc)) from None
         with pidfile(self.settings.pidfile):
             old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
             try:
