@@ -267,7 +267,11 @@ class Loop:
     def run(self) -> int:
         pidfile = Path(self.s["pidfile"])
         pidfile.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(f"{pidfile}.lock", "w")
+        try:  # never through a planted link (open(..., "w") truncated its target)
+            lock = os.fdopen(os.open(f"{pidfile}.lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644), "w")
+        except OSError as exc:
+            self.log(f"cannot open {pidfile}.lock ({exc.strerror}); exiting")
+            return 3
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -59,7 +59,7 @@ _SIGNED_QUERY = re.compile(r"(?i)([?&;](?:sig|signature|x-amz-signature|x-amz-cr
                            r"|x-goog-signature|x-goog-credential|token|access_token|api_key|apikey|key)=)[^&\s\"'<>]+")
 #: `key <value>` without `=` or `:` (`api key 3f9a...`): only a value that looks made, not a word.
 _SPACED_SECRET = re.compile(r"(?i)\b((?:api[ _-]?)?(?:key|token|secret|password|passwd)[ \t]+)"
-                            r"(?=[A-Za-z0-9+/=_.-]*\d)(?=[A-Za-z0-9+/=_.-]*[A-Za-z])[A-Za-z0-9+/=_.-]{12,}")
+                            r"(?![/~.])(?=[A-Za-z0-9+/=_.-]*\d)(?=[A-Za-z0-9+/=_.-]*[A-Za-z])[A-Za-z0-9+/=_.-]{12,}")
 _AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 #: `scheme://user:password@` keeps the user; a long user alone (`https://<token>@github.com`) is a token.
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s@:\"'<>]*)(:[^/\s@\"'<>]*)?@")
@@ -269,4 +269,5 @@ def _replace_value(name: str, prefix: str, value: str, whole: str) -> str:
 
 
 def _has_value(value: Any) -> bool:
-    return value not in (None, "", [], {}) and not isinstance(value, bool)
+    """A value a secret name hides: text or a structure; numbers and flags (`pass_timeout_seconds = 3600`) are no secret."""
+    return value not in (None, "", [], {}) and not isinstance(value, (bool, int, float))

@@ -132,6 +132,9 @@ def test_secrets_go_the_words_around_them_stay():
     for out in (Redactor().text(line), rclone.redact_line(line), Redactor().text(rclone.redact_line(line))):
         assert out == line, out
     assert "token: ***" in rclone.redact_line("refresh token: 1//0gPLANTED0123456789abcdef")
+    assert Redactor().text("service-account key /tmp/pytest-0/sa.json is readable") == \
+        "service-account key /tmp/pytest-0/sa.json is readable"
+    assert Redactor().data({"pass_timeout_seconds": 3600.0}) == {"pass_timeout_seconds": 3600.0}
     assert "key frames 24" in Redactor().text("key frames 24") and "token count 1234" in Redactor().text("token count 1234")
 
 
