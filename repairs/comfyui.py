@@ -215,6 +215,7 @@ def _last(ran) -> str:
 # banner comfyui.launch_banner() names its pid (sh's $$ stays the pid through every exec), no tty.
 _START = """
 cwd="$1"; log="$2"; shift 2
+[ -L "$log" ] && { echo "refusing to write $log: it is a symlink podcheck did not make" >&2; exit 1; }
 mkdir -p "$(dirname "$log")" || exit 1
 cd "$cwd" || exit 1
 setsid sh -c 'echo "[podcheck] ComfyUI launch pid=$$"; exec "$@"' sh "$@" </dev/null >>"$log" 2>&1 &

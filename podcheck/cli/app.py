@@ -93,7 +93,7 @@ def check(
             host_timeout=host_timeout, fix=fix, dry_run=dry_run, safe_only=safe_only, background=background,
             max_parallel=max_parallel, max_fail=max_fail))
         outputs.write_check_outputs(reports, fmt, json_out, junit_xml, prometheus, quiet=quiet, verbose=verbose,
-                                    fleet=True)
+                                    fleet=True, cfg=cfg)
         raise typer.Exit(fleet_cli.exit_code(reports))
     specs = [h for h in hosts.split(",") if h.strip()] or ["local://"]
     detached = fix and (cfg.fix.background if background is None else background)
@@ -113,7 +113,7 @@ def check(
             raise UsageFailure(f"no verdict: {exc}") from None
         except config_mod.ConfigError as exc:
             raise UsageFailure(str(exc)) from None
-    outputs.write_check_outputs(reports, fmt, json_out, junit_xml, prometheus, quiet=quiet, verbose=verbose)
+    outputs.write_check_outputs(reports, fmt, json_out, junit_xml, prometheus, quiet=quiet, verbose=verbose, cfg=cfg)
     raise typer.Exit(0 if all(r.ok for r in reports) else 1)
 
 

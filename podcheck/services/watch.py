@@ -34,6 +34,7 @@ from podcheck.fix import fixer
 from podcheck.fix.markers import Markers
 from podcheck.host.pod import Pod
 from podcheck.reports.redact import Redactor
+from podcheck.host.files import LinkRefused, append_text, refuse_links
 from podcheck.results import RepairResult, Report
 from podcheck.runner import RunError
 
@@ -155,11 +156,7 @@ class Log:
                 os.replace(self.path, self.path.with_name(self.path.name + ".1"))
         except FileNotFoundError:
             pass
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+        append_text(self.path, line)
         return entry
 
 
@@ -167,12 +164,7 @@ def redactor_for(cfg: Config):
     """The reports layer's Redactor, taught the secret environment variables and the values in the
     pod's rclone config, so they are removed wherever they show up."""
 
-    redactor = Redactor.from_env(os.environ)
-    try:
-        redactor.learn_config(Path(cfg.sync.rclone_config).read_text(errors="replace"))
-    except OSError:
-        pass
-    return redactor
+    return Redactor.for_config(cfg)
 
 
 def read_log(path: Path, last: int = 200) -> list[dict[str, Any]]:
@@ -210,7 +202,11 @@ def pidfile(path: Path) -> Iterator[None]:
     """Hold `path` (flock) for the life of this watch; it names our pid. A dead holder's lock is gone
     with its process, so a stale pidfile never blocks."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        refuse_links(path)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise CannotStart(str(exc) if isinstance(exc, LinkRefused) else f"cannot open {path}: {exc.strerror}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -334,6 +330,10 @@ class Watch:
 
     def run(self) -> int:
         """Watch until SIGTERM/SIGINT; 0 on a clean stop."""
+        try:
+            refuse_links(self.log.path)
+        except LinkRefused as exc:
+            raise CannotStart(str(exc)) from None
         with pidfile(self.settings.pidfile):
             old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
             try:
