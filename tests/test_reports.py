@@ -55,7 +55,7 @@ SAS_URL = "https://acct.blob.core.windows.net/c?sv=2022-11-02&ss=b&sp=rl&sig="
 #: rclone's words around secrets that must survive redaction (issue 10).
 CAUSE = ("couldn't fetch token: Post \"https://oauth2.googleapis.com/token\": dial tcp 142.250.74.10:443: "
          "connect: connection refused")
-SECTIONS = ["Summary", "Failures", "Checks", "Pod python", "GPUs", "Pod identity", "System",
+SECTIONS = ["Summary", "Failures", "To fix", "Checks", "Pod python", "GPUs", "Pod identity", "System",
             "CPU, memory and cgroup", "Disk", "ComfyUI", "Sync", "OOM events", "Logs"]
 
 
@@ -242,6 +242,8 @@ def test_markdown_parses_into_the_expected_sections(planted):
     assert headings == SECTIONS
     failures = " ".join(t.content for t in sections["Failures"])
     assert "gpu.torch_build" in failures and "torch 2.13.0+cpu is a CPU build; expected CUDA 12.9" in failures
+    to_fix = " ".join(t.content for t in sections["To fix"])
+    assert "podcheck --fix" in to_fix and "torch" in to_fix
     check_ids = {r["id"] for r in json.loads((planted["out"] / "check.json").read_text())["results"]}
     cells = {t.children[0].content for t in sections["Checks"] if t.children and t.children[0].type == "code_inline"}
     assert cells == check_ids
