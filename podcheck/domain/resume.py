@@ -26,6 +26,7 @@ from podcheck.domain import trainings, trainscript
 from podcheck.domain.samples import Samples, below_for
 from podcheck.facts import read_nvml
 from podcheck.host import procs as procs_mod
+from podcheck.host import shell
 from podcheck.host.procs import Proc
 from podcheck.host.state import State
 
@@ -231,19 +232,8 @@ def write_text(pod, path: str, text: str) -> None:
 
 # --- relaunching ------------------------------------------------------------------------------------
 
-# $1 cwd, $2 script, $3 log, $4 header line, $5 env file ('' = inherit podcheck's environment).
-_LAUNCH = r'''
-cd "$1" || exit 97
-printf '%s\n' "$4" >> "$3" || exit 98
-if [ -n "$5" ]; then
-  setsid env -i bash -c "$0" podcheck-resume "$2" "$5" >> "$3" 2>&1 < /dev/null &
-else
-  setsid bash "$2" >> "$3" 2>&1 < /dev/null &
-fi
-echo $!
-'''
 # Restores the stuck run's environment (NUL-separated, as in /proc/<pid>/environ), removes the copy,
-# then becomes the script: the pid that _LAUNCH printed is the new run's launcher and group leader.
+# then becomes the script: the pid start_detached reports is the new run's launcher and group leader.
 _WITH_ENV = r'''
 while IFS= read -r -d '' kv; do export "$kv" 2>/dev/null; done < "$2"
 rm -f -- "$2"
@@ -264,12 +254,14 @@ def save_environment(pod, pid: int, folder: str) -> str | None:
 def launch(pod, run: Run, header: str, env_file: str | None) -> int:
     """Start the script detached; the new launcher's pid."""
     log = posixpath.join(run.folder, LOG_NAME)
-    ran = pod.run("sh", "-c", _LAUNCH, _WITH_ENV, run.cwd, run.script, log, header, env_file or "")
-    if not ran.ok or not ran.stdout.strip().isdigit():
+    argv = ["env", "-i", "bash", "-c", _WITH_ENV, "podcheck-resume", run.script, env_file] if env_file \
+        else ["bash", run.script]
+    pid, ran = shell.start_detached(pod.run, argv, log, run.cwd, header)
+    if pid is None:
         if env_file:
             pod.run("rm", "-f", "--", env_file)
         raise OSError(f"cannot start {run.script}: {ran.why()}")
-    return int(ran.stdout.strip())
+    return pid
 
 
 def _tail(pod, path: str, lines: int = 5) -> str:

@@ -331,7 +331,6 @@ def main(cfg: Config, port: int | None = None, listen: str | None = None, select
         raise CannotStart(f"--port must be 0..65535 (0: any free port), got {port}")
     service = Service(cfg, list(select or []), profile)
     server = bind(listen, port, handler_for(service, port))
-    threading.Thread(target=service.cache.get, name="podcheck-serve-warmup", daemon=True).start()
 
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -339,6 +338,8 @@ def main(cfg: Config, port: int | None = None, listen: str | None = None, select
     shown = f"[{listen}]" if ":" in listen else listen
     echo(f"podcheck serve: http://{shown}:{server.server_address[1]}/ (read-only; checks cached "
          f"{service.cache.ttl:g} s; /healthz, /api/status)")
+    # after the line: the warm-up's pytest captures the process's stdout while it runs
+    threading.Thread(target=service.cache.get, name="podcheck-serve-warmup", daemon=True).start()
     try:
         with daemon.on_signals(stop, (signal.SIGTERM,)):
             server.serve_forever(poll_interval=0.5)
