@@ -185,7 +185,7 @@ def start(pod: Any, wait: float = 10.0) -> Started:
         if not procs.alive(pod, pid):
             break
         time.sleep(0.05)
-    tail = (pod.run("tail", "-n", "3", wanted["log"]).stdout.strip().splitlines() or ["no output"])[-1]
+    tail = ([ln for ln in shell.tail(pod.run, wanted["log"], 3) if ln.strip()] or ["no output"])[-1].strip()
     raise SyncLoopError(f"the sync loop (pid {pid}) did not start: {tail[:300]}")
 
 

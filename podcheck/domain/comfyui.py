@@ -22,7 +22,16 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from podcheck.domain.comfyui_args import (  # noqa: F401 - re-exported: comfyui.parse_args and friends
-    ATTENTION, CONST, DEFAULT_LISTEN, DEFAULT_PORT, FLAGS, Args, flag_names, parse_args, script_index)
+    ATTENTION,
+    CONST,
+    DEFAULT_LISTEN,
+    DEFAULT_PORT,
+    FLAGS,
+    Args,
+    flag_names,
+    parse_args,
+    script_index,
+)
 from podcheck.domain.users import require_valid
 from podcheck.host import procs, sides
 from podcheck.host.paths import PLAIN, resolve

@@ -265,8 +265,7 @@ def launch(pod, run: Run, header: str, env_file: str | None) -> int:
 
 
 def _tail(pod, path: str, lines: int = 5) -> str:
-    ran = pod.run("tail", "-n", str(lines), "--", path)
-    return " | ".join(ln.strip() for ln in ran.stdout.splitlines() if ln.strip())[-600:]
+    return " | ".join(ln.strip() for ln in shell.tail(pod.run, path, lines) if ln.strip())[-600:]
 
 
 # --- which runs are stuck ---------------------------------------------------------------------------

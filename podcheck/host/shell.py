@@ -1,5 +1,5 @@
 """Shell idioms on the pod's host, each written once: start a program detached, stop a process (TERM,
-then KILL after a grace, its whole process group when it leads one).
+then KILL after a grace, its whole process group when it leads one), the tail of a log.
 
 Each takes the `run` that carries the commands out: `pod.run`, or a repair's recorded `ctx.run`, so
 that a repair's actions are recorded like any other command.
@@ -39,6 +39,12 @@ def start_detached(run: Run, argv: Sequence[str], log: str, cwd: str = "/", head
     ran = run("sh", "-c", START, "sh", cwd, log, header, *argv)
     pid = ran.stdout.strip()
     return (int(pid) if ran.ok and pid.isdigit() else None), ran
+
+
+def tail(run: Run, path: str, lines: int = 5) -> list[str]:
+    """The last `lines` lines of a file on the host ([] when it cannot be read)."""
+    ran = run("tail", "-n", str(int(lines)), "--", path)
+    return ran.stdout.splitlines() if ran.ok else []
 
 
 def signal(run: Run, pid: int, name: str) -> None:

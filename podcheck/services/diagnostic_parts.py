@@ -18,7 +18,6 @@ from podcheck.results import Report
 
 if TYPE_CHECKING:  # the report's Redactor, taught the secret values met on the way
     from podcheck.reports.redact import Redactor
-    from podcheck.services.diagnostics import Diagnostics
 
 TAIL_LINES = 40          # log lines shown in the report
 RAW_LOG_BYTES = 1 << 20  # log bytes kept for the bundle
@@ -45,7 +44,7 @@ class Context:
 
     def __init__(self, pod: Pod, redactor: Redactor, run_checks: Callable[[], Report]):
         self.pod, self.cfg, self.redactor, self.run_checks = pod, pod.config, redactor, run_checks
-        self.doc: Diagnostics | None = None
+        self.doc: Any = None  # the diagnostics.Diagnostics being filled (set by collect)
 
     def run(self, *argv: str, timeout: float | None = None):
         return self.pod.run(*argv, timeout=timeout)
