@@ -157,7 +157,7 @@ class VolumeLock:
 
     def _reap(self, token: str) -> None:
         """Kill what a dead fixer left running on the pod (pip, git...), found by its token."""
-        self.pod.run("sh", "-c", REAP, "sh", f"{TOKEN_ENV}={token}", "KILL", timeout=30)
+        self.pod.run("sh", "-c", REAP, "sh", f"{TOKEN_ENV}={token}", "0", timeout=30)
 
     # --- heartbeat ------------------------------------------------------------------------------
 

@@ -21,9 +21,28 @@ KILL_GRACE = 2  # seconds between `timeout`'s TERM and its KILL
 #: carries the command's tag is signalled, also a daemon child in a session of its own (setsid) that
 #: `timeout`'s group kill misses, or one that keeps the command's stdout open after it exited.
 RUN_TAG_ENV = "PODCHECK_RUN"
-# Signal ($2) every process whose environment holds exactly $1 (NAME=value); prints their pids.
-REAP = ('for e in /proc/[0-9]*/environ; do grep -qxzF "$1" "$e" 2>/dev/null || continue; '
-        'p=${e#/proc/}; p=${p%/environ}; kill -s "$2" "$p" 2>/dev/null && echo "$p"; done; exit 0')
+# Stop every process whose environment holds exactly $1 (NAME=value): TERM, then KILL what is left after
+# $2 seconds (0: KILL at once); prints their pids. One grep reads every environment.
+REAP = r"""
+running() {  # not gone, not a zombie (one the host's init has not reaped yet)
+  [ -r "/proc/$1/status" ] || return 1
+  s=; while read -r k v _; do [ "$k" = State: ] && { s=$v; break; }; done < "/proc/$1/status"
+  [ -n "$s" ] && [ "$s" != Z ] && [ "$s" != X ]
+}
+pids=$(grep -lxzF -- "$1" /proc/[0-9]*/environ 2>/dev/null | sed 's,^/proc/,,; s,/environ$,,')
+[ -n "$pids" ] || exit 0
+left=$pids; n=0
+if [ "$2" != 0 ]; then
+  kill -s TERM $pids 2>/dev/null
+  while [ $n -lt $(( $2 * 10 )) ]; do
+    left=; for p in $pids; do running "$p" && left="$left $p"; done
+    [ -n "$left" ] || break
+    sleep 0.1; n=$((n + 1))
+  done
+fi
+[ -z "$left" ] || kill -s KILL $left 2>/dev/null
+echo $pids; exit 0
+"""
 
 
 @dataclass
@@ -125,26 +144,15 @@ class Pod:
 
     def _reap(self, tag: str, worker: threading.Thread) -> str:
         """TERM, then KILL after KILL_GRACE, what still carries `tag`; waits for the command's pipes to close."""
-        pids: list[str] = []
-        for sig in ("TERM", "KILL"):
-            try:
-                ran = self.host.run(shlex.join(["timeout", "5", "sh", "-c", REAP, "sh", tag, sig]))
-                pids += [p for p in ran.stdout.split() if p.isdigit() and p not in pids]
-            except Exception:  # noqa: BLE001 - the host is gone: nothing to signal there
-                break
-            worker.join(KILL_GRACE)
-            if not worker.is_alive() and sig == "TERM" and not ran.stdout.strip():
-                break
+        try:
+            ran = self.host.run(shlex.join(["timeout", str(KILL_GRACE + 5), "sh", "-c", REAP, "sh", tag,
+                                            str(KILL_GRACE)]))
+        except Exception:  # noqa: BLE001 - the host is gone: nothing to signal there
+            return ""
+        worker.join(KILL_GRACE + 1)
+        pids = [p for p in ran.stdout.split() if p.isdigit()]
         return f"\npodcheck: at the deadline, stopped what the command left running (pids {', '.join(pids)})" \
             if pids else ""
-
-    def exists(self, path: str) -> bool:
-        return self.run("test", "-e", path).ok
-
-    def read_text(self, path: str, timeout: float | None = None) -> str | None:
-        """A file's text on the host, or None when it cannot be read."""
-        ran = self.run("cat", "--", path, timeout=timeout)
-        return ran.stdout if ran.ok else None
 
 
 def _timed_out(result: Any, limit: float, seconds: float) -> bool:
