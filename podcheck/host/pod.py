@@ -154,6 +154,14 @@ class Pod:
         return f"\npodcheck: at the deadline, stopped what the command left running (pids {', '.join(pids)})" \
             if pids else ""
 
+    def exists(self, path: str) -> bool:
+        return self.run("test", "-e", path).ok
+
+    def read_text(self, path: str, timeout: float | None = None) -> str | None:
+        """A file's text on the host, or None when it cannot be read."""
+        ran = self.run("cat", "--", path, timeout=timeout)
+        return ran.stdout if ran.ok else None
+
 
 def _timed_out(result: Any, limit: float, seconds: float) -> bool:
     return result is not None and Ran([], result.rc, "", "", seconds, limit).timed_out
