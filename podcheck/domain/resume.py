@@ -155,7 +155,7 @@ def stop(pod, root: int, grace: float) -> tuple[bool, str]:
 
 
 def _signal(pod, name: str, targets: list[str]) -> None:
-    pod.run("sh", "-c", 'kill -s "$0" -- "$@" 2>/dev/null; true', name, *targets)
+    shell.send(pod.run, name, targets)
 
 
 def _wait_gone(pod, watched: list[Proc], limit: float) -> list[Proc]:

@@ -52,6 +52,11 @@ def signal(run: Run, pid: int, name: str) -> None:
     run("sh", "-c", SIGNAL, "sh", str(int(pid)), name)
 
 
+def send(run: Run, name: str, targets: Sequence[str]) -> None:
+    """Send signal `name` to each target (a pid, or -pgid for a whole group); gone ones are passed over."""
+    run("sh", "-c", 'kill -s "$0" -- "$@" 2>/dev/null; true', name, *targets)
+
+
 def stop(pod: Any, run: Run, pid: int, grace: float = 10.0, marker: str = "", poll: float = 0.1) -> bool:
     """TERM `pid` (its process group when it leads one), KILL after `grace` s; True when it is gone.
     With `marker`, a process whose argv lacks it counts as gone (the pid was reused)."""
