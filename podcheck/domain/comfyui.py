@@ -127,7 +127,8 @@ def processes(pod: Any) -> list[ComfyProcess]:
     folder, through symlinks), oldest first."""
     comfyui_dir = posixpath.normpath(pod.config.pod.comfyui_dir)
     main = posixpath.join(comfyui_dir, "main.py")
-    matched, unsure = [], []
+    matched: list[tuple[int, list[str], str | None, float | None, int, str]] = []
+    unsure: list[tuple[int, list[str], str | None, float | None, int, str]] = []
     for proc in procs.table(pod).values():
         pid, argv, cwd, started = proc.pid, list(proc.argv), proc.cwd, proc.started
         if not proc.running or not any(a.endswith("main.py") for a in argv):

@@ -219,11 +219,11 @@ def parse_table(text: str) -> dict[int, Proc]:
         now = time.time()
     me = int(parts[4]) if len(parts) > 4 and parts[4].isdigit() else -1
     fields = cwds.split("\0")
-    cwd_of = {}
+    cwd_of: dict[int, str | None] = {}
     for i in range(0, len(fields) - 1, 2):
-        pid = fields[i].strip("\n").removeprefix("/proc/").removesuffix("/cwd")
-        if pid.isdigit():
-            cwd_of[int(pid)] = fields[i + 1] or None
+        number = fields[i].strip("\n").removeprefix("/proc/").removesuffix("/cwd")
+        if number.isdigit():
+            cwd_of[int(number)] = fields[i + 1] or None
     argv_of: dict[int, tuple[str, ...]] = {}
     pieces = _HEADER.split("\n" + cmdlines)
     for pid_text, body in zip(pieces[1::2], pieces[2::2]):
