@@ -86,7 +86,8 @@ class SyncSection:
     checkers: int = 8
     tpslimit: int = 10
     min_age: str = "30s"
-    mode: str = "sync"
+    mode: str = "copy"  # copy never deletes on the remote; sync mirrors (see syncloop: what protects the remote)
+    max_delete: int = 100  # sync mode: at most this many remote deletions per transfer (rclone --max-delete)
     excludes: list[str] = _list("*.tmp", "*.partial")
     pass_timeout_seconds: float = 3600.0
     errors_window_minutes: float = 60.0

@@ -11,6 +11,11 @@ sharing a volume never upload the same files at once), else `[pod] users`, else 
 under `{workspace}/output`. Files are named by that scope: `syncloop-<user|all>.{json,pid}` and
 `syncloop-<user|all>-status.json`.
 
+What protects the remote: the default mode is `copy`, which never deletes there. In `sync` mode
+(a mirror) a transfer whose local folder holds no file is refused while the remote folder holds
+any (a new pod's empty, just-created folder never wipes a user's backup), and every sync runs with
+`--max-delete [sync] max_delete`, so a folder emptied by mistake costs at most that many files.
+
 Host side (podcheck): settings(), plan(), start(), stop(), status(), running_pid().
 Pod side: `python -m podcheck.syncloop SETTINGS.json`. It needs only the standard library,
 podcheck.domain.users and podcheck.host.files, so for a remote pod those files are shipped to
@@ -32,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from podcheck.domain.users import KINDS, invalid_reason, require_valid
-from podcheck.host.files import write_atomic
+from podcheck.host.files import append_text, write_atomic
 
 MARKER = "podcheck.syncloop"   # in the loop's argv: tells our loop from a reused pid
 LOG_ROTATE_BYTES = 20 * 1024 * 1024
@@ -75,6 +80,7 @@ def settings(config: Any) -> dict[str, Any]:
         "rclone": "rclone",
         "rclone_config": s.rclone_config,
         "mode": s.mode,
+        "max_delete": s.max_delete,
         "transfers": s.transfers,
         "checkers": s.checkers,
         "tpslimit": s.tpslimit,
@@ -244,13 +250,17 @@ class Loop:
     def run(self) -> int:
         pidfile = Path(self.s["pidfile"])
         pidfile.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(f"{pidfile}.lock", "w")
+        try:  # never through a planted link (open(..., "w") truncated its target)
+            lock = os.fdopen(os.open(f"{pidfile}.lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644), "w")
+        except OSError as exc:
+            self.log(f"cannot open {pidfile}.lock ({exc.strerror}); exiting")
+            return 3
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self.log(f"another sync loop holds {pidfile}.lock; exiting")
             return 3
-        write_atomic(pidfile, f"{os.getpid()}\n")
+        write_atomic(pidfile, f"{os.getpid()}\n", links=False)
         self.state = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
                       "settings": self.s, "passes": 0, "last_pass": None, "last_success": None,
                       "users": {}, "stopped": None}
@@ -301,7 +311,8 @@ class Loop:
                 if not os.path.isdir(src):
                     results[user][folder] = {"skipped": "no such folder"}
                     continue
-                result = self.transfer(src, destination(self.s, folder, user), f"{user} {folder}")
+                dst = destination(self.s, folder, user)
+                result = self.refusal(src, dst, f"{user} {folder}") or self.transfer(src, dst, f"{user} {folder}")
                 results[user][folder] = result
                 ok = ok and result["rc"] == 0
         finished = time.time()
@@ -312,9 +323,34 @@ class Loop:
         self.state["users"] = results
         self.save()
 
+    def refusal(self, src: str, dst: str, label: str) -> dict[str, Any] | None:
+        """In sync mode, a failed result instead of mirroring a folder without files over a remote
+        folder with files (a new or emptied workspace would delete the user's backup); else None."""
+        if self.s["mode"] != "sync" or _holds_a_file(src):
+            return None
+        started = time.time()
+        argv = [self.s["rclone"], "lsf", "--recursive", "--files-only", "--config", self.s["rclone_config"], dst]
+        try:
+            ran = subprocess.run(argv, check=False, stdin=subprocess.DEVNULL, capture_output=True, timeout=300,
+                                 env={**os.environ, "RCLONE_ASK_PASSWORD": "false"})
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            why = f"cannot list {dst} ({exc}); not mirroring an empty folder over it"
+            return {"rc": 1, "at": started, "seconds": round(time.time() - started, 3), "error": why}
+        if ran.returncode in (0, 3) and not ran.stdout.strip():
+            return None  # the remote folder is empty or missing (rclone's exit 3) too: nothing to lose
+        if ran.returncode != 0:
+            why = f"cannot list {dst} (rclone lsf exited {ran.returncode}); not mirroring an empty folder over it"
+        else:
+            count = len(ran.stdout.splitlines())
+            why = (f"refused to sync: {src} holds no file while {dst} holds {count}; a sync would delete them. "
+                   f"Restore them with `rclone copy {dst} {src}`, or set [sync] mode = \"copy\"")
+        self.log(f"{label}: {why}")
+        return {"rc": 1, "at": started, "seconds": round(time.time() - started, 3), "error": why, "refused": True}
+
     def transfer(self, src: str, dst: str, label: str) -> dict[str, Any]:
         s = self.s
-        argv = [s["rclone"], s["mode"], src, dst, "--config", s["rclone_config"],
+        guard = ["--max-delete", str(s.get("max_delete", 100))] if s["mode"] == "sync" else []
+        argv = [s["rclone"], s["mode"], src, dst, *guard, "--config", s["rclone_config"],
                 "--transfers", str(s["transfers"]), "--checkers", str(s["checkers"]),
                 "--tpslimit", str(s["tpslimit"]), "--min-age", s["min_age"],
                 *[a for pattern in s["excludes"] for a in ("--exclude", pattern)],
@@ -345,8 +381,7 @@ class Loop:
     # The log: rclone appends to it; the loop adds its own lines in rclone's timestamp format.
     def log(self, text: str) -> None:
         try:
-            with open(self.s["log"], "a") as fh:
-                fh.write(f"{_stamp()} podcheck-syncloop: {text}\n")
+            append_text(self.s["log"], f"{_stamp()} podcheck-syncloop: {text}\n")
         except OSError:
             pass
 
@@ -374,7 +409,15 @@ class Loop:
                 pass
 
     def save(self) -> None:
-        write_atomic(self.s["status"], json.dumps(self.state, indent=2, sort_keys=True) + "\n")
+        write_atomic(self.s["status"], json.dumps(self.state, indent=2, sort_keys=True) + "\n", links=False)
+
+
+def _holds_a_file(folder: str) -> bool:
+    """Whether anything but a folder lies under `folder` (links are not followed)."""
+    for _, _, files in os.walk(folder):
+        if files:
+            return True
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:

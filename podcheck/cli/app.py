@@ -84,7 +84,7 @@ def check(
             reports = [runner.run(cfg, t, profile=profile, select=select) for t in targets]
     except runner.RunError as exc:
         raise UsageFailure(f"no verdict: {exc}") from None
-    outputs.write_check_outputs(reports, fmt, json_out, junit_xml, prometheus, quiet=quiet, verbose=verbose)
+    outputs.write_check_outputs(reports, fmt, json_out, junit_xml, prometheus, quiet=quiet, verbose=verbose, cfg=cfg)
     raise typer.Exit(0 if all(r.ok for r in reports) else 1)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,11 +36,11 @@ REPORT_FORMATS = ("md", "html", "json")
 
 def write_check_outputs(reports: list[Report], fmt: str = "table", json_out: Optional[str] = None,
                         junit_xml: Optional[Path] = None, prometheus_out: Optional[Path] = None,
-                        quiet: bool = False, verbose: bool = False) -> None:
+                        quiet: bool = False, verbose: bool = False, cfg: Any = None) -> None:
     """Print `fmt` and write the requested files, all from the same redacted results."""
     if fmt not in CHECK_FORMATS:
         raise UsageFailure(f"--format must be one of {', '.join(CHECK_FORMATS)}, got {fmt!r}")
-    clean = default_redactor()
+    clean = default_redactor(cfg=cfg)
     reports = [clean.data(r) for r in reports]
     if json_out == "-":  # `--json -` prints only JSON
         fmt, json_out = "json", None
@@ -80,7 +79,8 @@ def report(
         pod = Pod(cfg, target.host())
     except (runner.RunError, RuntimeError, ValueError) as exc:
         raise UsageFailure(f"no report: {exc}") from None
-    redactor = Redactor.from_env(os.environ if target.is_local else {}, uuids=not no_redact_uuids)
+    redactor = (Redactor.for_config(cfg, uuids=not no_redact_uuids) if target.is_local
+                else Redactor.from_env({}, uuids=not no_redact_uuids))
 
     def render(doc: Any, as_fmt: str = fmt) -> str:
         clean = redactor.data(doc)

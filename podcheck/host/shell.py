@@ -17,10 +17,11 @@ from typing import Any
 from podcheck.host import procs
 
 # Start "$@" detached: its own session (podcheck's exit, a timeout's kill, the terminal's hangup never
-# reach it), no tty, stdin from /dev/null, output appended to the log; $3, when set, is a line written
+# reach it), no tty, stdin from /dev/null, output appended to the log (never through a planted symlink); $3, when set, is a line written
 # to the log first. Prints the new pid, which leads its session and process group.
 START = """
 cwd="$1"; log="$2"; header="$3"; shift 3
+[ -L "$log" ] && { echo "refusing to write $log: it is a symlink podcheck did not make" >&2; exit 1; }
 mkdir -p "$(dirname "$log")" || exit 1
 cd "$cwd" || exit 1
 if [ -n "$header" ]; then printf '%s\\n' "$header" >> "$log" || exit 1; fi

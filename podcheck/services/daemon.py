@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from podcheck.host import procs
+from podcheck.host.files import LinkRefused, refuse_links
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -46,7 +47,11 @@ def pidfile(path: Path, what: str = "podcheck watch") -> Iterator[None]:
     """Hold `path` (flock) for the life of this service; it names our pid. A dead holder's lock is gone
     with its process, so a stale pidfile never blocks."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        refuse_links(path)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise CannotStart(str(exc) if isinstance(exc, LinkRefused) else f"cannot open {path}: {exc.strerror}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

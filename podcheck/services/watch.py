@@ -28,6 +28,7 @@ from podcheck.config import Config
 from podcheck.facts import ProbeCache
 from podcheck.fix import fixer
 from podcheck.fix.markers import Markers
+from podcheck.host.files import LinkRefused, append_text, refuse_links
 from podcheck.host.pod import Pod
 from podcheck.reports.redact import Redactor
 from podcheck.results import RepairResult, Report
@@ -92,11 +93,7 @@ class Log:
                 os.replace(self.path, self.path.with_name(self.path.name + ".1"))
         except FileNotFoundError:
             pass
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+        append_text(self.path, line)
         return entry
 
 
@@ -104,12 +101,7 @@ def redactor_for(cfg: Config):
     """The reports layer's Redactor, taught the secret environment variables and the values in the
     pod's rclone config, so they are removed wherever they show up."""
 
-    redactor = Redactor.from_env(os.environ)
-    try:
-        redactor.learn_config(Path(cfg.sync.rclone_config).read_text(errors="replace"))
-    except OSError:
-        pass
-    return redactor
+    return Redactor.for_config(cfg)
 
 
 def read_log(path: Path, last: int = 200) -> list[dict[str, Any]]:
@@ -233,6 +225,10 @@ class Watch:
 
     def run(self) -> int:
         """Watch until SIGTERM/SIGINT; 0 on a clean stop."""
+        try:
+            refuse_links(self.log.path)
+        except LinkRefused as exc:
+            raise CannotStart(str(exc)) from None
         with daemon.pidfile(self.settings.pidfile), daemon.on_signals(self._on_signal):
             try:
                 self.log.write("start", pid=os.getpid(), interval=self.settings.interval,
