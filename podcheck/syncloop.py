@@ -42,18 +42,6 @@ from podcheck.host.files import append_text, write_atomic
 MARKER = "podcheck.syncloop"   # in the loop's argv: tells our loop from a reused pid
 LOG_ROTATE_BYTES = 20 * 1024 * 1024
 
-# Start detached: own session (so podcheck's exit or a timeout's kill never reaches it), no tty.
-_LAUNCH = """
-log="$1"; pp="$2"; shift 2
-[ -L "$log" ] && { echo "refusing to write $log: it is a symlink podcheck did not make" >&2; exit 1; }
-mkdir -p "$(dirname "$log")" || exit 1
-if [ -n "$pp" ]; then PYTHONPATH="$pp"; export PYTHONPATH; fi
-cd / || exit 1
-setsid "$@" </dev/null >>"$log" 2>&1 &
-echo $!
-"""
-
-
 class SyncLoopError(Exception):
     """The loop could not be started or stopped; one line."""
 
@@ -187,15 +175,13 @@ def start(pod: Any, wait: float = 10.0) -> Started:
     state = State(pod)
     n = names(config)
     state.write(n["settings"], wanted)
-    if pod.is_local:
-        python, pythonpath = sys.executable, ""
-    else:
-        python, pythonpath = "python3", _ship(pod)
-    ran = pod.run("sh", "-c", _LAUNCH, "sh", wanted["log"], pythonpath,
-                  python, "-m", MARKER, state.path(n["settings"]))
-    if not ran.ok or not ran.stdout.strip().isdigit():
+    from podcheck.host import shell, sides  # host side only: not shipped with the pod-side loop
+    side = sides.of(pod)
+    python, pythonpath = side.python, _ship(pod) if side.needs_shipping else ""
+    env = ["env", f"PYTHONPATH={pythonpath}"] if pythonpath else []
+    pid, ran = shell.start_detached(pod.run, [*env, python, "-m", MARKER, state.path(n["settings"])], wanted["log"])
+    if pid is None:
         raise SyncLoopError(f"cannot start the sync loop: {ran.why()}")
-    pid = int(ran.stdout.strip())
     deadline = time.monotonic() + wait
     from podcheck.host import procs  # host side only: not shipped with the pod-side loop
     while time.monotonic() < deadline:
@@ -205,28 +191,23 @@ def start(pod: Any, wait: float = 10.0) -> Started:
         if not procs.alive(pod, pid):
             break
         time.sleep(0.05)
-    tail = (pod.run("tail", "-n", "3", wanted["log"]).stdout.strip().splitlines() or ["no output"])[-1]
+    tail = ([ln for ln in shell.tail(pod.run, wanted["log"], 3) if ln.strip()] or ["no output"])[-1].strip()
     raise SyncLoopError(f"the sync loop (pid {pid}) did not start: {tail[:300]}")
 
 
 def stop(pod: Any, timeout: float = 10.0) -> int | None:
     """Stop this pod's loop (TERM to its process group, KILL after `timeout`); its pid, or None if none ran."""
-    from podcheck.host import procs  # host side only: not shipped with the pod-side loop
+    from podcheck.host import shell  # host side only: not shipped with the pod-side loop
 
     pid = running_pid(pod)
     if pid is None:
         return None
-    pod.run("sh", "-c", 'kill -TERM -"$1" 2>/dev/null || kill -TERM "$1"', "sh", str(pid))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and procs.alive(pod, pid, MARKER):
-        time.sleep(0.05)
-    if procs.alive(pod, pid, MARKER):
-        pod.run("sh", "-c", 'kill -KILL -"$1" 2>/dev/null || kill -KILL "$1"', "sh", str(pid))
+    shell.stop(pod, pod.run, pid, timeout, MARKER, poll=0.05)
     return pid
 
 
 # Paths below podcheck/; the wing packages' __init__ files import nothing, so these run alone.
-_SHIPPED = ("__init__.py", "host/__init__.py", "host/files.py", "host/paths.py", "domain/__init__.py",
+_SHIPPED = ("__init__.py", "host/__init__.py", "host/files.py", "host/paths.py", "host/sides.py", "domain/__init__.py",
             "domain/users.py", "syncloop.py")
 _WRITE = 'mkdir -p "$(dirname "$2")" && t="$2.$$.tmp" && printf %s "$1" > "$t" && mv -f "$t" "$2"'
 

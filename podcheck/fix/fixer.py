@@ -19,9 +19,10 @@ from podcheck import runner
 from podcheck.config import Config
 from podcheck.fix import markers as markers_mod
 from podcheck.fix import planner, worker
-from podcheck.fix.lock import LockBusy, LockError, VolumeLock, _alive, describe
+from podcheck.fix.lock import LockBusy, LockError, VolumeLock, describe
 from podcheck.fix.registry import registry
 from podcheck.fix.repair import Context, Outcome, Repair, shown_command
+from podcheck.host import procs
 from podcheck.host.files import append_text
 from podcheck.host.pod import Pod
 from podcheck.host.state import READ_ONLY_ENV, State
@@ -383,7 +384,7 @@ def status(pod: Pod) -> dict[str, Any]:
         data = state.read(name)
         if isinstance(data, dict):
             if data.get("host") == socket.gethostname() and not data.get("finished"):
-                data["alive"] = _alive(data.get("pid"), None)
+                data["alive"] = procs.running(data.get("pid"))
             log = data.get("log")
             tail = pod.run("tail", "-n", "12", "--", log) if log else None
             data["log_tail"] = tail.stdout.splitlines() if tail is not None and tail.ok else []
