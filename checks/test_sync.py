@@ -76,6 +76,11 @@ def test_running(pod, say):
     max_age = s.max_age_minutes * 60
     limit = f"[sync] max_age_minutes = {s.max_age_minutes:g}"
     failing = _failing(status)
+    refused = [f"{user} {folder}: {result['error']}" for user, folders in (status.get("users") or {}).items()
+               if isinstance(folders, dict) for folder, result in folders.items()
+               if isinstance(result, dict) and result.get("refused")]
+    if pid and refused:
+        pytest.fail(f"the sync loop (pid {pid}) protects the remote: " + "; ".join(refused[:4]), pytrace=False)
     if pid:
         last = status.get("last_success")
         if last is None:

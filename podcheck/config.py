@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import fnmatch
 import math
 import os
 import re
@@ -18,7 +19,7 @@ import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -86,7 +87,8 @@ class SyncSection:
     checkers: int = 8
     tpslimit: int = 10
     min_age: str = "30s"
-    mode: str = "sync"
+    mode: str = "copy"  # copy never deletes on the remote; sync mirrors (see syncloop: what protects the remote)
+    max_delete: int = 100  # sync mode: at most this many remote deletions per transfer (rclone --max-delete)
     excludes: list[str] = _list("*.tmp", "*.partial")
     pass_timeout_seconds: float = 3600.0
     errors_window_minutes: float = 60.0
@@ -208,6 +210,11 @@ class Config:
         return self.origins.get(f"{section}.{key}", "default")
 
 
+def from_data(data: dict[str, dict[str, Any]], source: str | None = None) -> Config:
+    """A Config again from `Config.as_dict()` (validated, expanded data), e.g. sent to another process."""
+    return Config(**{name: SECTIONS[name](**values) for name, values in data.items()}, source=source)
+
+
 def find(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Path | None:
     """The config file to read: `--config`, `$PODCHECK_CONFIG`, ./podcheck.toml, <workspace>/podcheck.toml."""
     env = os.environ if env is None else env
@@ -220,12 +227,22 @@ def find(explicit: str | None = None, env: Mapping[str, str] | None = None) -> P
     return None
 
 
-def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Read, validate and expand the config; raise ConfigError with a one-line reason."""
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None,
+         host: Sequence[str] = (), host_vars: Mapping[str, Any] | None = None) -> Config:
+    """Read, validate and expand the config; raise ConfigError with a one-line reason.
+
+    `host` names one pod of a fleet (its inventory name, URL, hostname): then, in this order, each
+    later layer winning, Ansible `podcheck_<section>_<key>` host vars (`host_vars`) and the
+    `[hosts."<name or glob>"]` tables that match one of its names (file order) apply on top of the
+    file's own tables; PODCHECK_WORKSPACE / PODCHECK_USER still win over all of them.
+    """
     env = os.environ if env is None else env
     found = find(str(path) if path else None, env)
     raw: dict[str, Any] = _read(found) if found is not None else {}
     where = str(found) if found else "defaults"
+    tables = _host_tables(raw.pop(HOSTS, {}), where)
+    if host or host_vars:
+        raw = _for_host(raw, list(host), host_vars or {}, tables, where)
     data = _validate(raw, where)
     origins = {f"{s}.{k}": "file" for s, keys in raw.items() for k in keys}
     for var, (section, key) in ENV_KEYS.items():
@@ -235,6 +252,41 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
     _expand(data, where, env)
     sections = {name: SECTIONS[name](**values) for name, values in data.items()}
     return Config(**sections, source=str(found) if found else None, origins=origins)
+
+
+HOSTS = "hosts"
+VAR_PREFIX = "podcheck_"
+
+
+def _host_tables(tables: Any, where: str) -> dict[str, dict[str, Any]]:
+    """`[hosts."<glob>".<section>]` tables, each checked like the top level (a typo fails every run)."""
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{where}: [hosts] must be a table of host tables, got {_type_name(tables)}")
+    for pattern, sections in tables.items():
+        if not isinstance(sections, dict):
+            raise ConfigError(f"{where}: [hosts.{_show(pattern)}] must be a table, got {_type_name(sections)}")
+        _validate(sections, f"{where} [hosts.{_show(pattern)}]")
+    return tables
+
+
+def _for_host(raw: dict[str, Any], names: list[str], host_vars: Mapping[str, Any],
+              tables: dict[str, dict[str, Any]], where: str) -> dict[str, Any]:
+    """The file's tables with this host's Ansible vars and matching [hosts] tables laid over them."""
+    merged = {section: dict(keys) for section, keys in raw.items() if isinstance(keys, dict)}
+    merged.update({k: v for k, v in raw.items() if not isinstance(v, dict)})
+    for var, value in host_vars.items():
+        if not var.startswith(VAR_PREFIX):
+            continue
+        section, _, key = var[len(VAR_PREFIX):].partition("_")
+        if section not in DEFAULTS or key not in DEFAULTS[section]:
+            raise ConfigError(f"{where}: Ansible host var {_show(var)} names no podcheck setting"
+                              f" (podcheck_<section>_<key>, e.g. podcheck_pod_workspace)")
+        merged.setdefault(section, {})[key] = value
+    for pattern, sections in tables.items():
+        if any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            for section, keys in sections.items():
+                merged.setdefault(section, {}).update(keys)
+    return merged
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -265,7 +317,7 @@ def _validate(raw: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
     for section, values in raw.items():
         if section not in DEFAULTS:
             raise ConfigError(f"{where}: unknown section [{_show(section)}]{_did_you_mean(section, DEFAULTS)}"
-                              f" (known: {', '.join(DEFAULTS)})")
+                              f" (known: {', '.join(DEFAULTS)}, hosts)")
         if not isinstance(values, dict):
             raise ConfigError(f"{where}: [{section}] must be a table, got {_type_name(values)}")
         for key, value in values.items():

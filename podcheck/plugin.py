@@ -39,6 +39,7 @@ SPEC = pytest.StashKey["CheckSpec"]()
 PHASES = pytest.StashKey[dict]()
 NOT_RUN = pytest.StashKey[str]()
 RANK = pytest.StashKey[dict]()
+HOST_CONFIGS = pytest.StashKey[dict]()  # pod name -> its Config, in a fleet run (podcheck.fleet)
 
 #: A GPU check is this one or any check that needs it, directly or through another. In the image
 #: profile (a built image, validated without a GPU) GPU checks are reported "not run: no GPU".
@@ -240,11 +241,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     state["done"] = True
     status, message = _verdict(report, call)
     blocked_by = state.get("blocked_by")
-    item.config.stash[RESULTS].append(CheckResult(
+    result = CheckResult(
         id=spec.id, area=spec.area, status=status, message=message, repair=spec.repair,
         blocked_by=blocked_by, duration_s=report.duration + state.get("setup_s", 0.0),
         description=spec.description, remedy=spec.remedy,
-    ))
+    )
+    item.config.stash[RESULTS].append(result)
+    # travels with the report from an xdist worker to the controller (podcheck.fleet.run)
+    report.podcheck_result = {**result.as_dict(), "description": result.description, "host": _host_key(item),
+                              "rank": list(item.config.stash.get(RANK, {}).get(spec.id, (len(AREAS), 0)))}
     item.config.stash[OUTCOMES][(_host_key(item), spec.id)] = (
         "blocked" if blocked_by else status, blocked_by or spec.id)
 
@@ -295,7 +300,7 @@ def pod(host: Any, cfg: config_mod.Config, pytestconfig: pytest.Config) -> Pod:
     pods = pytestconfig.stash[PODS]
     key = host.backend.get_pytest_id()
     if key not in pods:
-        pods[key] = Pod(cfg, host)
+        pods[key] = Pod(pytestconfig.stash.get(HOST_CONFIGS, {}).get(key, cfg), host)
         gathering = pytestconfig.stash[GATHERINGS][key] = Gathering(pods[key], pytestconfig.stash.get(PROBE_CACHE, None))
         if pytestconfig.stash.get(NEEDS_FACTS, False):
             gathering.start()

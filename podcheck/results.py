@@ -60,6 +60,7 @@ class Report:
     before: list[CheckResult] | None = None  # results before `--fix`, when repairs ran
     facts: dict[str, Any] | None = None
     config: str | None = None  # the podcheck.toml in use (None: defaults)
+    unreachable: str | None = None  # why a fleet run could not reach this host (then results may be partial)
 
     @property
     def summary(self) -> dict[str, int]:
@@ -74,7 +75,7 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.failures and not self.unreachable
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -88,6 +89,8 @@ class Report:
             "repairs": [r.as_dict() for r in self.repairs],
             "summary": self.summary,
         }
+        if self.unreachable:
+            out["unreachable"] = self.unreachable
         if self.before is not None:
             out["before"] = [r.as_dict() for r in self.before]
         return out

@@ -11,6 +11,11 @@ sharing a volume never upload the same files at once), else `[pod] users`, else 
 under `{workspace}/output`. Files are named by that scope: `syncloop-<user|all>.{json,pid}` and
 `syncloop-<user|all>-status.json`.
 
+What protects the remote: the default mode is `copy`, which never deletes there. In `sync` mode
+(a mirror) a transfer whose local folder holds no file is refused while the remote folder holds
+any (a new pod's empty, just-created folder never wipes a user's backup), and every sync runs with
+`--max-delete [sync] max_delete`, so a folder emptied by mistake costs at most that many files.
+
 Host side (podcheck): settings(), plan(), start(), stop(), status(), running_pid().
 Pod side: `python -m podcheck.syncloop SETTINGS.json`. It needs only the standard library,
 podcheck.domain.users and podcheck.host.files, so for a remote pod those files are shipped to
@@ -32,21 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from podcheck.domain.users import KINDS, invalid_reason, require_valid
-from podcheck.host.files import write_atomic
+from podcheck.host.files import append_text, write_atomic
 
 MARKER = "podcheck.syncloop"   # in the loop's argv: tells our loop from a reused pid
 LOG_ROTATE_BYTES = 20 * 1024 * 1024
-
-# Start detached: own session (so podcheck's exit or a timeout's kill never reaches it), no tty.
-_LAUNCH = """
-log="$1"; pp="$2"; shift 2
-mkdir -p "$(dirname "$log")" || exit 1
-if [ -n "$pp" ]; then PYTHONPATH="$pp"; export PYTHONPATH; fi
-cd / || exit 1
-setsid "$@" </dev/null >>"$log" 2>&1 &
-echo $!
-"""
-
 
 class SyncLoopError(Exception):
     """The loop could not be started or stopped; one line."""
@@ -86,6 +80,7 @@ def settings(config: Any) -> dict[str, Any]:
         "rclone": "rclone",
         "rclone_config": s.rclone_config,
         "mode": s.mode,
+        "max_delete": s.max_delete,
         "transfers": s.transfers,
         "checkers": s.checkers,
         "tpslimit": s.tpslimit,
@@ -180,15 +175,13 @@ def start(pod: Any, wait: float = 10.0) -> Started:
     state = State(pod)
     n = names(config)
     state.write(n["settings"], wanted)
-    if pod.is_local:
-        python, pythonpath = sys.executable, ""
-    else:
-        python, pythonpath = "python3", _ship(pod)
-    ran = pod.run("sh", "-c", _LAUNCH, "sh", wanted["log"], pythonpath,
-                  python, "-m", MARKER, state.path(n["settings"]))
-    if not ran.ok or not ran.stdout.strip().isdigit():
+    from podcheck.host import shell, sides  # host side only: not shipped with the pod-side loop
+    side = sides.of(pod)
+    python, pythonpath = side.python, _ship(pod) if side.needs_shipping else ""
+    env = ["env", f"PYTHONPATH={pythonpath}"] if pythonpath else []
+    pid, ran = shell.start_detached(pod.run, [*env, python, "-m", MARKER, state.path(n["settings"])], wanted["log"])
+    if pid is None:
         raise SyncLoopError(f"cannot start the sync loop: {ran.why()}")
-    pid = int(ran.stdout.strip())
     deadline = time.monotonic() + wait
     from podcheck.host import procs  # host side only: not shipped with the pod-side loop
     while time.monotonic() < deadline:
@@ -198,28 +191,23 @@ def start(pod: Any, wait: float = 10.0) -> Started:
         if not procs.alive(pod, pid):
             break
         time.sleep(0.05)
-    tail = (pod.run("tail", "-n", "3", wanted["log"]).stdout.strip().splitlines() or ["no output"])[-1]
+    tail = ([ln for ln in shell.tail(pod.run, wanted["log"], 3) if ln.strip()] or ["no output"])[-1].strip()
     raise SyncLoopError(f"the sync loop (pid {pid}) did not start: {tail[:300]}")
 
 
 def stop(pod: Any, timeout: float = 10.0) -> int | None:
     """Stop this pod's loop (TERM to its process group, KILL after `timeout`); its pid, or None if none ran."""
-    from podcheck.host import procs  # host side only: not shipped with the pod-side loop
+    from podcheck.host import shell  # host side only: not shipped with the pod-side loop
 
     pid = running_pid(pod)
     if pid is None:
         return None
-    pod.run("sh", "-c", 'kill -TERM -"$1" 2>/dev/null || kill -TERM "$1"', "sh", str(pid))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and procs.alive(pod, pid, MARKER):
-        time.sleep(0.05)
-    if procs.alive(pod, pid, MARKER):
-        pod.run("sh", "-c", 'kill -KILL -"$1" 2>/dev/null || kill -KILL "$1"', "sh", str(pid))
+    shell.stop(pod, pod.run, pid, timeout, MARKER, poll=0.05)
     return pid
 
 
 # Paths below podcheck/; the wing packages' __init__ files import nothing, so these run alone.
-_SHIPPED = ("__init__.py", "host/__init__.py", "host/files.py", "host/paths.py", "domain/__init__.py",
+_SHIPPED = ("__init__.py", "host/__init__.py", "host/files.py", "host/paths.py", "host/sides.py", "domain/__init__.py",
             "domain/users.py", "syncloop.py")
 _WRITE = 'mkdir -p "$(dirname "$2")" && t="$2.$$.tmp" && printf %s "$1" > "$t" && mv -f "$t" "$2"'
 
@@ -262,13 +250,17 @@ class Loop:
     def run(self) -> int:
         pidfile = Path(self.s["pidfile"])
         pidfile.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(f"{pidfile}.lock", "w")
+        try:  # never through a planted link (open(..., "w") truncated its target)
+            lock = os.fdopen(os.open(f"{pidfile}.lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644), "w")
+        except OSError as exc:
+            self.log(f"cannot open {pidfile}.lock ({exc.strerror}); exiting")
+            return 3
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self.log(f"another sync loop holds {pidfile}.lock; exiting")
             return 3
-        write_atomic(pidfile, f"{os.getpid()}\n")
+        write_atomic(pidfile, f"{os.getpid()}\n", links=False)
         self.state = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
                       "settings": self.s, "passes": 0, "last_pass": None, "last_success": None,
                       "users": {}, "stopped": None}
@@ -319,7 +311,8 @@ class Loop:
                 if not os.path.isdir(src):
                     results[user][folder] = {"skipped": "no such folder"}
                     continue
-                result = self.transfer(src, destination(self.s, folder, user), f"{user} {folder}")
+                dst = destination(self.s, folder, user)
+                result = self.refusal(src, dst, f"{user} {folder}") or self.transfer(src, dst, f"{user} {folder}")
                 results[user][folder] = result
                 ok = ok and result["rc"] == 0
         finished = time.time()
@@ -330,9 +323,34 @@ class Loop:
         self.state["users"] = results
         self.save()
 
+    def refusal(self, src: str, dst: str, label: str) -> dict[str, Any] | None:
+        """In sync mode, a failed result instead of mirroring a folder without files over a remote
+        folder with files (a new or emptied workspace would delete the user's backup); else None."""
+        if self.s["mode"] != "sync" or _holds_a_file(src):
+            return None
+        started = time.time()
+        argv = [self.s["rclone"], "lsf", "--recursive", "--files-only", "--config", self.s["rclone_config"], dst]
+        try:
+            ran = subprocess.run(argv, check=False, stdin=subprocess.DEVNULL, capture_output=True, timeout=300,
+                                 env={**os.environ, "RCLONE_ASK_PASSWORD": "false"})
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            why = f"cannot list {dst} ({exc}); not mirroring an empty folder over it"
+            return {"rc": 1, "at": started, "seconds": round(time.time() - started, 3), "error": why}
+        if ran.returncode in (0, 3) and not ran.stdout.strip():
+            return None  # the remote folder is empty or missing (rclone's exit 3) too: nothing to lose
+        if ran.returncode != 0:
+            why = f"cannot list {dst} (rclone lsf exited {ran.returncode}); not mirroring an empty folder over it"
+        else:
+            count = len(ran.stdout.splitlines())
+            why = (f"refused to sync: {src} holds no file while {dst} holds {count}; a sync would delete them. "
+                   f"Restore them with `rclone copy {dst} {src}`, or set [sync] mode = \"copy\"")
+        self.log(f"{label}: {why}")
+        return {"rc": 1, "at": started, "seconds": round(time.time() - started, 3), "error": why, "refused": True}
+
     def transfer(self, src: str, dst: str, label: str) -> dict[str, Any]:
         s = self.s
-        argv = [s["rclone"], s["mode"], src, dst, "--config", s["rclone_config"],
+        guard = ["--max-delete", str(s.get("max_delete", 100))] if s["mode"] == "sync" else []
+        argv = [s["rclone"], s["mode"], src, dst, *guard, "--config", s["rclone_config"],
                 "--transfers", str(s["transfers"]), "--checkers", str(s["checkers"]),
                 "--tpslimit", str(s["tpslimit"]), "--min-age", s["min_age"],
                 *[a for pattern in s["excludes"] for a in ("--exclude", pattern)],
@@ -363,8 +381,7 @@ class Loop:
     # The log: rclone appends to it; the loop adds its own lines in rclone's timestamp format.
     def log(self, text: str) -> None:
         try:
-            with open(self.s["log"], "a") as fh:
-                fh.write(f"{_stamp()} podcheck-syncloop: {text}\n")
+            append_text(self.s["log"], f"{_stamp()} podcheck-syncloop: {text}\n")
         except OSError:
             pass
 
@@ -392,7 +409,15 @@ class Loop:
                 pass
 
     def save(self) -> None:
-        write_atomic(self.s["status"], json.dumps(self.state, indent=2, sort_keys=True) + "\n")
+        write_atomic(self.s["status"], json.dumps(self.state, indent=2, sort_keys=True) + "\n", links=False)
+
+
+def _holds_a_file(folder: str) -> bool:
+    """Whether anything but a folder lies under `folder` (links are not followed)."""
+    for _, _, files in os.walk(folder):
+        if files:
+            return True
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:

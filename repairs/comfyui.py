@@ -9,13 +9,14 @@ only when due: the fingerprint is read from files (requirements.txt, .git/HEAD),
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 from podcheck.domain import comfyui
 from podcheck.domain.users import invalid_reason
 from podcheck.fix.pip import installed_version, pip_failure, pip_install
 from podcheck.fix.repair import Context, Outcome, Repair, register
-from podcheck.host import procs
+from podcheck.host import procs, shell
 
 #: Installed builds pinned while ComfyUI's requirements are installed.
 PINNED = ("torch", "torchvision", "torchaudio")
@@ -211,16 +212,8 @@ def _last(ran) -> str:
 
 # --- launch and relaunch ---------------------------------------------------------------------------
 
-# Start ComfyUI detached: own session (a timeout's kill or podcheck's exit never reaches it), the log
-# banner comfyui.launch_banner() names its pid (sh's $$ stays the pid through every exec), no tty.
-_START = """
-cwd="$1"; log="$2"; shift 2
-mkdir -p "$(dirname "$log")" || exit 1
-cd "$cwd" || exit 1
-setsid sh -c 'echo "[podcheck] ComfyUI launch pid=$$"; exec "$@"' sh "$@" </dev/null >>"$log" 2>&1 &
-echo $!
-"""
-_STOP = 'if [ "$(ps -o pgid= -p "$1" | tr -d " ")" = "$1" ]; then kill -"$2" -"$1"; else kill -"$2" "$1"; fi'
+# ComfyUI's launch banner comfyui.launch_banner() names its pid (sh's $$ stays the pid through every exec).
+_BANNER = ["sh", "-c", 'echo "[podcheck] ComfyUI launch pid=$$"; exec "$@"', "sh"]
 
 
 def user_of(proc: Any, workspace: str) -> str | None:
@@ -274,10 +267,9 @@ def start(ctx: Context, user: str, options: list[str], cwd: str | None = None) -
     ctx.run("mkdir", "-p", *folders)
     log = cfg.comfyui.log
     argv = ["env", *(f"{k}={v}" for k, v in env.items()), cfg.pod.python, f"{cfg.pod.comfyui_dir}/main.py", *options]
-    ran = ctx.run("sh", "-c", _START, "sh", cwd or cfg.pod.comfyui_dir, log, *argv, tagged=False)
-    if not ran.ok or not ran.stdout.strip().isdigit():
+    pid, ran = shell.start_detached(partial(ctx.run, tagged=False), [*_BANNER, *argv], log, cwd or cfg.pod.comfyui_dir)
+    if pid is None:
         return None, f"cannot start ComfyUI: {ran.why()}"
-    pid = int(ran.stdout.strip())
     ctx.run("sh", "-c", 'printf "%s\\n" "$2" > "$1"', "sh", f"{cfg.pod.state_dir}/comfyui-{user}.pid", str(pid))
     return pid, wait_answer(ctx, pid, options)
 
@@ -302,15 +294,7 @@ def wait_answer(ctx: Context, pid: int, options: list[str]) -> str:
 
 def stop(ctx: Context, pid: int, grace: float = 10.0) -> bool:
     """TERM ComfyUI `pid` (its process group when it leads one), KILL after `grace`; True when it is gone."""
-    ctx.run("sh", "-c", _STOP, "sh", str(pid), "TERM")
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not procs.alive(ctx.pod, pid):
-            return True
-        time.sleep(0.1)
-    ctx.run("sh", "-c", _STOP, "sh", str(pid), "KILL")
-    time.sleep(0.2)
-    return not procs.alive(ctx.pod, pid)
+    return shell.stop(ctx.pod, ctx.run, pid, grace)
 
 
 def idle(ctx: Context, proc: Any) -> str | None:

@@ -1,4 +1,5 @@
-"""JUnit XML for CI: one testcase per check; the diagnosis is the failure message."""
+"""JUnit XML for CI: one testcase per check; the diagnosis is the failure message. A host a fleet
+run could not reach has one testcase, `host.reachable`, that errs with the reason."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -10,11 +11,15 @@ def render(reports: list[Report]) -> str:
     suites = ET.Element("testsuites")
     for report in reports:
         counts = report.summary
+        gone = 1 if report.unreachable else 0
         suite = ET.SubElement(suites, "testsuite", {
-            "name": f"podcheck {report.host}", "tests": str(len(report.results)),
-            "failures": str(counts["failed"]), "errors": str(counts["error"]),
+            "name": f"podcheck {report.host}", "tests": str(len(report.results) + gone),
+            "failures": str(counts["failed"]), "errors": str(counts["error"] + gone),
             "skipped": str(counts["skipped"]), "time": f"{report.duration_s:.3f}",
         })
+        if report.unreachable:
+            case = ET.SubElement(suite, "testcase", {"classname": "host", "name": "host.reachable", "time": "0.000"})
+            ET.SubElement(case, "error", {"message": f"unreachable: {report.unreachable}"}).text = report.unreachable
         for r in report.results:
             case = ET.SubElement(suite, "testcase", {"classname": r.area, "name": r.id, "time": f"{r.duration_s:.3f}"})
             if r.status in ("failed", "error"):

@@ -2,7 +2,8 @@
 
 `podcheck_check_ok{host,id,area}` is 1 when a check passed and 0 when it failed or erred; a
 skipped check has no sample (it says nothing about health). prometheus-client writes the text, so
-label values are escaped the way Prometheus reads them.
+label values are escaped the way Prometheus reads them. `podcheck_host_up{host}` is 0 for a host
+a fleet run could not reach (it then has no check samples), 1 otherwise.
 """
 from __future__ import annotations
 
@@ -25,7 +26,12 @@ def render(reports: list[Report]) -> str:
                      registry=registry)
     repairs = Gauge("podcheck_repairs_total", "Repairs of the last run by outcome", ["host", "id", "status"],
                     registry=registry)
+    up = Gauge("podcheck_host_up", "1 when the host was reached, 0 when it could not be", ["host"], registry=registry)
     for report in reports:
+        up.labels(report.host).set(0 if report.unreachable else 1)
+        if report.unreachable:
+            last_run.labels(report.host).set(round(report.started + report.duration_s, 3))
+            continue
         for r in report.results:
             if r.status != "skipped":
                 ok.labels(report.host, r.id, r.area).set(1 if r.status == "passed" else 0)

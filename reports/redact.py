@@ -3,9 +3,14 @@ Markdown, HTML, the report bundle) passes through a Redactor first.
 
 It removes secrets by name (a variable, config key, JSON key or CLI flag whose name says TOKEN,
 SECRET, KEY, PASSWORD, PASS or CREDENTIAL), by shape (private-key blocks, `Authorization:` headers,
-credentials inside URLs, well-known token prefixes such as `hf_`, `ya29.`, `AKIA`), by value (secrets
-learned from the environment and from config files, wherever they show up later), and GPU UUIDs
-unless they are wanted.
+credentials inside URLs, signed-URL query parameters (`sig=`, `X-Amz-Signature=`, `token=`), JWTs,
+Slack and Discord webhook URLs, cookies, `key <value>` phrases, well-known token prefixes such as
+`hf_`, `ya29.`, `AKIA`), by value (secrets learned from the environment and from config files,
+removed whole wherever they show up later, and so are the pieces a cut left of one), and GPU UUIDs
+unless they are wanted. Only the secret goes: the words around it stay.
+
+`Redactor.for_config(cfg)` is the one factory check, fix, watch, serve and the state files use: it
+knows the secret variables of the environment and the values of the rclone config.
 
 >>> Redactor().text("HF_TOKEN=hf_abcdefghijklmnopqrstuvwxyz0123 and https://me:pw@host/x")
 'HF_TOKEN=[REDACTED] and https://me:[REDACTED]@host/x'
@@ -28,11 +33,14 @@ ENV_WORDS = ("TOKEN", "SECRET", "KEY", "PASSWORD", "PASSWD", "PASS", "CREDENTIAL
 #: The same for other names (config keys, JSON keys, flags), matched per word: `private_key`,
 #: `client_secret`, `refreshToken`; but not `passed` or `tokenizer`.
 NAME_PARTS = {"token", "secret", "key", "password", "passwd", "pass", "passphrase", "credential",
-              "credentials", "apikey", "secretkey", "accesskey", "auth", "authorization"}
+              "credentials", "apikey", "secretkey", "accesskey", "auth", "authorization", "sas", "cookie",
+              "webhook", "signature", "sig"}
 #: Variables secret by their prefix, whatever the rest of the name (CIVITAI_* hold API tokens).
 ENV_PREFIXES = ("CIVITAI_",)
 #: A learned value shorter than this is too common a string to replace everywhere.
 MIN_LEARNED = 6
+#: A learned value at least this long also loses any piece of it this long (a cut's leftover).
+MIN_FRAGMENT = 8
 
 _ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
@@ -40,7 +48,18 @@ _WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 _PRIVATE_KEY = re.compile(
     r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----(?:.*?-----END [A-Z0-9 ]*PRIVATE KEY-----|(?:\\n|[A-Za-z0-9+/=\s])*)",
     re.S)
-_AUTH_HEADER = re.compile(r"(?i)\b((?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)[^\"'\r\n]+")
+_AUTH_HEADER = re.compile(r"(?i)\b((?:proxy-)?authorization|(?:set-)?cookie)([\"']?\s*[:=]\s*[\"']?)[^\"'\r\n]+")
+#: A JSON Web Token: three base64url parts, the first one a JSON header (`eyJ`).
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+#: Webhook URLs (and paths) whose path is the credential.
+_WEBHOOK = re.compile(r"(?i)((?:hooks\.slack\.com)?/services/)T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{8,}"
+                      r"|((?:discord(?:app)?\.com)?/api/webhooks/)\d{5,}/[A-Za-z0-9_-]{20,}")
+#: Query parameters of signed URLs (Azure SAS, S3 and GCS presigned URLs, tokens in links).
+_SIGNED_QUERY = re.compile(r"(?i)([?&;](?:sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token"
+                           r"|x-goog-signature|x-goog-credential|token|access_token|api_key|apikey|key)=)[^&\s\"'<>]+")
+#: `key <value>` without `=` or `:` (`api key 3f9a...`): only a value that looks made, not a word.
+_SPACED_SECRET = re.compile(r"(?i)\b((?:api[ _-]?)?(?:key|token|secret|password|passwd)[ \t]+)"
+                            r"(?![/~.])(?=[A-Za-z0-9+/=_.-]*\d)(?=[A-Za-z0-9+/=_.-]*[A-Za-z])[A-Za-z0-9+/=_.-]{12,}")
 _AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 #: `scheme://user:password@` keeps the user; a long user alone (`https://<token>@github.com`) is a token.
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s@:\"'<>]*)(:[^/\s@\"'<>]*)?@")
@@ -71,7 +90,7 @@ _NOT_A_KEY = re.compile(r"(Error|Exception|Warning)$")
 def is_secret_name(name: str) -> bool:
     """Does this variable, key or flag name hold a secret? (`HF_TOKEN`, `client_secret`, `--api-key`)."""
     name = name.strip().lstrip("-")
-    if not name:
+    if not name or "/" in name or " " in name:  # a URL or a phrase is not a name (`"https://x/token": ...`)
         return False
     if _ENV_NAME.match(name):
         return any(word in name for word in ENV_WORDS) or name.startswith(ENV_PREFIXES)
@@ -88,6 +107,20 @@ class Redactor:
         self.uuids = uuids
         self._known: set[str] = set()
         self.learn(*known)
+
+    @classmethod
+    def for_config(cls, cfg: Any, env: Mapping[str, str] | None = None, uuids: bool = True) -> "Redactor":
+        """The Redactor of a podcheck process: the secret variables of `env` (default: this process's) and
+        the secret values of the pod's rclone config (when it can be read here)."""
+        redactor = cls.from_env(os.environ if env is None else env, uuids=uuids)
+        path = getattr(getattr(cfg, "sync", None), "rclone_config", None)
+        if path:
+            try:
+                with open(path, errors="replace") as fh:
+                    redactor.learn_config(fh.read(1 << 20))
+            except OSError:
+                pass
+        return redactor
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], uuids: bool = True) -> "Redactor":
@@ -143,7 +176,12 @@ class Redactor:
         out = _PRIVATE_KEY.sub(f"{REDACTED} private key", text)
         for value in sorted(self._known, key=len, reverse=True):
             out = out.replace(value, REDACTED)
-        out = _AUTH_HEADER.sub(lambda m: m.group(1) + REDACTED, out)
+        out = self._fragments(out)
+        out = _AUTH_HEADER.sub(lambda m: m.group(1) + m.group(2) + REDACTED, out)
+        out = _JWT.sub(REDACTED, out)
+        out = _WEBHOOK.sub(lambda m: (m.group(1) or m.group(2) or "") + REDACTED, out)
+        out = _SIGNED_QUERY.sub(lambda m: m.group(1) + REDACTED, out)
+        out = _SPACED_SECRET.sub(lambda m: m.group(1) + REDACTED, out)
         out = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", out)
         out = _URL_USERINFO.sub(_userinfo, out)
         out = _LINE_ASSIGN.sub(self._line, out)
@@ -153,6 +191,36 @@ class Redactor:
         if self.uuids:
             out = _GPU_UUID.sub(lambda m: f"{m.group(1)}-{REDACTED}", out)
         return out
+
+    def _fragments(self, text: str) -> str:
+        """Remove the pieces of learned values that a cut left (`args[:80]`, `line[-300:]`): a run of at
+        least MIN_FRAGMENT characters that starts (ends) like a learned value and goes on like it, standing
+        alone as a secret stands: at the text's ends or between characters that are not letters or
+        digits (`(…--user-agent wJalrXUtn) matches`). A value that merely shares a run with other text
+        (`GPU-…-0123456789ab`) runs into a letter or digit there, and is left alone."""
+        for value in self._known:
+            if len(value) < 2 * MIN_FRAGMENT or REDACTED in value:
+                continue
+            for piece, forward in ((value[:MIN_FRAGMENT], True), (value[-MIN_FRAGMENT:], False)):
+                at = text.find(piece)
+                while at != -1:
+                    start = at
+                    if forward:
+                        end = start + MIN_FRAGMENT
+                        while end < len(text) and end - start < len(value) and text[end] == value[end - start]:
+                            end += 1
+                    else:
+                        end, k = start + MIN_FRAGMENT, len(value) - MIN_FRAGMENT
+                        while start > 0 and k > 0 and text[start - 1] == value[k - 1]:
+                            start, k = start - 1, k - 1
+                    cut = (end == len(text) or not text[end].isalnum()) and \
+                        (start == 0 or not text[start - 1].isalnum())
+                    if not cut:
+                        at = text.find(piece, at + 1)
+                        continue
+                    text = text[:start] + REDACTED + text[end:]
+                    at = text.find(piece, start + len(REDACTED))
+        return text
 
     @staticmethod
     def _line(m: re.Match[str]) -> str:
@@ -203,4 +271,5 @@ def _replace_value(name: str, prefix: str, value: str, whole: str) -> str:
 
 
 def _has_value(value: Any) -> bool:
-    return value not in (None, "", [], {}) and not isinstance(value, bool)
+    """A value a secret name hides: text or a structure; numbers and flags (`pass_timeout_seconds = 3600`) are no secret."""
+    return value not in (None, "", [], {}) and not isinstance(value, (bool, int, float))

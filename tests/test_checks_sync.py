@@ -79,7 +79,7 @@ def test_managed_loop_syncs_each_user_and_all_checks_pass(sync_pod):
     assert status["users"]["bad name"] == {"skipped": "user name contains whitespace"}
     assert status["users"]["alice"]["output"]["rc"] == 0
     log = Path(pod.config.sync.log).read_text()
-    assert "podcheck-syncloop: alice output: rclone sync" in log
+    assert "podcheck-syncloop: alice output: rclone copy" in log, "copy is the default mode: it never deletes remotely"
 
     run = sync_pod.podcheck(*SELECT)
     assert run.statuses() == {"sync.config": "passed", "sync.running": "passed", "sync.per_user": "passed",
@@ -96,6 +96,119 @@ def test_managed_loop_syncs_each_user_and_all_checks_pass(sync_pod):
     assert syncloop.stop(pod) == started.pid
     assert syncloop.running_pid(pod) is None
     assert (syncloop.status(pod) or {}).get("stopped")
+
+
+def backed_up(drive: Path, user: str, count: int = 6) -> dict[str, bytes]:
+    """`count` of the user's outputs on the remote (their Drive backup), as {name: content}."""
+    folder = drive / "ComfyUI-Output" / "output" / user
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (folder / f"{user}-backup-{i}.png").write_bytes(b"backup %d" % i)
+    return remote_files(drive, user)
+
+
+def remote_files(drive: Path, user: str) -> dict[str, bytes]:
+    folder = drive / "ComfyUI-Output" / "output" / user
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())} if folder.is_dir() else {}
+
+
+def test_fix_on_a_new_workspace_never_wipes_the_remote(cpu_pod, tmp_path):
+    """The attack: a bare workspace, a remote holding alice's outputs; `--fix` creates output/alice
+    empty and starts the loop. Once in the old default `sync` mode, that pass deleted the backup."""
+    drive = tmp_path / "drive"
+    conf = write_conf(tmp_path / "rclone.conf", f"[gdrive]\ntype = alias\nremote = {drive}\n")
+    backup = backed_up(drive, "alice")
+    cpu_pod.configure(sync={"rclone_config": str(conf), "remote": "gdrive", "min_age": "0s", "interval_seconds": 1})
+    try:
+        run = cpu_pod.podcheck("--fix", "--select", "isolation.user_dirs", "--select", "sync", "--json", "-")
+        assert {r["id"]: r["status"] for r in run.json["repairs"]}.get("sync.start") == "changed", run.stdout
+        pod = cpu_pod.live()
+        podsim.wait_for(lambda: (syncloop.status(pod) or {}).get("passes", 0) >= 2, what="two passes")
+        assert (cpu_pod.workspace / "output" / "alice").is_dir()
+        assert remote_files(drive, "alice") == backup, "the default mode (copy) deletes nothing remotely"
+
+        syncloop.stop(pod, timeout=3)
+        cpu_pod.configure(sync={"mode": "sync"})
+        started = syncloop.start(cpu_pod.live())
+        podsim.wait_for(lambda: (syncloop.status(pod) or {}).get("passes", 0) >= 2
+                        and (syncloop.status(pod) or {}).get("pid") == started.pid, what="two sync passes")
+        assert remote_files(drive, "alice") == backup, "an empty new folder is never mirrored over the backup"
+        result = syncloop.status(pod)["users"]["alice"]["output"]
+        assert result["refused"] and "holds no file while" in result["error"] and "holds 6" in result["error"]
+        run = cpu_pod.podcheck("--select", "sync.running", "--json", "-")
+        assert run.status("sync.running") == "failed"
+        assert "protects the remote" in run.result("sync.running")["message"]
+        assert "rclone copy gdrive:ComfyUI-Output/output/alice" in run.result("sync.running")["message"]
+    finally:
+        syncloop.stop(cpu_pod.live(), timeout=3)
+
+
+def test_user_folder_that_was_a_link_out_of_the_workspace(cpu_pod, tmp_path):
+    """output/alice was a link out of the workspace: user_dirs replaces it by an empty folder, and a
+    `sync` loop must not mirror that folder over alice's backup."""
+    drive = tmp_path / "drive"
+    conf = write_conf(tmp_path / "rclone.conf", f"[gdrive]\ntype = alias\nremote = {drive}\n")
+    backup = backed_up(drive, "alice")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "mine.png").write_bytes(b"mine")
+    (cpu_pod.workspace / "output").mkdir()
+    (cpu_pod.workspace / "output" / "alice").symlink_to(elsewhere)
+    cpu_pod.configure(sync={"rclone_config": str(conf), "remote": "gdrive", "min_age": "0s", "interval_seconds": 1,
+                            "mode": "sync"})
+    try:
+        run = cpu_pod.podcheck("--fix", "--select", "isolation.user_dirs", "--select", "sync", "--json", "-")
+        assert {r["id"]: r["status"] for r in run.json["repairs"]}.get("isolation.user_dirs") == "changed", run.stdout
+        assert not (cpu_pod.workspace / "output" / "alice").is_symlink()
+        pod = cpu_pod.live()
+        podsim.wait_for(lambda: (syncloop.status(pod) or {}).get("passes", 0) >= 2, what="two passes")
+        assert remote_files(drive, "alice") == backup
+        assert (elsewhere / "mine.png").read_bytes() == b"mine", "the link's target is left alone"
+    finally:
+        syncloop.stop(cpu_pod.live(), timeout=3)
+
+
+def test_sync_mode_deletes_at_most_max_delete(sync_pod):
+    """A folder that still holds a file but lost the rest: `--max-delete` bounds what one pass removes."""
+    backed_up(sync_pod.drive, "alice", count=6)
+    sync_pod.configure(sync={"mode": "sync", "max_delete": 2})
+    pod = sync_pod.live()
+    syncloop.start(pod)
+    first_pass(pod)
+    left = [n for n in remote_files(sync_pod.drive, "alice") if "backup" in n]
+    assert len(left) >= 4, left
+    assert syncloop.status(pod)["users"]["alice"]["output"]["rc"] != 0, "rclone reports the limit as an error"
+
+
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYPLANTEDKEY"  # 40 characters, as AWS makes them
+CAUSE = ("couldn't fetch token: Post \"https://oauth2.googleapis.com/token\": dial tcp 142.250.74.10:443: "
+         "connect: connection refused")
+
+
+def test_cut_messages_leak_no_piece_of_a_secret(sync_pod, spawn):
+    """The attack: sync.running quotes a hand-run rclone's argv cut at 80 characters, sync.errors a log
+    line cut at 220; both cuts came before redaction, so 28 and 12 characters of a 40-character
+    AWS_SECRET_ACCESS_KEY leaked in every format. And redaction ate rclone's words around tokens."""
+    spawn(["rclone", "rcd", "--rc-addr", "127.0.0.1:0", "--rc-no-auth", "--user-agent", AWS_SECRET,
+                         "--config", str(sync_pod.root / "rclone.conf")])
+    podsim.wait_for(lambda: any("rcd" in p.args for p in procs.listing(sync_pod.live())), what="rclone rcd")
+    log = Path(sync_pod.live().config.sync.log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text((f"{time.strftime('%Y/%m/%d %H:%M:%S')} ERROR : Failed to create file system: {CAUSE}; via "
+                    ).ljust(200, ".") + f" {AWS_SECRET} retrying\n")
+    sync_pod.configure(sync={"process_pattern": "rclone rcd"})
+    out = sync_pod.root / "out"
+    run = sync_pod.podcheck("--select", "sync.running", "--select", "sync.errors", "--json", str(out / "c.json"),
+                            "--junit-xml", str(out / "j.xml"), "--prometheus", str(out / "p.prom"), "-v",
+                            env={"AWS_SECRET_ACCESS_KEY": AWS_SECRET})
+    results = json.loads((out / "c.json").read_text())["results"]
+    messages = {r["id"]: r["message"] for r in results}
+    assert "--rc-no-auth --user-agent [REDACTED]" in messages["sync.running"], messages
+    assert "fetch token: Post" in messages["sync.errors"] and "[REDACTED]" in messages["sync.errors"], messages
+    assert "dial tcp 142.250.74.10:443: connect: connection refused" in messages["sync.errors"]
+    for where, text in {"stdout": run.stdout, "stderr": run.stderr, **{p.name: p.read_text() for p in out.iterdir()}}.items():
+        pieces = [AWS_SECRET[i:i + 8] for i in range(len(AWS_SECRET) - 7) if AWS_SECRET[i:i + 8] in text]
+        assert not pieces, f"{where}: {pieces}"
 
 
 def test_loop_killed_is_dead(sync_pod):

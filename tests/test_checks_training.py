@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from podcheck.domain import samples, trainings
+from podcheck.domain import trainings
 from podcheck.domain.samples import Samples, below_for
 
 DATA = Path(__file__).parent / "data" / "nvml"

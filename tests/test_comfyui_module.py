@@ -159,19 +159,6 @@ def test_connect_host_and_urls():
     assert comfyui.url_for(8188, "/queue", "::1") == "http://[::1]:8188/queue"
 
 
-def test_parse_process_list():
-    import base64
-
-    def b64(*parts: str) -> str:
-        return base64.b64encode("".join(p + "\0" for p in parts).encode()).decode()
-
-    cwd = base64.b64encode(b"/w/ComfyUI").decode()
-    text = (f"T 100 1000\nP 42 250 {cwd} {b64('python', 'main.py', '--port', '8190')}\n"
-            f"P 43 1  {b64('sleep', '5')}\ngarbage\n")
-    assert comfyui.parse_process_list(text) == [(42, ["python", "main.py", "--port", "8190"], "/w/ComfyUI", 1002.5),
-                                                 (43, ["sleep", "5"], None, 1000.01)]
-
-
 def test_launch_line_and_last_start():
     lines = ["[podcheck] ComfyUI launch pid=9", "Using sage attention", "Error running sage attention: old",
              "[podcheck] ComfyUI launch pid=9", "Total VRAM 1 MB", "Using sage attention", "To see the GUI go to: x",

@@ -35,3 +35,23 @@ def test_a_fifo_is_written_in_place_not_replaced(tmp_path):
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
     write_atomic("/dev/null", "nothing")
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_state_writes_and_log_appends_refuse_a_planted_link(tmp_path):
+    """podcheck's own files (state, logs) sit on a shared volume: a link someone planted is refused."""
+    import pytest
+
+    from podcheck.host.files import LinkRefused, append_text
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    for name in ("state.json", "watch.log"):
+        (tmp_path / name).symlink_to(victim)
+    with pytest.raises(LinkRefused, match="state.json: it is a symlink podcheck did not make"):
+        write_atomic(tmp_path / "state.json", "x", links=False)
+    with pytest.raises(LinkRefused, match="watch.log: it is a symlink"):
+        append_text(tmp_path / "watch.log", "line\n")
+    assert victim.read_text() == "keep"
+    append_text(tmp_path / "new.log", "one\n")
+    append_text(tmp_path / "new.log", "two\n")
+    assert (tmp_path / "new.log").read_text() == "one\ntwo\n"

@@ -84,6 +84,35 @@ def test_ffmpeg_repair_runs_the_real_apt_get_install(tmp_path):
     assert marker["changed_at"] is None and marker["verified_at"] > time.time() - 600
 
 
+def snapshot(root) -> dict[str, tuple]:
+    """Every path under root -> (kind, size, inode, mtime): any write, rename or new file shows."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        out[str(path.relative_to(root))] = (st.st_mode, st.st_size, st.st_ino, st.st_mtime_ns)
+    return out
+
+
+def test_a_dry_run_of_every_check_writes_nothing(cpu_pod):
+    """The attack: `--fix --dry-run` created .podcheck/ and oom.json (the memory check's baseline)."""
+    assert not cpu_pod.state_dir.exists()
+    before = snapshot(cpu_pod.root)
+    run = cpu_pod.podcheck("--fix", "--dry-run", "--json", "-")
+    assert run.json["repairs"] is not None, run.stderr
+    assert "memory.oom" in {r["id"] for r in run.json["results"]}, "the check that wrote oom.json ran"
+    assert snapshot(cpu_pod.root) == before
+    assert not cpu_pod.state_dir.exists()
+
+
+def test_a_healthy_pods_check_run_writes_nothing(cpu_pod):
+    """Every plain check run rewrote {state_dir}/oom.json with the same content."""
+    cpu_pod.podcheck("--json", "-")
+    assert (cpu_pod.state_dir / "oom.json").exists()
+    before = snapshot(cpu_pod.state_dir)
+    cpu_pod.podcheck("--json", "-")
+    assert snapshot(cpu_pod.state_dir) == before
+
+
 def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path):
     pod = fixsim.bare_pod(tmp_path, comfyui=False)
     env, installed = ffmpeg_gone(pod, tmp_path)

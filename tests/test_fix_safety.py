@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -115,9 +116,10 @@ def test_cache_clear_deletes_stale_kernels_only_inside_the_cache_roots(tmp_path,
 
     alice = ws / "output" / "alice"
     keep = put(alice / "keep.png", b"alice's picture", 3600)  # written under the old GPU, but a user's file
-    old_kernel = put(home / ".triton" / "cache" / "a1" / "kernel.cubin", b"x" * 4096, 3600)
-    new_kernel = put(home / ".triton" / "cache" / "b2" / "kernel.cubin", b"y" * 100, 10)
-    old_inductor = put(tmp_path / "inductor" / "fx" / "graph.py", b"z" * 1000, 3600)
+    old_kernel = put(home / ".triton" / "cache" / ("a1" * 32) / "kernel.cubin", b"x" * 4096, 3600)
+    new_kernel = put(home / ".triton" / "cache" / ("b2" * 32) / "kernel.cubin", b"y" * 100, 10)
+    old_inductor = put(tmp_path / "inductor" / "fxgraph" / "graph.py", b"z" * 1000, 3600)
+    not_a_kernel = put(home / ".triton" / "cache" / "notes.txt", b"not triton's", 3600)  # not triton's layout
     (home / ".triton" / "cache" / "planted").symlink_to(keep)  # a symlink inside a root, to a user's file
     (home / ".triton" / "cache" / "planted-dir").symlink_to(alice)
     engine = put(alice / "tensorrt" / "ComfyUI_STAT_00001_.engine", b"engine", 3600)
@@ -128,6 +130,7 @@ def test_cache_clear_deletes_stale_kernels_only_inside_the_cache_roots(tmp_path,
     assert "moved 1 TensorRT engine(s) built on another GPU" in result.message
     assert not old_kernel.exists() and not old_inductor.exists()
     assert new_kernel.read_bytes() == b"y" * 100  # built for this GPU
+    assert not_a_kernel.exists(), "only files laid out as the tool writes them are deleted"
     assert keep.read_bytes() == b"alice's picture" and (home / ".triton" / "cache" / "planted").is_symlink()
     assert (home / ".triton" / "cache" / "planted-dir").is_symlink() and (alice / "keep.png").exists()
     assert not engine.exists()
@@ -135,6 +138,73 @@ def test_cache_clear_deletes_stale_kernels_only_inside_the_cache_roots(tmp_path,
     assert moved.read_bytes() == b"engine"
     again = run_one(cfg, "caches.clear")
     assert again.status == "unchanged" and "no cache built for another GPU" in again.message
+
+
+def test_cache_clear_trusts_a_root_only_when_it_is_a_cache(tmp_path, monkeypatch):
+    """The attack: TRITON_CACHE_DIR at a user's output folder, CUDA_CACHE_PATH at the workspace, and
+    $HOME/.triton a link into a user's folder made caches.clear delete 16 user and ComfyUI files
+    written under the old GPU. Such roots are refused, and said so; a real cache is still cleared."""
+    home, ws = tmp_path / "home", tmp_path / "workspace"
+    now = time.time()
+    changed_at = now - 100
+    (ws / ".podcheck").mkdir(parents=True)
+    (ws / ".podcheck" / "gpu-history.json").write_text(json.dumps({"entries": [
+        {"fingerprint": "NVIDIA A100-SXM4-80GB:8.0", "first_seen": now - 86400, "last_seen": changed_at - 10},
+        {"fingerprint": "NVIDIA GeForce RTX 5090:12.0", "first_seen": changed_at, "last_seen": changed_at}]}))
+
+    def put(path: Path, data: bytes) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.utime(path, (now - 3600, now - 3600))  # written under the old GPU
+        return path
+
+    alice, bob = ws / "output" / "alice", ws / "output" / "bob"
+    put(alice / "img_0001.png", b"alice")
+    put(alice / "cache" / ("ab" * 32) / "looks-like-a-kernel.bin", b"alice's, shaped like triton's")
+    put(bob / "triton-notes" / "cache" / ("cd" * 32) / "x.cubin", b"bob's, shaped like triton's")
+    put(ws / "ComfyUI" / "main.py", b"comfy")
+    put(ws / "ComfyUI" / "0" / "1" / "abc", b"comfy, shaped like CUDA's")
+    put(ws / "index", b"a workspace file named like CUDA's index")
+    checkout = tmp_path / "ext-checkout"
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    put(checkout / "build" / "ext.so", b"a build inside a checkout")
+    home.mkdir()
+    (home / ".triton").symlink_to(bob / "triton-notes")  # $HOME/.triton/cache resolves into bob's folder
+    real_cache = put(tmp_path / "inductor" / "fxgraph" / "old.py", b"a stale kernel")
+    for var in ("TRITON_HOME", "XDG_CACHE_HOME", "PYTORCH_KERNEL_CACHE_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(alice / "cache"))
+    monkeypatch.setenv("CUDA_CACHE_PATH", str(ws))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(checkout))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    before = {p: p.read_bytes() for p in [*ws.rglob("*"), *checkout.rglob("*")]
+              if p.is_file() and not p.is_symlink() and ".podcheck" not in p.parts and ".git" not in p.parts}
+    assert len(before) == 7
+
+    result = run_one(config.load(env={"PODCHECK_WORKSPACE": str(ws), "HOME": str(home)}), "caches.clear")
+    assert {p: p.read_bytes() for p in before} == before, "no user, ComfyUI or checkout file is deleted"
+    assert result.status == "changed" and not real_cache.exists(), result.message
+    assert f"TRITON_CACHE_DIR={alice}/cache is not a cache: it is users' files ({ws}/output)" in result.message
+    assert f"CUDA_CACHE_PATH={ws} is not a cache: it is the workspace" in result.message
+    assert f"TORCH_EXTENSIONS_DIR={checkout} is not a cache: it is in a git checkout" in result.message
+    monkeypatch.delenv("TRITON_CACHE_DIR")  # now Triton's cache is $HOME/.triton/cache, i.e. bob's folder
+    result = run_one(config.load(env={"PODCHECK_WORKSPACE": str(ws), "HOME": str(home)}), "caches.clear")
+    assert {p: p.read_bytes() for p in before} == before
+    assert f"{home}/.triton/cache is not a cache: it is users' files ({ws}/output) (it resolves to {bob}/triton-notes/cache)" \
+        in result.message, result.message
+
+
+def test_cache_file_layouts():
+    from podcheck.domain.caches import is_cache_file
+    assert is_cache_file("triton", "f" * 64 + "/k.cubin") and not is_cache_file("triton", "pics/k.cubin")
+    assert is_cache_file("triton", "NGMNOUAKWJFCFBRYVOXKDVYOPTN4ZOLZ6UH4DFWNNZFPLAMEZYUQ/k.json")
+    assert not is_cache_file("triton", "f" * 64 + "/deeper/k.cubin")
+    assert is_cache_file("cuda", "index") and is_cache_file("cuda", "0/a/1f2e3d")
+    assert not is_cache_file("cuda", "output/alice/img.png")
+    assert is_cache_file("inductor", "fxgraph/ab/x") and not is_cache_file("inductor", "notes.txt")
+    assert is_cache_file("torch_extensions", "py311_cu129/ext/ext.so")
+    assert not is_cache_file("torch_extensions", "py311_cu129/ext/ext.cpp")
 
 
 SA_KEY = {"type": "service_account", "client_email": "sync@proj.iam.gserviceaccount.com",
@@ -259,3 +329,62 @@ def test_relaunch_restarts_an_idle_comfyui_with_sage_and_never_a_busy_one(tmp_pa
         assert "--use-sage-attention" in argv and argv[argv.index("--output-directory") + 1].endswith("/output/alice")
     finally:
         fixsim.stop_pod(tmp_path)
+
+
+def test_links_planted_in_the_state_dir_are_refused_not_written_through(pod, tmp_path):
+    """The state dir sits on a volume others write: a link planted as oom.json, markers.json,
+    last-fix.json, fix.log or quarantine/ once sent podcheck's writes (and quarantined user files)
+    to its target. Each is refused with a clear message; every target is left as it was."""
+    state, victims = pod.state_dir, tmp_path / "victims"
+    state.mkdir(parents=True, exist_ok=True)
+    victims.mkdir()
+    (victims / "elsewhere").mkdir()
+    for name in ("oom.json", "markers.json", "last-fix.json", "fix.log"):
+        (victims / name).write_text(f"the victim's {name}\n")
+        (state / name).symlink_to(victims / name)
+    (state / "quarantine").symlink_to(victims / "elsewhere")
+    before = fixsim.tree(victims) | {"content": [p.read_text() for p in sorted(victims.glob("*.*"))]}
+
+    run = pod.podcheck("--select", "memory", "--json", "-")
+    assert "Traceback" not in run.stdout + run.stderr
+    assert (victims / "oom.json").read_text() == "the victim's oom.json\n", "a plain check wrote through oom.json"
+    assert "refusing to write" in json.dumps(run.json), "the refusal is said, not silent"
+
+    shared_input = pod.workspace / "ComfyUI" / "input"
+    (shared_input / "uploads").mkdir(parents=True)
+    (shared_input / "carol.jpg").write_bytes(b"carol's upload")
+    (pod.workspace / "ComfyUI" / "output").symlink_to(pod.workspace / "output" / "alice")
+    run = pod.podcheck("--fix", "--select", "isolation", "--json", "-")
+    assert "Traceback" not in run.stdout + run.stderr
+    assert (fixsim.tree(victims) | {"content": [p.read_text() for p in sorted(victims.glob("*.*"))]}) == before
+    assert (shared_input / "carol.jpg").read_bytes() == b"carol's upload", "a refused quarantine moves nothing"
+    unlink = repairs(run)["isolation.unlink"]
+    assert unlink["status"] == "failed" and "symlink podcheck did not make" in unlink["message"], unlink
+    assert "cannot keep this fix's report: refusing to write" in run.stderr
+    assert all((state / n).is_symlink() for n in ("oom.json", "markers.json", "last-fix.json", "fix.log"))
+
+
+def test_state_records_hold_no_credentials(pod):
+    """The attack: a password in `[torch] index_url` and a `__token__:PASS@` in `[fix] pip_args` were
+    written in clear to last-fix.json and markers.json, on the shared volume."""
+    from podcheck.fix import fixer
+    from podcheck.fix.markers import Markers
+    from podcheck.results import RepairResult, Report
+
+    index = "https://user:PLANTEDindexPass0123@pypi.example/simple"
+    extra = "https://__token__:PLANTEDpipToken0123@pypi.example/private"
+    signed = "https://b.s3.amazonaws.com/w.whl?X-Amz-Signature=PLANTEDsignature0123abcd"
+    pod.configure(torch={"index_url": index}, fix={"pip_args": ["--extra-index-url", extra, "--find-links", signed]})
+    live = pod.live()
+    inputs = {"spec": "torch", "index_url": live.config.torch.index_url, "pip_args": live.config.fix.pip_args}
+    Markers(live).record("torch", inputs, changed=True)
+    command = f"python -m pip install torch --index-url {index} --extra-index-url {extra} --find-links {signed}"
+    report = Report(host="local", profile="runtime", repairs=[RepairResult("torch", "changed", "installed", [command])])
+    fixer._remember(live, report, fixer.Options())
+    for name in ("markers.json", "last-fix.json"):
+        text = (pod.state_dir / name).read_text()
+        assert "PLANTED" not in text, f"{name}: {text}"
+        assert "X-Amz-Signature=[REDACTED]" in text and "pypi.example/simple" in text, text
+    assert "https://user:[REDACTED]@pypi.example/simple" in (pod.state_dir / "last-fix.json").read_text()
+    marker = json.loads((pod.state_dir / "markers.json").read_text())["torch"]
+    assert marker["fingerprint"], "the marker still tells changed inputs from unchanged ones"

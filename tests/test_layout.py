@@ -11,10 +11,12 @@ REPO = Path(__file__).resolve().parent.parent
 WINGS = {"podcheck": REPO / "podcheck", "podcheck.checks": REPO / "checks", "podcheck.repairs": REPO / "repairs",
          "podcheck.reports": REPO / "reports"}
 #: Floors, lowest first: a module imports only from its own floor or below (data flows one way:
-#: config -> host -> facts -> checks -> results -> repairs -> reports, with the services and the CLI on top).
-FLOORS = (("podcheck", "podcheck.results", "podcheck.config", "podcheck.probe"), ("podcheck.host",),
+#: config -> host -> facts -> checks -> results -> repairs -> reports, with the services and the CLI on top;
+#: redaction sits low, beside the host, because everything written, state included, passes it).
+FLOORS = (("podcheck", "podcheck.results", "podcheck.config", "podcheck.probe"),
+          ("podcheck.host", "podcheck.reports.redact"),  # the one redaction layer: state records are redacted too
           ("podcheck.domain", "podcheck.facts", "podcheck.syncloop"), ("podcheck.plugin", "podcheck.reports"),
-          ("podcheck.runner", "podcheck.checks"), ("podcheck.fix", "podcheck.repairs"), ("podcheck.services",),
+          ("podcheck.runner", "podcheck.checks"), ("podcheck.fix", "podcheck.repairs"), ("podcheck.services", "podcheck.fleet"),
           ("podcheck.cli", "podcheck.__main__"))
 
 

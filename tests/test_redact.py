@@ -94,3 +94,59 @@ def test_pass_as_a_word_of_a_time_is_no_secret():
     from podcheck.reports.redact import is_secret_name
     assert not is_secret_name("pass_timeout_seconds") and not is_secret_name("passed")
     assert is_secret_name("db_pass") and is_secret_name("RCLONE_CONFIG_PASS") and is_secret_name("pass")
+
+
+JWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSJ9.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+SLACK = "https://hooks.slack.com/services/T01ABCDEF/B02GHIJKL/AbCdEfGhIjKlMnOpQrStUvWx"
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("sas_url = https://acct.blob.core.windows.net/c?sv=2022-11-02&ss=b&sig=Ab%2Bcd3Efg4Hij%3D", "Ab%2Bcd3Efg4Hij"),
+    ("rclone lsd :azureblob: --azureblob-sas-url https://a.blob.core.windows.net/c?sv=2022&sig=Zx9yW8vU7t%2F",
+     "Zx9yW8vU7t"),
+    ("GET https://b.s3.amazonaws.com/k?X-Amz-Credential=AKIA/x&X-Amz-Signature=0a1b2c3d4e5f6a7b8c9d", "0a1b2c3d4e5f6a7b"),
+    (f"NOTIFY_URL={SLACK}", "AbCdEfGhIjKlMnOpQrStUvWx"),
+    ("POST /services/T01ABCDEF/B02GHIJKL/AbCdEfGhIjKlMnOpQrStUvWx 200", "AbCdEfGhIjKlMnOpQrStUvWx"),
+    ("hook https://discord.com/api/webhooks/123456789012/abcdefGHIJKLmnopqrstUVWXyz0123", "abcdefGHIJKLmnopqrst"),
+    (f"SESSION_INFO={JWT}", "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"),
+    (f"got {JWT} from the proxy", "eyJzdWIiOiJhbGljZSJ9"),
+    ("Cookie: session=s%3AabcDEF123456.xyz; theme=dark", "abcDEF123456"),
+    ("using api key 3f9a8b7c6d5e4f3a2b1c to download", "3f9a8b7c6d5e4f3a2b1c"),
+])
+def test_token_shapes_without_secret_names(text, secret):
+    out = Redactor().text(text)
+    assert secret not in out and REDACTED in out, out
+
+
+def test_a_cut_learned_value_loses_its_pieces_too():
+    """sync.running cuts argv at 80 characters and sync.errors lines at 220 before the report redacts:
+    the learned value no longer matched, and 28 + 12 of its 40 characters leaked."""
+    secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+    r = Redactor.from_env({"AWS_SECRET_ACCESS_KEY": secret})
+    argv = f"rclone sync /workspace/output s3:bucket --user-agent {secret} --transfers 8"
+    for cut in (argv[:80], argv[-40:], f"({argv[:80]}) matches", secret[:12] + " and " + secret[-12:]):
+        out = r.text(cut)
+        assert not any(secret[i:i + 8] in out for i in range(len(secret) - 7)), out
+        assert REDACTED in out and any(word in out for word in ("rclone sync", "--transfers 8", " and "))
+
+
+def test_secrets_go_the_words_around_them_stay():
+    """Issue 10: redaction plus the cut turned rclone's causes into `*** … [REDACTED] tcp …`."""
+    from podcheck.domain import rclone
+    line = ('2026/11/23 12:00:00 ERROR : Failed to create file system for "gdrive:": couldn\'t fetch token: '
+            'Post "https://oauth2.googleapis.com/token": dial tcp 142.250.74.10:443: connect: connection refused')
+    for out in (Redactor().text(line), rclone.redact_line(line), Redactor().text(rclone.redact_line(line))):
+        assert out == line, out
+    assert "token: ***" in rclone.redact_line("refresh token: 1//0gPLANTED0123456789abcdef")
+    assert Redactor().text("service-account key /tmp/pytest-0/sa.json is readable") == \
+        "service-account key /tmp/pytest-0/sa.json is readable"
+    assert Redactor().data({"pass_timeout_seconds": 3600.0}) == {"pass_timeout_seconds": 3600.0}
+    assert "key frames 24" in Redactor().text("key frames 24") and "token count 1234" in Redactor().text("token count 1234")
+
+
+def test_for_config_learns_the_rclone_config(tmp_path):
+    from types import SimpleNamespace
+    conf = tmp_path / "rclone.conf"
+    conf.write_text("[s3]\ntype = s3\nsecret_access_key = PLANTEDfromTheRcloneConf0123\n")
+    r = Redactor.for_config(SimpleNamespace(sync=SimpleNamespace(rclone_config=str(conf))), env={})
+    assert r.text("copying with PLANTEDfromTheRcloneConf0123 now") == f"copying with {REDACTED} now"

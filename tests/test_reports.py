@@ -37,10 +37,25 @@ SECRETS = {
     "CIVITAI_API_KEY": "PLANTEDcivitai0123456789",
     "URL password": "PLANTEDurlpass0123",
     "bearer token": "PLANTEDbearer0123456789abcdef",
+    # issue 11: shapes whose names say nothing, and a secret cut before it was redacted
+    "azure SAS signature in rclone.conf": "PLANTEDsasConfSig0123456789abc",
+    "azure SAS signature in rclone's argv": "PLANTEDsasArgvSig0123456789",
+    "Slack webhook in an env var": "PLANTEDslackEnvHook0123",
+    "JWT in an env var": "PLANTEDjwtEnvSig0123456789",
+    "cookie in the ComfyUI log": "PLANTEDcookieValue0123",
+    "JWT in the ComfyUI log": "PLANTEDjwtLogSig0123456789",
+    "Slack webhook path in the ComfyUI log": "PLANTEDslackLogPath0123",
+    "`key <value>` in the ComfyUI log": "PLANTEDspacedKey0123456789",
 }
 ENV = {name: SECRETS[name] for name in ("HF_TOKEN", "RUNPOD_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                                          "CIVITAI_API_KEY")}
-SECTIONS = ["Summary", "Failures", "Checks", "Pod python", "GPUs", "Pod identity", "System",
+ENV |= {"NOTIFY_URL": f"https://hooks.slack.com/services/T0PLANTED1/B0PLANTED2/{SECRETS['Slack webhook in an env var']}",
+        "SESSION_INFO": f"eyJhbGciOiJIUzI1NiJ9.eyJQTEFOVEVEIjoxfQ.{SECRETS['JWT in an env var']}"}
+SAS_URL = "https://acct.blob.core.windows.net/c?sv=2022-11-02&ss=b&sp=rl&sig="
+#: rclone's words around secrets that must survive redaction (issue 10).
+CAUSE = ("couldn't fetch token: Post \"https://oauth2.googleapis.com/token\": dial tcp 142.250.74.10:443: "
+         "connect: connection refused")
+SECTIONS = ["Summary", "Failures", "To fix", "Checks", "Pod python", "GPUs", "Pod identity", "System",
             "CPU, memory and cgroup", "Disk", "ComfyUI", "Sync", "OOM events", "Logs"]
 
 
@@ -69,7 +84,8 @@ def plant(pod: podsim.SimPod) -> subprocess.Popen:
     conf.write_text(
         f"[gdrive]\ntype = drive\nclient_id = 123.apps.googleusercontent.com\nclient_secret = {SECRETS['rclone client_secret']}\n"
         f"scope = drive\ntoken = {token}\nteam_drive = 0ABCdefGHI\nservice_account_file = {sa_file}\n\n"
-        f"[secret]\ntype = crypt\nremote = gdrive:crypt\npassword = {SECRETS['rclone crypt password']}\n")
+        f"[secret]\ntype = crypt\nremote = gdrive:crypt\npassword = {SECRETS['rclone crypt password']}\n\n"
+        f"[azure]\ntype = azureblob\nsas_url = {SAS_URL}{SECRETS['azure SAS signature in rclone.conf']}\n")
     state = pod.workspace / ".podcheck"
     state.mkdir(parents=True)
     (state / "comfyui.log").write_text(
@@ -80,18 +96,30 @@ def plant(pod: podsim.SimPod) -> subprocess.Popen:
         f"POST /api/upload Authorization: Bearer {SECRETS['bearer token']}\n"
         f"aws configure: AWS_ACCESS_KEY_ID={SECRETS['AWS_ACCESS_KEY_ID']} "
         f"AWS_SECRET_ACCESS_KEY={SECRETS['AWS_SECRET_ACCESS_KEY']}\n"
+        f"Cookie: session={SECRETS['cookie in the ComfyUI log']}; theme=dark\n"
+        f"proxy handed out eyJhbGciOiJIUzI1NiJ9.eyJsb2ciOjF9.{SECRETS['JWT in the ComfyUI log']} for the session\n"
+        f"notify POST /services/T0PLANTED3/B0PLANTED4/{SECRETS['Slack webhook path in the ComfyUI log']} 200\n"
+        f"civitai: using api key {SECRETS['`key <value>` in the ComfyUI log']} for downloads\n"
         "To see the GUI go to: http://0.0.0.0:8188\n")
     (state / "sync.log").write_text(
         f"2026/11/23 12:00:00 ERROR : gdrive: token = {token}\n"
         f"2026/11/23 12:00:01 ERROR : bad credentials: {json.dumps(service_account())}\n"
-        "2026/11/23 12:00:02 INFO  : output/alice/img.png: Copied (new)\n")
+        "2026/11/23 12:00:02 INFO  : output/alice/img.png: Copied (new)\n"
+        # recent, so sync.errors quotes it, cut at 220 characters inside the AWS secret
+        + (f"{time.strftime('%Y/%m/%d %H:%M:%S')} ERROR : Failed to create file system: {CAUSE}; via "
+           ).ljust(200, ".") + f" {SECRETS['AWS_SECRET_ACCESS_KEY']} retrying\n")
     comfy = pod.workspace / "ComfyUI"
     comfy.mkdir()
     (comfy / "comfyui_version.py").write_text('__version__ = "0.3.64"\n')
     (comfy / "main.py").write_text("import time\ntime.sleep(600)\n")
     git_repo(comfy, "ComfyUI 0.3.64")
     git_repo(comfy / "custom_nodes" / "ComfyUI-KJNodes", "nodes")
-    pod.configure(torch={"cuda": "12.9"}, sync={"rclone_config": str(conf)})  # torch: one failing check
+    # an rclone the pod runs by hand: sync.running quotes its argv cut at 80 characters, inside the AWS secret
+    pod.configure(torch={"cuda": "12.9"}, sync={"rclone_config": str(conf), "process_pattern": "rclone rcd"})
+    pod.rclone = subprocess.Popen(
+        ["rclone", "rcd", "--rc-addr", "127.0.0.1:0", "--rc-no-auth", "--user-agent", SECRETS["AWS_SECRET_ACCESS_KEY"],
+         "--azureblob-sas-url", SAS_URL + SECRETS["azure SAS signature in rclone's argv"], "--config", str(conf)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     return subprocess.Popen(
         [sys.executable, str(comfy / "main.py"), "--listen", "127.0.0.1", "--port", "8188", "--use-sage-attention",
          f"--civitai-api-key={SECRETS['CIVITAI_API_KEY']}", "--output-directory", str(pod.workspace / "output/alice")],
@@ -117,8 +145,9 @@ def planted(tmp_path_factory):
                                      "--prometheus", str(out / "podcheck.prom"), env=ENV)
         finished = time.time()
     finally:
-        os.killpg(comfyui.pid, signal.SIGKILL)
-        comfyui.wait()
+        for proc in (comfyui, pod.rclone):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     return {"pod": pod, "out": out, "runs": runs, "window": (started, finished)}
 
 
@@ -149,6 +178,10 @@ def test_no_planted_secret_in_any_format_or_the_bundle(planted):
             "bundle podcheck-report/logs/comfyui.log", "bundle podcheck-report/logs/sync.log"} <= set(texts)
     leaks = [f"{what} in {where}" for where, text in texts.items() for what, value in SECRETS.items() if value in text]
     assert not leaks, leaks
+    aws = SECRETS["AWS_SECRET_ACCESS_KEY"]
+    pieces = {aws[i:i + 10] for i in range(len(aws) - 9)} - {p for p in (aws[i:i + 10] for i in range(len(aws))) if p in UUID}
+    cut = [f"{piece!r} in {where}" for where, text in texts.items() for piece in pieces if piece in text]
+    assert not cut, f"pieces of the AWS secret a cut left: {cut[:5]}"
     uuid_leaks = [where for where, text in texts.items() if UUID in text]
     assert uuid_leaks == ["json stdout"]  # the run with --no-redact-uuids, and only it
 
@@ -167,6 +200,11 @@ def test_the_secrets_were_there_to_leak(planted):
     assert "Authorization: [REDACTED]" in comfy_log and "https://alice:[REDACTED]@models.example.com" in comfy_log
     assert "(UUID: GPU-[REDACTED])" in comfy_log
     assert "[REDACTED] private key" in sync_log and "sync@pods.iam.gserviceaccount.com" in sync_log
+    assert "Cookie: [REDACTED]" in comfy_log and "/services/[REDACTED] 200" in comfy_log
+    assert "using api key [REDACTED] for downloads" in comfy_log and "proxy handed out [REDACTED] for" in comfy_log
+    assert "sas_url = [REDACTED]" in md and "--azureblob-sas-url [REDACTED]" in md
+    assert "rclone rcd --rc-addr 127.0.0.1:0" in md, "the hand-run rclone's argv is in the report"
+    assert CAUSE in sync_log
 
 
 def test_report_json_has_facts_sections_and_results(planted):
@@ -184,7 +222,7 @@ def test_report_json_has_facts_sections_and_results(planted):
         f"--use-sage-attention --civitai-api-key=[REDACTED] --output-directory {planted['pod'].workspace}/output/alice")
     assert comfy["rows"]["custom nodes"] == 1 and comfy["texts"]["custom nodes"].startswith("ComfyUI-KJNodes  ")
     sync = next(s for s in doc["sections"] if s["title"] == "Sync")
-    assert sync["rows"]["remotes"] == "gdrive, secret"
+    assert sync["rows"]["remotes"] == "gdrive, secret, azure"
     gpus = next(s for s in doc["sections"] if s["title"] == "GPUs")
     assert gpus["not_collected"] == ["could not collect GPUs: NVML: NVML Shared Library Not Found"]
 
@@ -204,6 +242,8 @@ def test_markdown_parses_into_the_expected_sections(planted):
     assert headings == SECTIONS
     failures = " ".join(t.content for t in sections["Failures"])
     assert "gpu.torch_build" in failures and "torch 2.13.0+cpu is a CPU build; expected CUDA 12.9" in failures
+    to_fix = " ".join(t.content for t in sections["To fix"])
+    assert "podcheck --fix" in to_fix and "torch" in to_fix
     check_ids = {r["id"] for r in json.loads((planted["out"] / "check.json").read_text())["results"]}
     cells = {t.children[0].content for t in sections["Checks"] if t.children and t.children[0].type == "code_inline"}
     assert cells == check_ids

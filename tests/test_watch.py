@@ -264,3 +264,39 @@ def test_watch_log_is_redacted(sim, tmp_path, monkeypatch):
                                                         "https://me:pw123456@host/x")
     text = (tmp_path / "w.log").read_text()
     assert "plain-looking-secret-value-42" not in text and "pw123456" not in text and "sync.start" in text
+
+
+def test_watch_log_loses_cut_secrets_and_shapes_and_keeps_the_cause(sim, tmp_path, monkeypatch):
+    """What a check cut before redaction (sync.running's 80 characters) and the shapes with no secret
+    name (JWT, SAS signature) never reach watch.log; rclone's cause does. A planted link is refused."""
+    from podcheck.host.files import LinkRefused
+
+    secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYPLANTEDKEY"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    cfg = config_mod.load(sim.config_path, env={})
+    log = watch.Log(tmp_path / "w.log", watch.redactor_for(cfg))
+    argv = f"rclone rcd --rc-addr 127.0.0.1:0 --rc-no-auth --user-agent {secret} --transfers 8"
+    log.write("check", check="sync.running", result="passed",
+              message=f"sync process 42 ({argv[:80]}) matches; got eyJhbGciOiJIUzI1NiJ9.eyJ4IjoxfQ.PLANTEDjwt0123 "
+                      "for ?sv=2022&sig=PLANTEDsig0123 after dial tcp 1.2.3.4:443: connect: connection refused")
+    text = (tmp_path / "w.log").read_text()
+    assert not [secret[i:i + 8] for i in range(len(secret) - 7) if secret[i:i + 8] in text], text
+    assert "PLANTED" not in text and "dial tcp 1.2.3.4:443: connect: connection refused" in text, text
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (tmp_path / "l.log").symlink_to(victim)
+    with pytest.raises(LinkRefused):
+        watch.Log(tmp_path / "l.log", watch.redactor_for(cfg)).write("start", pid=1)
+    assert victim.read_text() == "keep"
+
+
+def test_watch_refuses_a_planted_log_link_in_one_line(sim, tmp_path):
+    state = Path(config_mod.load(sim.config_path, env={}).pod.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (state / "watch.log").symlink_to(victim)
+    run = sim.podcheck("watch", "--interval", "1", timeout=60)
+    assert run.rc == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.strip().endswith("watch.log: it is a symlink podcheck did not make (remove it, then run again)")
+    assert victim.read_text() == "keep"

@@ -1,5 +1,7 @@
 """The `podcheck` command (typer). Exit codes: 0 all applicable checks passed, 1 something failed,
-2 a usage or config error, or no verdict could be reached. Bad input is one line on stderr."""
+2 a usage or config error, or no verdict could be reached. Bad input is one line on stderr.
+A fleet run (several hosts, `@FILE`, a host glob, `ansible://`, or `--parallel`) adds 4: some host
+could not be reached (4 alone: every host reached passed; 5: also a reached host failed)."""
 from __future__ import annotations
 
 import json
@@ -14,6 +16,8 @@ except ImportError:  # pragma: no cover
     from click.exceptions import ClickException
 
 from podcheck import __version__, facts, runner
+from podcheck import config as config_mod
+from podcheck.cli import fleet as fleet_cli
 from podcheck.cli import outputs, setup
 from podcheck.cli.common import (
     ConfigOpt,
@@ -26,10 +30,12 @@ from podcheck.cli.common import (
 )
 from podcheck.fix import fixer
 from podcheck.fix.registry import registry
+from podcheck.fleet import inventory, sshmux
+from podcheck.fleet.run import config_of
 from podcheck.host import containers
 from podcheck.host.pod import Pod
 from podcheck.plugin import PROFILES
-from podcheck.services import serve, watch
+from podcheck.services import fleet_serve, serve, watch
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="Health checks and repairs for GPU pods running ComfyUI.")
@@ -62,6 +68,12 @@ def check(
     safe_only: bool = typer.Option(False, "--safe-only", help="with --fix: run only repairs whose blast radius is safe"),
     background: Optional[bool] = typer.Option(None, "--background/--no-background",
                                               help="with --fix: run slow repairs detached (default: [fix] background)"),
+    parallel: Optional[int] = typer.Option(None, "--parallel", min=1, help="fleet: check this many hosts at once (default 8)"),
+    ansible_inventory: Optional[Path] = typer.Option(None, "--ansible-inventory", help="Ansible inventory for ansible://GROUP hosts"),
+    connect_timeout: float = typer.Option(10.0, "--connect-timeout", min=1, help="fleet: seconds for a host to answer before it counts as unreachable"),
+    host_timeout: float = typer.Option(0.0, "--host-timeout", min=0, help="fleet: stop starting a host's checks after this many seconds (0: no limit)"),
+    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="fleet --fix: repair this many pods at once (default --parallel)"),
+    max_fail: Optional[int] = typer.Option(None, "--max-fail", min=1, help="fleet --fix: start no new pod after this many failed repairs"),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
 ) -> None:
     """Run the checks and print a table (the default command)."""
@@ -71,26 +83,41 @@ def check(
     if profile not in PROFILES:
         raise UsageFailure(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
     cfg = load_config(config)
-    specs = [h for h in hosts.split(",") if h.strip()] or ["local://"]
-    targets = [runner.Target.parse(h, ssh_config=as_str(ssh_config), ssh_identity_file=as_str(ssh_identity_file))
-               for h in specs]
     if (dry_run or safe_only or background is not None) and not fix:
         raise UsageFailure("--dry-run, --safe-only and --background apply only with --fix")
-    try:
-        if fix:
-            for target in targets:
-                if target.container:
-                    target.container.refuse_repairs()
-            opts = fixer.Options(profile=profile, select=select, dry_run=dry_run, safe_only=safe_only,
-                                 background=cfg.fix.background if background is None else background)
-            reports = [fixer.fix(cfg, t, opts) for t in targets]
-        else:
-            reports = [runner.run(cfg, t, profile=profile, select=select) for t in targets]
-    except runner.RunError as exc:
-        raise UsageFailure(f"no verdict: {exc}") from None
-    except containers.ContainerError as exc:
-        raise UsageFailure(str(exc)) from None
-    outputs.write_check_outputs(reports, fmt, json_out, junit_xml, prometheus, quiet=quiet, verbose=verbose)
+    if (max_parallel or max_fail) and not fix:
+        raise UsageFailure("--max-parallel and --max-fail apply only with --fix")
+    if inventory.is_fleet(hosts) or parallel is not None or ansible_inventory is not None:
+        reports = fleet_cli.check(cfg, hosts, fleet_cli.Given(
+            profile=profile, select=select, ssh_config=as_str(ssh_config), ssh_identity_file=as_str(ssh_identity_file),
+            ansible_inventory=as_str(ansible_inventory), parallel=parallel, connect_timeout=connect_timeout,
+            host_timeout=host_timeout, fix=fix, dry_run=dry_run, safe_only=safe_only, background=background,
+            max_parallel=max_parallel, max_fail=max_fail))
+        outputs.write_check_outputs(reports, fmt, json_out, junit_xml, prometheus, quiet=quiet, verbose=verbose,
+                                    fleet=True, cfg=cfg)
+        raise typer.Exit(fleet_cli.exit_code(reports))
+    specs = [h for h in hosts.split(",") if h.strip()] or ["local://"]
+    detached = fix and (cfg.fix.background if background is None else background)
+    with sshmux.Multiplexer() as mux:  # one ssh connection per host, closed at the end
+        muxed = not detached  # a background repair outlives this process and its ssh masters
+        targets = [runner.Target.parse(h, ssh_config=mux.wrap(as_str(ssh_config)) if muxed and sshmux.uses_ssh(h)
+                                       else as_str(ssh_config),
+                                       ssh_identity_file=as_str(ssh_identity_file)) for h in specs]
+        try:
+            if fix:
+                for target in targets:
+                    if target.container:
+                        target.container.refuse_repairs()
+                opts = fixer.Options(profile=profile, select=select, dry_run=dry_run, safe_only=safe_only,
+                                     background=cfg.fix.background if background is None else background)
+                reports = [fixer.fix(config_of(cfg, t.spec), t, opts) for t in targets]
+            else:
+                reports = [runner.run(config_of(cfg, t.spec), t, profile=profile, select=select) for t in targets]
+        except runner.RunError as exc:
+            raise UsageFailure(f"no verdict: {exc}") from None
+        except (config_mod.ConfigError, containers.ContainerError) as exc:
+            raise UsageFailure(str(exc)) from None
+    outputs.write_check_outputs(reports, fmt, json_out, junit_xml, prometheus, quiet=quiet, verbose=verbose, cfg=cfg)
     raise typer.Exit(0 if all(r.ok for r in reports) else 1)
 
 
@@ -205,9 +232,22 @@ def serve_cmd(
     listen: Optional[str] = typer.Option(None, "--listen", help="address to listen on (default 127.0.0.1; 0.0.0.0 widens it)"),
     profile: str = typer.Option("runtime", "--profile", help="image | boot | runtime"),
     select: List[str] = typer.Option([], "--select", help="check id, area or glob; repeatable"),
+    hosts: Optional[str] = typer.Option(None, "--hosts", help="a fleet (URLs, @FILE, ssh://GLOB, ansible://GROUP): serve its fleet view"),
+    ssh_config: Optional[Path] = SshConfigOpt,
+    ansible_inventory: Optional[Path] = typer.Option(None, "--ansible-inventory", help="Ansible inventory for ansible://GROUP hosts"),
+    parallel: Optional[int] = typer.Option(None, "--parallel", min=1, help="fleet: check this many hosts at once (default 8)"),
 ) -> None:
     """Serve /healthz, /api/status and a status page (read-only) until SIGTERM/SIGINT."""
-
+    if hosts:
+        cfg = load_config(config)
+        given = fleet_cli.Given(profile=profile, select=select, ssh_config=as_str(ssh_config),
+                                ansible_inventory=as_str(ansible_inventory), parallel=parallel)
+        fleet_cli.hosts_of(hosts, given)  # a bad inventory is one line and exit 2 now, not a page later
+        try:
+            raise typer.Exit(fleet_serve.main(cfg, lambda: fleet_cli.check(cfg, hosts, given), port, listen,
+                                              echo=typer.echo))
+        except watch.CannotStart as exc:
+            raise UsageFailure(str(exc)) from None
     try:
         raise typer.Exit(serve.main(load_config(config), port, listen, select, profile, echo=typer.echo))
     except watch.CannotStart as exc:

@@ -1,7 +1,6 @@
 """What every command shares: the one-line usage failure, config loading, the redactor, common options."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -23,9 +22,10 @@ def load_config(path: Optional[Path]) -> config_mod.Config:
         raise UsageFailure(str(exc)) from None
 
 
-def default_redactor(uuids: bool = True) -> Redactor:
-    """The Redactor for what this process prints: it knows the secret variables of its environment."""
-    return Redactor.from_env(os.environ, uuids=uuids)
+def default_redactor(uuids: bool = True, cfg: Optional[config_mod.Config] = None) -> Redactor:
+    """The Redactor for what this process prints: it knows the secret variables of its environment and,
+    given the config, the secret values of the rclone config (Redactor.for_config, as watch and serve)."""
+    return Redactor.for_config(cfg, uuids=uuids)
 
 
 def as_str(path: Optional[Path]) -> Optional[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any, Iterator, List, Optional
 import typer
 
 from podcheck import runner
+from podcheck.cli import fleet as fleet_cli
 from podcheck.cli.common import (
     ConfigOpt,
     SshConfigOpt,
@@ -26,6 +26,7 @@ from podcheck.host.files import write_atomic
 from podcheck.host.pod import Pod
 from podcheck.plugin import PROFILES
 from podcheck.reports import bundle as bundle_mod
+from podcheck.reports import fleet as fleet_view
 from podcheck.reports import html, json_report, junit, markdown, prometheus, terminal
 from podcheck.reports.redact import Redactor
 from podcheck.reports.render import CHECK_FORMATS, render_checks
@@ -37,17 +38,19 @@ REPORT_FORMATS = ("md", "html", "json")
 
 def write_check_outputs(reports: list[Report], fmt: str = "table", json_out: Optional[str] = None,
                         junit_xml: Optional[Path] = None, prometheus_out: Optional[Path] = None,
-                        quiet: bool = False, verbose: bool = False) -> None:
-    """Print `fmt` and write the requested files, all from the same redacted results."""
+                        quiet: bool = False, verbose: bool = False, fleet: bool = False, cfg: Any = None) -> None:
+    """Print `fmt` and write the requested files, all from the same redacted results (`fleet`: the
+    hosts x areas view for table/md/html/json, reports/fleet.py)."""
     if fmt not in CHECK_FORMATS:
         raise UsageFailure(f"--format must be one of {', '.join(CHECK_FORMATS)}, got {fmt!r}")
-    clean = default_redactor()
+    clean = default_redactor(cfg=cfg)
     reports = [clean.data(r) for r in reports]
     if json_out == "-":  # `--json -` prints only JSON
         fmt, json_out = "json", None
     clean.write(None, render_checks(fmt, reports, quiet=quiet, verbose=verbose,
-                                    colour=terminal.use_colour(sys.stdout)))
-    for path, render in ((json_out, json_report.render), (junit_xml, junit.render), (prometheus_out, prometheus.render)):
+                                    colour=terminal.use_colour(sys.stdout), as_fleet=fleet))
+    json_render = fleet_view.render_json if fleet else json_report.render
+    for path, render in ((json_out, json_render), (junit_xml, junit.render), (prometheus_out, prometheus.render)):
         if path:
             with _writable(path):
                 clean.write(path, render(reports))
@@ -64,12 +67,24 @@ def report(
     bundle: Optional[Path] = typer.Option(None, "--bundle", metavar="FILE.tar.gz",
                                           help="also write the report and the raw logs it quoted, redacted"),
     no_redact_uuids: bool = typer.Option(False, "--no-redact-uuids", help="keep GPU UUIDs"),
+    as_fleet: bool = typer.Option(False, "--fleet", help="the fleet view of --hosts (URLs, @FILE, ssh://GLOB, ansible://GROUP)"),
+    ansible_inventory: Optional[Path] = typer.Option(None, "--ansible-inventory", help="with --fleet: for ansible://GROUP"),
+    parallel: Optional[int] = typer.Option(None, "--parallel", min=1, help="with --fleet: hosts checked at once (default 8)"),
 ) -> None:
     """A diagnostic report to attach to a bug report: pod, GPUs, versions, logs, and every check."""
     if fmt not in REPORT_FORMATS:
         raise UsageFailure(f"--format must be one of {', '.join(REPORT_FORMATS)}, got {fmt!r}")
     if profile not in PROFILES:
         raise UsageFailure(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    if as_fleet:
+        given = fleet_cli.Given(profile=profile, ssh_config=as_str(ssh_config),
+                                ssh_identity_file=as_str(ssh_identity_file),
+                                ansible_inventory=as_str(ansible_inventory), parallel=parallel)
+        reports = fleet_cli.check(load_config(config), hosts, given)
+        clean = default_redactor(uuids=not no_redact_uuids, cfg=load_config(config))
+        with _writable(output):
+            clean.write(output, render_checks(fmt, [clean.data(r) for r in reports], as_fleet=True))
+        raise typer.Exit(fleet_cli.exit_code(reports))
     if "," in hosts:
         raise UsageFailure("report takes one host; run it once per host")
     cfg = load_config(config)
@@ -80,7 +95,8 @@ def report(
         pod = Pod(cfg, target.host(), target=target.spec if target.container else None)
     except (runner.RunError, RuntimeError, ValueError) as exc:
         raise UsageFailure(f"no report: {exc}") from None
-    redactor = Redactor.from_env(os.environ if target.is_local else {}, uuids=not no_redact_uuids)
+    redactor = (Redactor.for_config(cfg, uuids=not no_redact_uuids) if target.is_local
+                else Redactor.from_env({}, uuids=not no_redact_uuids))
 
     def render(doc: Any, as_fmt: str = fmt) -> str:
         clean = redactor.data(doc)

@@ -100,6 +100,58 @@ def locations(env: dict[str, str], workspace: str, comfyui_dir: str, users: list
     return unique
 
 
+# --- what caches.clear may delete -------------------------------------------------------------------
+# A root is trusted only when its real path is a cache: not the workspace, the home folder or a
+# checkout (ComfyUI, any git tree), not inside or above a user's folder; and below a trusted root only
+# the files the tool itself writes are deleted (its layout), so a root pointed at the wrong folder
+# loses nothing of anyone's.
+
+_HASH = re.compile(r"[0-9a-f]{32,64}|[A-Z2-7]{52}|[A-Za-z0-9_-]{43}=?")  # Triton: sha256 hex, base32, base64
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_INDUCTOR_DIRS = {"fxgraph", "aotautograd", "triton", "cache", "locks", "kernel", "autotune", "pyc", "cudagraph"}
+_BUILT_SUFFIXES = (".so", ".o", ".ninja_deps", ".ninja_log", ".lock", ".cubin", ".ptx", ".fatbin", ".json")
+
+
+def untrusted(kind: str, real: str, *, workspace: str, comfyui_dir: str, home: str, git_tree: bool) -> str | None:
+    """Why the cache root whose real path is `real` must not be cleared, or None. Paths are real paths."""
+    if kind == "tensorrt":
+        return None  # engines are moved to quarantine, never deleted
+    real = posixpath.normpath(real)
+    per_user = [posixpath.join(workspace, k) for k in ("output", "input", "workflows", "temp")]
+
+    def inside(a: str, b: str) -> bool:
+        return a == b or a.startswith(b.rstrip("/") + "/")
+
+    for what, path in (("the workspace", workspace), ("the ComfyUI checkout", comfyui_dir), ("the home folder", home)):
+        if inside(path, real):
+            return f"it is {what}" if path == real else f"it holds {what} ({path})"
+    if inside(real, comfyui_dir):
+        return f"it is inside the ComfyUI checkout ({comfyui_dir})"
+    for folder in per_user:
+        if inside(real, folder) or inside(folder, real):
+            return f"it is users' files ({folder})"
+    if git_tree:
+        return "it is in a git checkout"
+    return None
+
+
+def is_cache_file(kind: str, rel: str) -> bool:
+    """Whether `rel` (a path below a cache root) is laid out as the tool writes its cache files."""
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return False
+    if kind == "triton":  # <hash>/<file>
+        return len(parts) == 2 and bool(_HASH.fullmatch(parts[0]))
+    if kind == "cuda":  # index, and <hex>/<hex>/<hex> entries
+        return parts == ["index"] or (len(parts) == 3 and all(_HEX.fullmatch(p) for p in parts))
+    if kind == "inductor":  # fxgraph/, aotautograd/, triton/, ... and the two-character code folders
+        return len(parts) >= 2 and (parts[0] in _INDUCTOR_DIRS or bool(re.fullmatch(r"[a-z0-9]{2}", parts[0])))
+    if kind in ("torch_extensions", "torch_kernels"):  # build products only, never sources or anything else
+        return parts[-1] == "build.ninja" or parts[-1].endswith(_BUILT_SUFFIXES) or (
+            kind == "torch_kernels" and len(parts) <= 2 and bool(_HEX.fullmatch(parts[-1])))
+    return kind == "tensorrt" and parts[-1].endswith((".engine", ".plan", ".trt"))
+
+
 @dataclass
 class Found:
     """What one cache root holds: files and bytes, and how much of it is stale."""

@@ -14,63 +14,32 @@ memory.free repairs (`request(pod, p.url("/free"), "POST", {"free_memory": True}
 """
 from __future__ import annotations
 
-import base64
 import json
 import posixpath
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
+from podcheck.domain.comfyui_args import (  # noqa: F401 - re-exported: comfyui.parse_args and friends
+    ATTENTION,
+    CONST,
+    DEFAULT_LISTEN,
+    DEFAULT_PORT,
+    FLAGS,
+    Args,
+    flag_names,
+    parse_args,
+    script_index,
+)
 from podcheck.domain.users import require_valid
+from podcheck.host import procs, sides
 from podcheck.host.paths import PLAIN, resolve
-
-DEFAULT_PORT = 8188
-DEFAULT_LISTEN = "127.0.0.1"
-
-#: Every option of ComfyUI's comfy/cli_args.py (v0.3.x through 2026). Only their names matter here:
-#: argparse accepts any unique prefix of one. The pod's own cli_args.py, when readable, decides instead.
-FLAGS = frozenset("""
---listen --port --tls-keyfile --tls-certfile --enable-cors-header --max-upload-size --base-directory
---extra-model-paths-config --output-directory --date-based-output --date-output-format --temp-directory
---input-directory --models-directory --user-directory --auto-launch --disable-auto-launch --cuda-device
---default-device --cuda-malloc --disable-cuda-malloc --force-fp32 --force-fp16 --fp32-unet --fp64-unet
---bf16-unet --fp16-unet --fp8_e4m3fn-unet --fp8_e5m2-unet --fp8_e8m0fnu-unet --fp16-vae --fp32-vae
---bf16-vae --cpu-vae --fp8_e4m3fn-text-enc --fp8_e5m2-text-enc --fp16-text-enc --fp32-text-enc
---bf16-text-enc --fp16-intermediates --force-channels-last --directml --oneapi-device-selector
---disable-ipex-optimize --supports-fp8-compute --enable-triton-backend --disable-triton-backend
---preview-method --preview-size --cache-ram --cache-classic --cache-lru --cache-none --high-ram
---use-split-cross-attention --use-quad-cross-attention --use-pytorch-cross-attention --use-sage-attention
---use-flash-attention --use-ck-attention --disable-xformers --force-upcast-attention --dont-upcast-attention
---enable-manager --disable-manager-ui --enable-manager-legacy-ui --gpu-only --highvram --normalvram
---lowvram --novram --cpu --reserve-vram --vram-headroom --disable-nvml-pressure --async-offload
---disable-async-offload --disable-dynamic-vram --enable-dynamic-vram --fast-disk --disable-fast-disk
---disable-cuda-graphs --disable-comfy-compiler --assert-graph-breaks --force-non-blocking
---default-hashing-function --disable-smart-memory --deterministic --fast --debug-hang
---disable-pinned-memory --mmap-torch-files --disable-mmap --dont-print-server --quick-test-for-ci
---windows-standalone-build --disable-metadata --disable-all-custom-nodes --whitelist-custom-nodes
---disabled-nodes-config --disable-partner-nodes --offline --disable-api-nodes --multi-user --verbose
---log-stdout --front-end-version --front-end-root --enable-compress-response-body --comfy-api-base
---database-url --disable-assets --enable-assets --enable-asset-hashing --feature-flag --list-feature-flags
-""".split())
-
-#: Options whose value may be left out (argparse nargs="?"), with the value they take then.
-CONST = {"--listen": "0.0.0.0,::", "--enable-cors-header": "*", "--directml": "-1", "--async-offload": "2",
-         "--verbose": "DEBUG"}
 
 #: The per-user folders every ComfyUI must be given: its option, and the tree under the workspace
 #: ({workspace}/<kind>/<user>) it must point into. ComfyUI empties its temp folder at start and exit.
 USER_FOLDERS = (("--output-directory", "output"), ("--input-directory", "input"), ("--temp-directory", "temp"))
 
-#: ComfyUI's mutually exclusive attention options and the line it logs at start for each.
-ATTENTION = {
-    "--use-sage-attention": "Using sage attention",
-    "--use-flash-attention": "Using Flash Attention",
-    "--use-pytorch-cross-attention": "Using pytorch attention",
-    "--use-split-cross-attention": "Using split optimization for attention",
-    "--use-quad-cross-attention": "Using sub quadratic optimization for attention",
-    "--use-ck-attention": "Using Comfy Kitchen attention",
-}
 #: The attention choice ComfyUI logs once per start (comfy/ldm/modules/attention.py).
 ATTENTION_LINE = re.compile(r"^Using (sage|xformers|pytorch|Flash|Comfy Kitchen) attention|"
                             r"^Using (split|sub quadratic) optimization for attention")
@@ -79,131 +48,8 @@ SAGE_FALLBACK = "Error running sage attention:"
 #: The line the comfyui.launch repair writes to the log right before ComfyUI starts: `launch_banner(pid)`.
 LAUNCH_BANNER = "[podcheck] ComfyUI launch pid="
 
-_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
-_ADD_ARGUMENT = re.compile(r"""add_argument\(\s*["'](--[A-Za-z0-9][\w-]*)["']""")
-_PYTHON = re.compile(r"^python(\d+(\.\d+)*)?$")
 
-
-# --- the command line --------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Args:
-    """ComfyUI's options as its argparse reads them: `given` maps each option's full name to the values
-    of its last use (an empty list: given without a value); `problems` are what argparse would refuse."""
-
-    given: dict[str, list[str]] = field(default_factory=dict)
-    problems: tuple[str, ...] = ()
-
-    def has(self, flag: str) -> bool:
-        return flag in self.given
-
-    def get(self, flag: str, default: str | None = None) -> str | None:
-        """The value of a one-value option (its const when given bare, like `--listen`), or `default`."""
-        if flag not in self.given:
-            return default
-        values = self.given[flag]
-        return values[-1] if values else CONST.get(flag, default)
-
-    @property
-    def port(self) -> int:
-        try:
-            return int(self.get("--port") or DEFAULT_PORT)
-        except ValueError:
-            return DEFAULT_PORT
-
-    @property
-    def listen(self) -> str:
-        return self.get("--listen") or DEFAULT_LISTEN
-
-    @property
-    def attention(self) -> str | None:
-        """The attention option given (`--use-sage-attention`...), or None for ComfyUI's default."""
-        return next((f for f in ATTENTION if f in self.given), None)
-
-    @property
-    def use_sage_attention(self) -> bool:
-        return "--use-sage-attention" in self.given
-
-
-def flag_names(cli_args_source: str | None) -> frozenset[str]:
-    """The options a ComfyUI version defines, read from its comfy/cli_args.py (empty when unreadable)."""
-    return frozenset(_ADD_ARGUMENT.findall(cli_args_source or ""))
-
-
-def parse_args(tokens: Sequence[str], names: frozenset[str] | None = None) -> Args:
-    """Read ComfyUI options like argparse: `--opt value`, `--opt=value`, unique prefixes (`--use-sage`),
-    optional values (`--listen` alone). ComfyUI takes no positional arguments, so every plain token
-    belongs to the option before it."""
-    names = names or FLAGS
-    given: dict[str, list[str]] = {}
-    problems: list[str] = []
-    current: str | None = None
-    for token in tokens:
-        if token == "--":
-            problems.append("'--' ends the options (ComfyUI takes no positional arguments)")
-            break
-        if not _is_option(token):
-            if current is None:
-                problems.append(f"unrecognized argument {token!r}")
-            else:
-                given[current].append(token)
-            continue
-        name, eq, value = token.partition("=")
-        flag, problem = _full_name(name, names)
-        if problem:
-            problems.append(problem)
-            current = None
-            continue
-        given.pop(flag, None)  # keep insertion order = order of last use
-        given[flag] = [value] if eq else []
-        current = None if eq else flag
-    return Args(given, tuple(problems))
-
-
-def _is_option(token: str) -> bool:
-    return token.startswith("-") and token != "-" and not _NEGATIVE_NUMBER.match(token)
-
-
-def _full_name(name: str, names: frozenset[str]) -> tuple[str, str | None]:
-    if name in names:
-        return name, None
-    if name.startswith("--"):
-        matches = sorted(n for n in names if n.startswith(name))
-        if len(matches) == 1:
-            return matches[0], None
-        if matches:
-            return "", f"ambiguous option {name} could match {', '.join(matches)}"
-    return "", f"unrecognized option {name}"
-
-
-def script_index(argv: Sequence[str]) -> int | None:
-    """Where the script is in a python command line (`python -u main.py --cpu` -> 2), or None
-    when argv is not python running a script (`python -m ...`, `python -c ...`, not python)."""
-    if not argv or not _PYTHON.match(posixpath.basename(argv[0])):
-        return None
-    i = 1
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--":
-            return i + 1 if i + 1 < len(argv) else None
-        if arg == "-" or arg in ("--help", "--version"):
-            return None
-        if arg.startswith("--"):
-            i += 2 if arg == "--check-hash-based-pycs" else 1
-            continue
-        if arg.startswith("-"):
-            letters = arg[1:]
-            for j, letter in enumerate(letters):
-                if letter in "cm":
-                    return None
-                if letter in "WX":  # takes a value: the rest of this token, or the next one
-                    i += 1 if j == len(letters) - 1 else 0
-                    break
-            i += 1
-            continue
-        return i
-    return None
-
+# --- the command line: podcheck.domain.comfyui_args; the per-user options --------------------------
 
 def user_options(workspace: str, user: str) -> list[str]:
     """The options that give a ComfyUI its own folders for `user` (a valid name, else ValueError):
@@ -281,8 +127,12 @@ def processes(pod: Any) -> list[ComfyProcess]:
     folder, through symlinks), oldest first."""
     comfyui_dir = posixpath.normpath(pod.config.pod.comfyui_dir)
     main = posixpath.join(comfyui_dir, "main.py")
-    matched, unsure = [], []
-    for pid, argv, cwd, started in (_local_processes() if pod.is_local else _remote_processes(pod)):
+    matched: list[tuple[int, list[str], str | None, float | None, int, str]] = []
+    unsure: list[tuple[int, list[str], str | None, float | None, int, str]] = []
+    for proc in procs.table(pod).values():
+        pid, argv, cwd, started = proc.pid, list(proc.argv), proc.cwd, proc.started
+        if not proc.running or not any(a.endswith("main.py") for a in argv):
+            continue
         at = script_index(argv)
         if at is None or posixpath.basename(argv[at]) != "main.py" or (cwd is None and not argv[at].startswith("/")):
             continue
@@ -297,72 +147,6 @@ def processes(pod: Any) -> list[ComfyProcess]:
     found = [ComfyProcess(pid, tuple(argv), cwd, started, at, parse_args(argv[at + 1:], names or None))
              for pid, argv, cwd, started, at, _ in matched]
     return sorted(found, key=lambda p: (p.started or 0.0, p.pid))
-
-
-def _local_processes() -> list[tuple[int, list[str], str | None, float | None]]:
-    import psutil
-
-    out = []
-    for proc in psutil.process_iter(["cmdline"]):
-        argv = proc.info.get("cmdline") or []
-        if not any(a.endswith("main.py") for a in argv):
-            continue
-        try:
-            with proc.oneshot():
-                cwd, started = _maybe(proc.cwd), _maybe(proc.create_time)
-        except psutil.Error:
-            continue
-        out.append((proc.pid, list(argv), cwd, started))
-    return out
-
-
-def _maybe(read):
-    import psutil
-
-    try:
-        return read()
-    except psutil.Error:
-        return None
-
-
-# Lists the processes whose command line mentions main.py: pid, start (clock ticks after boot),
-# working folder and NUL-separated command line (both base64, so any byte survives).
-_LIST_SCRIPT = r"""
-echo "T $(getconf CLK_TCK 2>/dev/null || echo 100) $(sed -n 's/^btime //p' /proc/stat)"
-for f in $(grep -laF main.py /proc/[0-9]*/cmdline 2>/dev/null); do
-  d=${f%/cmdline}
-  s=$(cat "$d/stat" 2>/dev/null) || continue
-  s=${s##*) }
-  set -- $s
-  printf 'P %s %s %s %s\n' "${d#/proc/}" "${20}" "$(readlink "$d/cwd" | base64 -w0)" "$(base64 -w0 < "$f")"
-done
-"""
-
-
-def _remote_processes(pod: Any) -> list[tuple[int, list[str], str | None, float | None]]:
-    ran = pod.run("sh", "-c", _LIST_SCRIPT)
-    return parse_process_list(ran.stdout)
-
-
-def parse_process_list(text: str) -> list[tuple[int, list[str], str | None, float | None]]:
-    """(pid, argv, cwd, started) from the output of _LIST_SCRIPT."""
-    hz, boot, out = 100.0, None, []
-    for line in text.splitlines():
-        parts = line.split(" ")
-        if parts[0] == "T" and len(parts) == 3:
-            hz = float(parts[1]) if parts[1].isdigit() else hz
-            boot = float(parts[2]) if parts[2].isdigit() else None
-        elif parts[0] == "P" and len(parts) == 5 and parts[1].isdigit():
-            try:
-                cwd = base64.b64decode(parts[3]).decode(errors="replace").rstrip("\n") or None
-                argv = base64.b64decode(parts[4]).decode(errors="replace").split("\0")
-            except ValueError:
-                continue
-            if argv and argv[-1] == "":
-                argv.pop()
-            started = boot + int(parts[2]) / hz if boot is not None and parts[2].isdigit() else None
-            out.append((int(parts[1]), argv, cwd, started))
-    return out
 
 
 # --- HTTP ----------------------------------------------------------------------------------------
@@ -403,10 +187,7 @@ def request(pod: Any, url: str, method: str = "GET", body: Any = None, timeout: 
     limit = float(timeout if timeout is not None else pod.config.comfyui.http_timeout)
     payload = json.dumps(body) if body is not None else None
     started = time.monotonic()
-    if pod.is_local:
-        status, text, error = _local_request(url, method, payload, limit)
-    else:
-        status, text, error = _remote_request(pod, url, method, payload, limit)
+    status, text, error = sides.of(pod).request(url, method, payload, limit)
     return Answer(url, status, _decode(text), error, time.monotonic() - started)
 
 
@@ -417,62 +198,6 @@ def _decode(text: str | None) -> Any:
         return json.loads(text)
     except ValueError:
         return text
-
-
-def _local_request(url: str, method: str, payload: str | None, limit: float):
-    import socket
-    import urllib.error
-    import urllib.request
-
-    req = urllib.request.Request(url, data=payload.encode() if payload is not None else None, method=method,
-                                 headers={"Content-Type": "application/json"} if payload is not None else {})
-    try:
-        with urllib.request.urlopen(req, timeout=limit) as resp:
-            return resp.status, resp.read().decode(errors="replace"), None
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace"), None
-    except (TimeoutError, socket.timeout):
-        return None, None, f"no answer within {limit:g} s"
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, (TimeoutError, socket.timeout)):
-            return None, None, f"no answer within {limit:g} s"
-        return None, None, str(getattr(exc.reason, "strerror", None) or exc.reason)
-    except (OSError, ValueError) as exc:  # connection reset, a reply that is not HTTP
-        return None, None, f"{type(exc).__name__}: {exc}"
-
-
-_STATUS_MARK = "\n@@podcheck-status "
-
-# The fallback where curl is missing: stdlib only, any python 3.
-_PY_REQUEST = r"""
-import sys, urllib.request, urllib.error
-url, method, body, limit = sys.argv[1:5]
-req = urllib.request.Request(url, data=body.encode() if body else None, method=method,
-                             headers={"Content-Type": "application/json"} if body else {})
-try:
-    resp = urllib.request.urlopen(req, timeout=float(limit)); code, data = resp.status, resp.read()
-except urllib.error.HTTPError as exc:
-    code, data = exc.code, exc.read()
-except Exception as exc:
-    sys.stderr.write("%s: %s\n" % (type(exc).__name__, getattr(exc, "reason", exc))); sys.exit(1)
-sys.stdout.write(data.decode("utf-8", "replace") + "\n@@podcheck-status %d" % code)
-"""
-
-
-def _remote_request(pod: Any, url: str, method: str, payload: str | None, limit: float):
-    data_args = ["-H", "Content-Type: application/json", "--data-binary", payload] if payload is not None else []
-    ran = pod.run("curl", "-sS", "-m", f"{limit:g}", "-X", method, *data_args,
-                  "-w", _STATUS_MARK.replace("\n", "\\n") + "%{http_code}", url, timeout=limit + 5)
-    if ran.not_found:
-        ran = pod.run(pod.config.pod.python, "-c", _PY_REQUEST, url, method, payload or "", f"{limit:g}",
-                      timeout=limit + 5)
-    text, mark, code = ran.stdout.rpartition(_STATUS_MARK)
-    if ran.ok and mark and code.strip().isdigit():
-        return int(code), text, None
-    if ran.rc == 28 or ran.timed_out or "timed out" in ran.stderr:
-        return None, None, f"no answer within {limit:g} s"
-    lines = ran.stderr.strip().splitlines()
-    return None, None, re.sub(r"^curl: \(\d+\) ", "", lines[-1] if lines else ran.why())[:300]
 
 
 # --- the log -------------------------------------------------------------------------------------

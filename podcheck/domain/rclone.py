@@ -23,7 +23,9 @@ MASK = "***"
 _LINE_SECRETS = [
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.S), "[private key redacted]"),
     (re.compile(r'("(?:[a-z_]*token|client_secret|private_key(?:_id)?|password|pass)"\s*:\s*)"[^"]*"', re.I), r'\1"***"'),
-    (re.compile(r"\b((?:[a-z_]*token|client_secret|password|pass)\s*[=:]\s*)[^\s,;&\"'{\[]+", re.I), r"\1***"),
+    # only a value that looks made (a digit or a symbol in it): `couldn't fetch token: Post ...` keeps its words
+    (re.compile(r"\b((?:[a-z_]*token|client_secret|password|pass)\s*[=:]\s*)(?=[^\s,;&\"'{\[]*[\d/+=_.-])"
+                r"[^\s,;&\"'{\[]{6,}", re.I), r"\1***"),
     (re.compile(r"\bya29\.[A-Za-z0-9._-]+"), "ya29.***"),
     (re.compile(r"\b1//[A-Za-z0-9_-]{20,}"), "1//***"),
     (re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/-]+=*", re.I), r"\1***"),

@@ -16,7 +16,6 @@ Everything goes through `pod.run`, so it works on local and remote pods alike.
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 import re
 import time
@@ -26,7 +25,9 @@ from datetime import datetime, timezone
 from podcheck.domain import trainings, trainscript
 from podcheck.domain.samples import Samples, below_for
 from podcheck.facts import read_nvml
-from podcheck.host import procs
+from podcheck.host import procs as procs_mod
+from podcheck.host import shell
+from podcheck.host.procs import Proc
 from podcheck.host.state import State
 
 LOG_NAME = "podcheck-resume.log"
@@ -35,15 +36,6 @@ STATE_NAME = "training-resume"
 
 #: kohya sd-scripts' state folder names (library/train_util.py): epoch, step, end of training.
 STATE_DIR = re.compile(r"^(?P<name>.+?)-(?:(?P<epoch>\d{6})|step(?P<step>\d{8}))?-?state$")
-
-
-@dataclass(frozen=True)
-class Proc:
-    pid: int
-    ppid: int
-    pgid: int
-    state: str
-    start: int  # clock ticks after boot: tells a process from a later one with the same pid
 
 
 @dataclass
@@ -67,22 +59,10 @@ class Outcome:
     commands: list[str] = field(default_factory=list)
 
 
-# --- processes, read from /proc through the pod (no procps needed) ----------------------------------
+# --- processes: the host's process table (podcheck.host.procs) -------------------------------------
 
 def processes(pod) -> dict[int, Proc]:
-    ran = pod.run("sh", "-c", "cat /proc/[0-9]*/stat 2>/dev/null; true")
-    procs = {}
-    for line in ran.stdout.splitlines():
-        head, _, rest = line.rpartition(")")
-        fields = rest.split()
-        if not head or len(fields) < 20:
-            continue
-        try:
-            pid = int(head.split(" (", 1)[0])
-            procs[pid] = Proc(pid, int(fields[1]), int(fields[2]), fields[0], int(fields[19]))
-        except ValueError:
-            continue
-    return procs
+    return procs_mod.table(pod)
 
 
 def cmdline(pod, pid: int) -> list[str]:
@@ -90,23 +70,8 @@ def cmdline(pod, pid: int) -> list[str]:
     return [a for a in text.split("\0") if a] if text else []
 
 
-def descendants(procs: dict[int, Proc], root: int) -> list[Proc]:
-    """root and everything below it."""
-    children: dict[int, list[int]] = {}
-    for p in procs.values():
-        children.setdefault(p.ppid, []).append(p.pid)
-    out, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        if pid in procs:
-            out.append(procs[pid])
-            stack.extend(children.get(pid, []))
-    return out
-
-
-def alive(procs: dict[int, Proc], known: Proc) -> bool:
-    now = procs.get(known.pid)
-    return now is not None and now.start == known.start and now.state not in ("Z", "X")
+descendants = procs_mod.descendants
+alive = procs_mod.same
 
 
 # --- the run ----------------------------------------------------------------------------------------
@@ -168,7 +133,7 @@ def stop(pod, root: int, grace: float) -> tuple[bool, str]:
     procs = processes(pod)
     members = descendants(procs, root)
     member_pids = {p.pid for p in members}
-    own = {os.getpid(), os.getpgrp()} if pod.is_local else set()
+    own = procs_mod.own_groups(pod)
     groups = {p.pgid for p in members if p.pgid in member_pids and p.pgid not in own and p.pgid > 1}
     watched = members + [p for p in procs.values() if p.pgid in groups and p.pid not in member_pids]
     singles = [p.pid for p in members if p.pgid not in groups and p.pid not in own]
@@ -190,7 +155,7 @@ def stop(pod, root: int, grace: float) -> tuple[bool, str]:
 
 
 def _signal(pod, name: str, targets: list[str]) -> None:
-    pod.run("sh", "-c", 'kill -s "$0" -- "$@" 2>/dev/null; true', name, *targets)
+    shell.send(pod.run, name, targets)
 
 
 def _wait_gone(pod, watched: list[Proc], limit: float) -> list[Proc]:
@@ -267,19 +232,8 @@ def write_text(pod, path: str, text: str) -> None:
 
 # --- relaunching ------------------------------------------------------------------------------------
 
-# $1 cwd, $2 script, $3 log, $4 header line, $5 env file ('' = inherit podcheck's environment).
-_LAUNCH = r'''
-cd "$1" || exit 97
-printf '%s\n' "$4" >> "$3" || exit 98
-if [ -n "$5" ]; then
-  setsid env -i bash -c "$0" podcheck-resume "$2" "$5" >> "$3" 2>&1 < /dev/null &
-else
-  setsid bash "$2" >> "$3" 2>&1 < /dev/null &
-fi
-echo $!
-'''
 # Restores the stuck run's environment (NUL-separated, as in /proc/<pid>/environ), removes the copy,
-# then becomes the script: the pid that _LAUNCH printed is the new run's launcher and group leader.
+# then becomes the script: the pid start_detached reports is the new run's launcher and group leader.
 _WITH_ENV = r'''
 while IFS= read -r -d '' kv; do export "$kv" 2>/dev/null; done < "$2"
 rm -f -- "$2"
@@ -300,17 +254,18 @@ def save_environment(pod, pid: int, folder: str) -> str | None:
 def launch(pod, run: Run, header: str, env_file: str | None) -> int:
     """Start the script detached; the new launcher's pid."""
     log = posixpath.join(run.folder, LOG_NAME)
-    ran = pod.run("sh", "-c", _LAUNCH, _WITH_ENV, run.cwd, run.script, log, header, env_file or "")
-    if not ran.ok or not ran.stdout.strip().isdigit():
+    argv = ["env", "-i", "bash", "-c", _WITH_ENV, "podcheck-resume", run.script, env_file] if env_file \
+        else ["bash", run.script]
+    pid, ran = shell.start_detached(pod.run, argv, log, run.cwd, header)
+    if pid is None:
         if env_file:
             pod.run("rm", "-f", "--", env_file)
         raise OSError(f"cannot start {run.script}: {ran.why()}")
-    return int(ran.stdout.strip())
+    return pid
 
 
 def _tail(pod, path: str, lines: int = 5) -> str:
-    ran = pod.run("tail", "-n", str(lines), "--", path)
-    return " | ".join(ln.strip() for ln in ran.stdout.splitlines() if ln.strip())[-600:]
+    return " | ".join(ln.strip() for ln in shell.tail(pod.run, path, lines) if ln.strip())[-600:]
 
 
 # --- which runs are stuck ---------------------------------------------------------------------------
@@ -324,7 +279,7 @@ def stuck(pod) -> list[tuple[int, str]]:
     found = trainings.find(pod, [pod.config.pod.workspace, *cfg.roots])
     if not found:
         return []
-    now = procs.now(pod)
+    now = procs_mod.now(pod)
     nvml = read_nvml(pod) if pod.config.pod.gpu != "absent" else {}
     gpus = nvml.get("gpus") or [] if nvml.get("available") else []
     samples = Samples(pod)
@@ -402,7 +357,7 @@ def resume(pod, pid: int, grace: float | None = None, settle: float = 1.0) -> Ou
 
     time.sleep(settle)
     now_procs = processes(pod)
-    if new_pid not in now_procs or now_procs[new_pid].state in ("Z", "X"):
+    if new_pid not in now_procs or not now_procs[new_pid].running:
         return Outcome("failed", f"{stopped}; relaunched {run.script} but it exited at once: {_tail(pod, log)}",
                        pid=None, checkpoint=newest.path if newest else None, backup=saved, log=log)
     _record(pod, run, new_pid, newest, saved, log)

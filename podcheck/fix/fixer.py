@@ -19,11 +19,13 @@ from podcheck import runner
 from podcheck.config import Config
 from podcheck.fix import markers as markers_mod
 from podcheck.fix import planner, worker
-from podcheck.fix.lock import LockBusy, LockError, VolumeLock, _alive, describe
+from podcheck.fix.lock import LockBusy, LockError, VolumeLock, describe
 from podcheck.fix.registry import registry
 from podcheck.fix.repair import Context, Outcome, Repair, shown_command
+from podcheck.host import procs
+from podcheck.host.files import append_text
 from podcheck.host.pod import Pod
-from podcheck.host.state import State
+from podcheck.host.state import READ_ONLY_ENV, State
 from podcheck.reports.redact import Redactor
 from podcheck.results import CheckResult, RepairResult, Report
 
@@ -49,7 +51,14 @@ def connect(config: Config, target: runner.Target) -> Pod:
 
 
 def fix(config: Config, target: runner.Target, opts: Options, out: TextIO = sys.stderr) -> Report:
-    """Run the fix loop against one target and return the after-report (with `before` and `repairs`)."""
+    """Run the fix loop against one target and return the after-report (with `before` and `repairs`).
+    A dry run changes nothing: its check run and everything it calls run read-only (no state write)."""
+    if opts.dry_run and not os.environ.get(READ_ONLY_ENV):
+        os.environ[READ_ONLY_ENV] = "1"
+        try:
+            return fix(config, target, opts, out)
+        finally:
+            os.environ.pop(READ_ONLY_ENV, None)
     started = time.time()
     say = _printer(out)
     if opts.given is not None:  # the background run starts from the foreground's last results
@@ -101,7 +110,7 @@ def fix(config: Config, target: runner.Target, opts: Options, out: TextIO = sys.
     if deferred:  # after the lock is released, with what the checks said last
         worker.spawn(config, target, opts, deferred, pod, say, report.results)
     report.duration_s = time.time() - started
-    _remember(pod, report, opts)
+    _remember(pod, report, opts, say)
     return report
 
 
@@ -283,12 +292,13 @@ def redact(text: str) -> str:
     return _REDACTOR.text(text)
 
 
-def _remember(pod: Pod, report: Report, opts: Options) -> None:
-    """Keep the last fix's report in state_dir for `podcheck status` (never fatal)."""
+def _remember(pod: Pod, report: Report, opts: Options, say: Any = None) -> None:
+    """Keep the last fix's report in state_dir for `podcheck status` (never fatal: a refusal is said)."""
     try:
-        State(pod).write("last-fix", {**report.as_dict(), "worker": opts.worker})
-    except OSError:
-        pass
+        State(pod).write("last-fix", {**report.as_dict(), "worker": opts.worker}, redact=True)
+    except OSError as exc:
+        if say is not None:
+            say(f"cannot keep this fix's report: {exc}")
 
 
 # --- progress ----------------------------------------------------------------------------------
@@ -341,7 +351,7 @@ class Progress:
     def _save(self) -> None:
         self._flush()
         try:
-            self.state.write(self.name, self.data)
+            self.state.write(self.name, self.data, redact=True)
         except OSError:
             pass
 
@@ -350,13 +360,12 @@ def append(pod: Pod, path: str, text: str) -> None:
     """Append text to a file on the pod (a log; never fatal)."""
     if pod.is_local:
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "a") as fh:
-                fh.write(text)
+            append_text(path, text)
         except OSError:
             pass
         return
-    pod.run("sh", "-c", 'mkdir -p "$(dirname "$2")" && printf %s "$1" >> "$2"', "sh", text[-60000:], path)
+    pod.run("sh", "-c", '[ -L "$2" ] && exit 3; mkdir -p "$(dirname "$2")" && printf %s "$1" >> "$2"', "sh",
+            text[-60000:], path)
 
 
 # --- what the CLI prints ------------------------------------------------------------------------
@@ -375,7 +384,7 @@ def status(pod: Pod) -> dict[str, Any]:
         data = state.read(name)
         if isinstance(data, dict):
             if data.get("host") == socket.gethostname() and not data.get("finished"):
-                data["alive"] = _alive(data.get("pid"), None)
+                data["alive"] = procs.running(data.get("pid"))
             log = data.get("log")
             tail = pod.run("tail", "-n", "12", "--", log) if log else None
             data["log_tail"] = tail.stdout.splitlines() if tail is not None and tail.ok else []

@@ -23,6 +23,8 @@ from typing import Any, Callable
 import psutil
 
 from podcheck.fix.repair import TOKEN_ENV
+from podcheck.host import procs
+from podcheck.host.pod import REAP
 
 _CREATE = ('mkdir -p "$(dirname "$2")" || exit 2; t="$2.$3.tmp"; printf %s "$1" > "$t" || exit 2; '
            'ln "$t" "$2" 2>/dev/null; rc=$?; rm -f "$t"; exit $rc')
@@ -32,8 +34,6 @@ _RELEASE = 'grep -qF "\\"token\\": \\"$2\\"" "$1" 2>/dev/null && rm -f "$1"; exi
 # Remove a file only if it still holds exactly the given text (compare-and-remove, as close as a shell gets).
 _REMOVE_IF = 'printf %s "$2" | cmp -s - "$1" && rm -f -- "$1"'
 MUTEX_STALE = 30.0  # a takeover takes milliseconds; a takeover mutex this old was left by a crash
-_REAP = ('for e in /proc/[0-9]*/environ; do grep -qxzF "$1" "$e" 2>/dev/null || continue; '
-         'p=${e#/proc/}; p=${p%/environ}; kill -9 "$p" 2>/dev/null && echo "$p"; done; exit 0')
 
 
 class LockError(Exception):
@@ -127,7 +127,7 @@ class VolumeLock:
         if holder is None:
             return f"unreadable lock unchanged for {unchanged_for:.0f} s" if unchanged_for > self.lease else None
         lease = float(holder.get("lease_s") or self.lease)
-        if holder.get("host") == socket.gethostname() and not _alive(holder.get("pid"), holder.get("pid_started")):
+        if holder.get("host") == socket.gethostname() and not procs.running(holder.get("pid"), holder.get("pid_started")):
             return f"its holder, pid {holder.get('pid')} on {holder.get('host')}, is gone"
         age = time.time() - float(holder.get("heartbeat") or 0)
         if age > lease:
@@ -147,7 +147,7 @@ class VolumeLock:
             other = _parse(text) if text is not None else None
             if text is not None and (other is None or time.time() - float(other.get("started") or 0) > MUTEX_STALE
                                      or (other.get("host") == socket.gethostname()
-                                         and not _alive(other.get("pid"), other.get("pid_started")))):
+                                         and not procs.running(other.get("pid"), other.get("pid_started")))):
                 self.pod.run("sh", "-c", _REMOVE_IF, "sh", mutex, text, timeout=10)  # left by a crash mid-takeover
             return False
         try:
@@ -157,7 +157,7 @@ class VolumeLock:
 
     def _reap(self, token: str) -> None:
         """Kill what a dead fixer left running on the pod (pip, git...), found by its token."""
-        self.pod.run("sh", "-c", _REAP, "sh", f"{TOKEN_ENV}={token}", timeout=30)
+        self.pod.run("sh", "-c", REAP, "sh", f"{TOKEN_ENV}={token}", "0", timeout=30)
 
     # --- heartbeat ------------------------------------------------------------------------------
 
@@ -214,14 +214,3 @@ def _parse(text: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
-
-
-def _alive(pid: Any, started: Any) -> bool:
-    """Whether this machine runs process `pid`, started at `started` (a reused pid is another process)."""
-    try:
-        proc = psutil.Process(int(pid))
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return started is None or abs(proc.create_time() - float(started)) < 1.0
-    except (psutil.Error, ValueError, TypeError):
-        return False

@@ -86,7 +86,7 @@ class Markers:
 
     def save_all(self, markers: dict[str, Marker]) -> None:
         self.state.write(NAME, {rid: {k: v for k, v in asdict(m).items() if k != "id"}
-                                for rid, m in sorted(markers.items())})
+                                for rid, m in sorted(markers.items())}, redact=True)
 
     def record(self, rid: str, inputs: dict[str, Any] | None, changed: bool) -> Marker:
         """Remember that `rid` ran successfully with `inputs` (and whether it changed anything)."""

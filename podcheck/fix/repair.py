@@ -30,6 +30,19 @@ from podcheck.results import CheckResult
 ORDER = ("ffmpeg", "venv", "torch", "comfyui", "sage", "isolation.unlink", "isolation.user_dirs",
          "comfyui.launch", "comfyui.relaunch", "sync.config", "sync.start", "caches.clear", "memory.free")
 BLAST_RADII = ("safe", "restarts-service", "deletes-cache", "replaces-packages")
+# The quarantine folder $2 under state_dir $1, made without following a link planted on the way
+# (every part below state_dir is checked, then the made folder's real path is compared).
+_QUARANTINE_DIR = r"""
+root="$1"; dest="$2"; p="$root"; rest="${dest#"$root"/}"
+IFS=/
+for c in $rest; do
+  p="$p/$c"
+  if [ -L "$p" ]; then echo "refusing to quarantine into $p: it is a symlink podcheck did not make" >&2; exit 3; fi
+done
+mkdir -p -- "$dest" || exit 1
+real_root=$(cd -P -- "$root" && pwd) && real=$(cd -P -- "$dest" && pwd) || exit 1
+[ "$real" = "$real_root/$rest" ] || { echo "refusing to quarantine into $dest: it resolves to $real" >&2; exit 3; }
+"""
 TOKEN_ENV = "PODCHECK_FIX_TOKEN"  # marks every command of one fixer, so a dead fixer's leftovers can be found
 
 
@@ -170,8 +183,8 @@ class Context:
         dest = f"{self.cfg.pod.state_dir}/quarantine/{stamp}/{path.lstrip('/')}"
         if self.probe("test", "-e", dest).ok or self.probe("test", "-L", dest).ok:
             dest = f"{dest}.{int(time.time() * 1000) % 100000}"
-        made = self.run("mkdir", "-p", dest.rsplit("/", 1)[0])
+        made = self.run("sh", "-c", _QUARANTINE_DIR, "sh", self.cfg.pod.state_dir, dest.rsplit("/", 1)[0])
         if not made.ok:
-            return None, made.why()
+            return None, (made.stderr.strip().splitlines() or [made.why()])[-1]
         moved = self.run("mv", "-T", "--", path, dest, timeout=self.install_timeout())
         return (dest, "") if moved.ok else (None, moved.why())

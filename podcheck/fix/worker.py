@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict
 from typing import Any, Callable
 
+from podcheck.host.files import refuse_links
 from podcheck.host.state import State
 
 
@@ -29,12 +30,21 @@ def spawn(config: Any, target: Any, opts: Any, queue: list[str], pod: Any, say: 
     log = f"{config.pod.state_dir}/background.log" if pod.is_local else \
         os.path.join(tempfile.gettempdir(), f"podcheck-background-{os.getpid()}.log")
     os.makedirs(os.path.dirname(log), exist_ok=True)
+    try:
+        refuse_links(log)
+        refuse_links(State(pod).path("background"), config.pod.state_dir)
+    except OSError as exc:
+        say(f"not left to the background: {exc}")
+        return 0
     with open(log, "a") as sink:
         child = subprocess.Popen([sys.executable, "-m", "podcheck.fix", json.dumps(args)],
                                  stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
                                  start_new_session=True, close_fds=True)
-    State(pod).write("background", {"pid": child.pid, "host": os.uname().nodename, "queue": queue,
-                                    "started": time.time(), "finished": None, "current": None,
-                                    "state": "waiting for the fix lock", "steps": [], "log": log})
+    try:
+        State(pod).write("background", {"pid": child.pid, "host": os.uname().nodename, "queue": queue,
+                                        "started": time.time(), "finished": None, "current": None,
+                                        "state": "waiting for the fix lock", "steps": [], "log": log}, redact=True)
+    except OSError as exc:
+        say(f"cannot record the background run: {exc}")
     say(f"left to the background (pid {child.pid}): {', '.join(queue)}; see `podcheck status`")
     return child.pid

@@ -1,19 +1,73 @@
-"""Writing files so that a crash never leaves half of one: temp file, fsync, rename."""
+"""Writing files so that a crash never leaves half of one: temp file, fsync, rename; and writing in
+podcheck's own folders (state_dir, logs) without following a link someone else planted there."""
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: str | os.PathLike, text: str | bytes, mode: int | None = None) -> None:
+class LinkRefused(OSError):
+    """A path podcheck writes in its own folder is a symlink (or not a regular file) it did not make."""
+
+    def __init__(self, path: str | os.PathLike, what: str = "a symlink"):
+        super().__init__(errno.ELOOP, f"refusing to write {path}: it is {what} podcheck did not make "
+                                      "(remove it, then run again)")
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def refuse_links(path: str | os.PathLike, root: str | os.PathLike | None = None) -> None:
+    """LinkRefused when `path`, or a folder between `root` and it, is a symlink (missing parts are fine)."""
+    path = Path(os.path.abspath(path))
+    parts = [path]
+    if root is not None:
+        top = Path(os.path.abspath(root))
+        parts = [p for p in [path, *path.parents] if p != top and top in p.parents]
+    for part in parts:
+        try:
+            st = os.lstat(part)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise LinkRefused(part)
+        if part == path and not stat.S_ISREG(st.st_mode):
+            raise LinkRefused(part, "not a regular file")
+
+
+def append_text(path: str | os.PathLike, text: str, mode: int = 0o644) -> None:
+    """Append to a log podcheck owns; a symlink in its place is refused (O_NOFOLLOW), not written through."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LinkRefused(path) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise LinkRefused(path, "not a regular file")
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | os.PathLike, text: str | bytes, mode: int | None = None, *,
+                 links: bool = True) -> None:
     """Replace `path` with `text` in one step; readers see the old or the new file, never a mix.
 
-    A symlink is written through (its target is replaced, the link stays); a target that is not a
-    regular file (`--json /dev/null`, a FIFO) is written in place, never renamed over.
+    With `links` (outputs the user names: `-o`, `--json`), a symlink is written through (its target
+    is replaced, the link stays) and a target that is not a regular file (`--json /dev/null`, a FIFO)
+    is written in place, never renamed over. Without (podcheck's own state), a symlink or a
+    non-regular file at `path` is refused (LinkRefused); the rename replaces a link planted later,
+    never its target.
     """
-    path = Path(os.path.realpath(path))
+    if not links:
+        refuse_links(path)
+    path = Path(os.path.realpath(path)) if links else Path(os.path.abspath(path))
     data = text.encode() if isinstance(text, str) else text
     try:
         special = not stat.S_ISREG(os.stat(path).st_mode)

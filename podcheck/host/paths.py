@@ -10,10 +10,11 @@
 """
 from __future__ import annotations
 
-import os
 import posixpath
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
+
+from podcheck.host import sides
 
 #: Plain ASCII messages: a missing path's complaint then needs no encoding detection (testinfra runs a
 #: command to detect it the first time a command prints non-ASCII, ~0.1 s).
@@ -48,11 +49,7 @@ def resolve(pod: Any, paths: Sequence[str]) -> list[str]:
     """Each path with every symlink followed, like `readlink -m` (missing parts are kept as written)."""
     if not paths:
         return []
-    if pod.is_local:
-        return [os.path.realpath(p) for p in paths]
-    ran = pod.run("readlink", "-m", "-z", "--", *paths)
-    out = ran.stdout.split("\0")[:len(paths)] if ran.ok else []
-    return out if len(out) == len(paths) else [posixpath.normpath(p) for p in paths]
+    return sides.of(pod).realpath(paths)
 
 
 def inspect(pod: Any, paths: Iterable[str]) -> dict[str, Entry]:

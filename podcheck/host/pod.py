@@ -9,12 +9,40 @@ from __future__ import annotations
 import shlex
 import threading
 import time
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from podcheck.config import Config
 
 KILL_GRACE = 2  # seconds between `timeout`'s TERM and its KILL
+#: Set in the environment of every command `Pod.run` starts: at the deadline every process that still
+#: carries the command's tag is signalled, also a daemon child in a session of its own (setsid) that
+#: `timeout`'s group kill misses, or one that keeps the command's stdout open after it exited.
+RUN_TAG_ENV = "PODCHECK_RUN"
+# Stop every process whose environment holds exactly $1 (NAME=value): TERM, then KILL what is left after
+# $2 seconds (0: KILL at once); prints their pids. One grep reads every environment.
+REAP = r"""
+running() {  # not gone, not a zombie (one the host's init has not reaped yet)
+  [ -r "/proc/$1/status" ] || return 1
+  s=; while read -r k v _; do [ "$k" = State: ] && { s=$v; break; }; done < "/proc/$1/status"
+  [ -n "$s" ] && [ "$s" != Z ] && [ "$s" != X ]
+}
+pids=$(grep -lxzF -- "$1" /proc/[0-9]*/environ 2>/dev/null | sed 's,^/proc/,,; s,/environ$,,')
+[ -n "$pids" ] || exit 0
+left=$pids; n=0
+if [ "$2" != 0 ]; then
+  kill -s TERM $pids 2>/dev/null
+  while [ $n -lt $(( $2 * 10 )) ]; do
+    left=; for p in $pids; do running "$p" && left="$left $p"; done
+    [ -n "$left" ] || break
+    sleep 0.1; n=$((n + 1))
+  done
+fi
+[ -z "$left" ] || kill -s KILL $left 2>/dev/null
+echo $pids; exit 0
+"""
 
 
 @dataclass
@@ -81,11 +109,15 @@ class Pod:
         return "local" if self.is_local else self.target or self.host.backend.get_pytest_id()
 
     def run(self, *argv: str, timeout: float | None = None, env: dict[str, str] | None = None) -> Ran:
-        """Run argv on the host under `timeout` (default `[pod] command_timeout`); never raises on rc."""
+        """Run argv on the host under `timeout` (default `[pod] command_timeout`); never raises on rc.
+
+        The deadline ends the whole command: `timeout` signals its process group, and what still
+        carries the command's tag then (a setsid'd child, a daemon holding stdout open) is sent TERM,
+        then KILL after KILL_GRACE, from the host's side. Such a command reads as timed out."""
         limit = float(timeout if timeout is not None else self.config.pod.command_timeout)
-        prefix = ["timeout", "-k", str(KILL_GRACE), f"{limit:g}"]
-        if env:
-            prefix += ["env"] + [f"{k}={v}" for k, v in env.items()]
+        tag = f"{RUN_TAG_ENV}={uuid.uuid4().hex}"
+        prefix = ["timeout", "-k", str(KILL_GRACE), f"{limit:g}", "env", tag]
+        prefix += [f"{k}={v}" for k, v in (env or {}).items()]
         command = shlex.join(prefix + [str(a) for a in argv])
         started = time.monotonic()
         box: dict[str, Any] = {}
@@ -93,19 +125,35 @@ class Pod:
         def target() -> None:
             try:
                 box["result"] = self.host.run(command)
-            except Exception as exc:  # a backend that broke (ssh gone) is a result, not a crash
+            except Exception as exc:  # noqa: BLE001 - a backend that broke (ssh gone) is a result, not a crash
                 box["error"] = exc
 
         worker = threading.Thread(target=target, daemon=True)
         worker.start()
-        worker.join(limit + KILL_GRACE + 5)
+        worker.join(limit + 0.2)  # `timeout` sends its TERM at `limit`
+        reaped = ""
+        if worker.is_alive() or _timed_out(box.get("result"), limit, time.monotonic() - started):
+            reaped = self._reap(tag, worker)
         seconds = time.monotonic() - started
         if "result" in box:
             r = box["result"]
-            return Ran(list(argv), r.rc, r.stdout, r.stderr, seconds, limit)
+            rc = 124 if reaped and not _timed_out(r, limit, seconds) else r.rc
+            return Ran(list(argv), rc, r.stdout, r.stderr + reaped, seconds, limit)
         if "error" in box:
             return Ran(list(argv), 255, "", f"host error: {box['error']}", seconds, limit)
-        return Ran(list(argv), 124, "", "host did not answer", seconds, limit)
+        return Ran(list(argv), 124, "", "host did not answer" + reaped, seconds, limit)
+
+    def _reap(self, tag: str, worker: threading.Thread) -> str:
+        """TERM, then KILL after KILL_GRACE, what still carries `tag`; waits for the command's pipes to close."""
+        try:
+            ran = self.host.run(shlex.join(["timeout", str(KILL_GRACE + 5), "sh", "-c", REAP, "sh", tag,
+                                            str(KILL_GRACE)]))
+        except Exception:  # noqa: BLE001 - the host is gone: nothing to signal there
+            return ""
+        worker.join(KILL_GRACE + 1)
+        pids = [p for p in ran.stdout.split() if p.isdigit()]
+        return f"\npodcheck: at the deadline, stopped what the command left running (pids {', '.join(pids)})" \
+            if pids else ""
 
     def exists(self, path: str) -> bool:
         return self.run("test", "-e", path).ok
@@ -114,6 +162,10 @@ class Pod:
         """A file's text on the host, or None when it cannot be read."""
         ran = self.run("cat", "--", path, timeout=timeout)
         return ran.stdout if ran.ok else None
+
+
+def _timed_out(result: Any, limit: float, seconds: float) -> bool:
+    return result is not None and Ran([], result.rc, "", "", seconds, limit).timed_out
 
 
 def quote(argv: Sequence[str]) -> str:

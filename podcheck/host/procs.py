@@ -1,34 +1,28 @@
-"""Processes (and the clock) of the pod's host, read through commands so that remote hosts work too.
+"""Processes (and the clock) of the pod's host: one process table, read with psutil on this machine and
+with one command elsewhere (host/sides.py chooses).
 
-`listing(pod)` is one `ps`; exact argv, working directory and environment of a process come from
-/proc/<pid>/ (ps joins argv with spaces, which loses quoting).
+`table(pod)` maps pid -> Proc (ppid, pgid, state, start, argv, working folder); exact argv, working
+directory and environment of one process also come from /proc/<pid>/ through the pod.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from podcheck.host import sides
+from podcheck.host.sides import Proc
 
-@dataclass(frozen=True)
-class Proc:
-    pid: int
-    ppid: int
-    elapsed: float  # seconds since it started
-    args: str       # argv joined by spaces, as ps prints it
+__all__ = ["Proc", "alive", "ancestors", "argv", "cwd", "descendants", "environ", "listing", "now", "running",
+           "same", "table"]
+
+
+def table(pod: Any) -> dict[int, Proc]:
+    """Every process on the host, by pid (empty when /proc cannot be read)."""
+    return sides.of(pod).table()
 
 
 def listing(pod: Any) -> list[Proc]:
-    """Every process on the host (empty when ps cannot run)."""
-    ran = pod.run("ps", "-ww", "-eo", "pid=,ppid=,etimes=,args=")  # -ww: never cut at the terminal width
-    if not ran.ok:
-        return []
-    out = []
-    for line in ran.stdout.splitlines():
-        parts = line.split(None, 3)
-        if len(parts) < 4 or not all(p.isdigit() for p in parts[:3]):
-            continue
-        out.append(Proc(int(parts[0]), int(parts[1]), float(parts[2]), parts[3]))
-    return out
+    """Every process on the host, by pid."""
+    return [p for _, p in sorted(table(pod).items())]
 
 
 def argv(pod: Any, pid: int) -> list[str] | None:
@@ -51,14 +45,39 @@ def environ(pod: Any, pid: int) -> dict[str, str]:
 
 
 def alive(pod: Any, pid: int, marker: str = "") -> bool:
-    """`pid` runs on the host (and its argv contains `marker`, when given: a reused pid is not ours)."""
-    found = argv(pod, pid)
-    return found is not None and (not marker or any(marker in a for a in found))
+    """`pid` runs on the host, not as a zombie (and its argv contains `marker`, when given: a reused pid
+    is not ours)."""
+    return sides.of(pod).alive(pid, marker)
 
 
-def ancestors(procs: list[Proc], pid: int) -> list[Proc]:
+#: Whether THIS machine runs a pid (started at a time, with a marker in its argv): for pidfiles and
+#: locks that name a process of this machine.
+running = sides.running_here
+
+
+def same(procs: dict[int, Proc], known: Proc) -> bool:
+    """`known` still runs in the table `procs`: same pid, same start, not a zombie."""
+    now = procs.get(known.pid)
+    return now is not None and now.started == known.started and now.running
+
+
+def descendants(procs: dict[int, Proc], root: int) -> list[Proc]:
+    """root and everything below it."""
+    children: dict[int, list[int]] = {}
+    for p in procs.values():
+        children.setdefault(p.ppid, []).append(p.pid)
+    out, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        if pid in procs:
+            out.append(procs[pid])
+            stack.extend(children.get(pid, []))
+    return out
+
+
+def ancestors(procs: list[Proc] | dict[int, Proc], pid: int) -> list[Proc]:
     """The parent chain of `pid`, nearest first."""
-    by_pid = {p.pid: p for p in procs}
+    by_pid = procs if isinstance(procs, dict) else {p.pid: p for p in procs}
     out: list[Proc] = []
     current = by_pid.get(pid)
     while current is not None and current.ppid in by_pid and len(out) < 64:
@@ -67,14 +86,11 @@ def ancestors(procs: list[Proc], pid: int) -> list[Proc]:
     return out
 
 
+def own_groups(pod: Any) -> set[int]:
+    """Pids and groups a stop must never signal: podcheck's own, when it runs on the pod."""
+    return sides.of(pod).own_groups()
+
+
 def now(pod: Any) -> float:
     """The host's clock (file mtimes on the host are compared with it)."""
-    if pod.is_local:
-        import time
-        return time.time()
-    ran = pod.run("date", "+%s.%N")
-    try:
-        return float(ran.stdout.strip())
-    except ValueError:
-        import time
-        return time.time()
+    return sides.of(pod).now()

@@ -7,13 +7,20 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from podcheck.host.files import write_atomic
+from podcheck.host.files import refuse_links, write_atomic
+from podcheck.reports.redact import Redactor
 
-# Write through the host: temp file in the same folder, fsync it, then rename over the old one.
-_REMOTE_WRITE = 'mkdir -p "$(dirname "$2")" && t="$2.$$.tmp" && printf %s "$1" > "$t" && sync "$t" && mv -f "$t" "$2"'
+#: Set (to anything) while a run must change nothing: `--fix --dry-run` sets it for its check run.
+READ_ONLY_ENV = "PODCHECK_READ_ONLY"
+
+# Write through the host: temp file in the same folder, fsync it, then rename over the old one
+# (never through a link: a planted one is refused, and -T renames over a link, not into its target).
+_REMOTE_WRITE = ('[ -L "$2" ] && { echo "refusing to write $2: it is a symlink podcheck did not make" >&2; exit 3; }; '
+                 'mkdir -p "$(dirname "$2")" && t="$2.$$.tmp" && printf %s "$1" > "$t" && sync "$t" && mv -fT "$t" "$2"')
 
 
 class State:
@@ -42,10 +49,27 @@ class State:
         except ValueError:
             return None
 
-    def write(self, name: str, data: Any) -> None:
+    def write(self, name: str, data: Any, redact: bool = False) -> None:
+        """Write the document unless it holds this already, or the run is read-only ($PODCHECK_READ_ONLY).
+        A symlink at its place, or in a folder of state_dir, raises LinkRefused (an OSError).
+        `redact`: a record for people (last-fix, markers, background), on a volume others read: its
+        secrets are removed as in every output (the loop's settings and resume data stay exact)."""
+        if redact:
+            data = Redactor.for_config(self.pod.config).data(data)
         text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+        if os.environ.get(READ_ONLY_ENV):
+            return
         if self.pod.is_local:
-            write_atomic(self.path(name), text)
+            path = self.path(name)
+            refuse_links(path, self.root)
+            try:
+                if Path(path).read_text() == text:
+                    return  # an unchanged document is not rewritten
+            except (OSError, UnicodeDecodeError):
+                pass
+            write_atomic(path, text, links=False)
+            return
+        if self.pod.read_text(self.path(name)) == text:
             return
         ran = self.pod.run("sh", "-c", _REMOTE_WRITE, "sh", text, self.path(name))
         if not ran.ok:

@@ -31,7 +31,9 @@ from podcheck.facts import ProbeCache
 from podcheck.fix import fixer
 from podcheck.host.pod import Pod
 from podcheck.results import Report
-from podcheck.services.watch import CannotStart, iso, read_log, redactor_for
+from podcheck.services import daemon
+from podcheck.services.daemon import CannotStart, iso
+from podcheck.services.watch import read_log, redactor_for
 
 ORDER = ("failed", "error", "passed", "skipped")
 HOSTNAME = re.compile(r"^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$")
@@ -133,23 +135,9 @@ class Service:
 def watch_state(cfg: Config) -> dict[str, Any]:
     """Is a watch running on this pod, and what did watches do lately (from watch.log)."""
     entries = read_log(Path(cfg.watch.log), last=50)
-    holder = None
-    pidfile = Path(cfg.pod.state_dir) / f"watch-{socket.gethostname()}.pid"
-    try:
-        info = json.loads(pidfile.read_text())
-        holder = info if _alive(int(info["pid"])) else None
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    holder = daemon.holder(daemon.pidfile_path(cfg.pod.state_dir, "watch"))
     running = [e for e in entries if e.get("event") == "repair" and e.get("outcome") == "running"]
     return {"running": holder, "recent": entries[-20:], "repairs_running": running[-5:]}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"podcheck" in cmdline
 
 
 def fix_state(cfg: Config) -> dict[str, Any]:
@@ -343,17 +331,18 @@ def main(cfg: Config, port: int | None = None, listen: str | None = None, select
         raise CannotStart(f"--port must be 0..65535 (0: any free port), got {port}")
     service = Service(cfg, list(select or []), profile)
     server = bind(listen, port, handler_for(service, port))
-    threading.Thread(target=service.cache.get, name="podcheck-serve-warmup", daemon=True).start()
 
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
     shown = f"[{listen}]" if ":" in listen else listen
     echo(f"podcheck serve: http://{shown}:{server.server_address[1]}/ (read-only; checks cached "
          f"{service.cache.ttl:g} s; /healthz, /api/status)")
+    # after the line: the warm-up's pytest captures the process's stdout while it runs
+    threading.Thread(target=service.cache.get, name="podcheck-serve-warmup", daemon=True).start()
     try:
-        server.serve_forever(poll_interval=0.5)
+        with daemon.on_signals(stop, (signal.SIGTERM,)):
+            server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:
         pass
     finally:

@@ -11,8 +11,6 @@ on its own and writes its outcome to the log.
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import signal
@@ -20,11 +18,9 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from podcheck import config as config_mod
 from podcheck import runner
@@ -32,10 +28,14 @@ from podcheck.config import Config
 from podcheck.facts import ProbeCache
 from podcheck.fix import fixer
 from podcheck.fix.markers import Markers
+from podcheck.host.files import LinkRefused, append_text, refuse_links
 from podcheck.host.pod import Pod
 from podcheck.reports.redact import Redactor
 from podcheck.results import RepairResult, Report
 from podcheck.runner import RunError
+from podcheck.services import daemon
+from podcheck.services.attempts import Limiter
+from podcheck.services.daemon import AlreadyRunning, CannotStart, iso  # noqa: F401 - re-exported for the CLI
 
 FAILING = ("failed", "error")
 #: Repairs that (re)start a service: watch runs them only for a service that ran before (this watch
@@ -43,11 +43,6 @@ FAILING = ("failed", "error")
 #: died; it does not start one that nobody started.
 RESTARTS = {"comfyui.launch"}
 LOG_LIMIT = 5 * 1024 * 1024  # then watch.log moves to watch.log.1
-HOUR = 3600.0
-
-
-def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -74,64 +69,7 @@ class Settings:
                    select=list(select or w.select), repairs=set(w.repairs),
                    max_attempts=int(w.max_attempts_per_hour), backoff=float(w.backoff_seconds),
                    repair_timeout=float(w.repair_timeout_seconds), log=Path(w.log),
-                   pidfile=Path(cfg.pod.state_dir) / f"watch-{host}.pid")
-
-
-# --- attempts: per check, a cap per rolling hour and a growing pause ---------------------------------
-
-@dataclass
-class _Attempts:
-    times: list[float] = field(default_factory=list)
-    streak: int = 0            # attempts since the check last passed
-    not_before: float = 0.0
-    gave_up_until: float = 0.0  # the give-up that was last logged
-
-
-class Limiter:
-    """Decides whether a failed check may have its repair now: `verdict(id, now)` is ("go", now),
-    ("wait", not_before) or ("give_up", until)."""
-
-    def __init__(self, per_hour: int, backoff: float):
-        self.per_hour, self.backoff = per_hour, backoff
-        self._by_check: dict[str, _Attempts] = {}
-
-    def _get(self, check_id: str, now: float) -> _Attempts:
-        a = self._by_check.setdefault(check_id, _Attempts())
-        a.times = [t for t in a.times if now - t < HOUR]
-        return a
-
-    def verdict(self, check_id: str, now: float) -> tuple[str, float]:
-        a = self._get(check_id, now)
-        if len(a.times) >= self.per_hour:
-            return "give_up", a.times[0] + HOUR
-        if now < a.not_before:
-            return "wait", a.not_before
-        return "go", now
-
-    def attempted(self, check_id: str, now: float) -> float:
-        """Record an attempt; the earliest time of the next one."""
-        a = self._get(check_id, now)
-        a.times.append(now)
-        a.streak += 1
-        a.not_before = now + self.backoff * 2 ** (a.streak - 1)
-        return a.not_before
-
-    def count(self, check_id: str, now: float) -> int:
-        """Attempts in the last hour."""
-        return len(self._get(check_id, now).times)
-
-    def passed(self, check_id: str) -> None:
-        a = self._by_check.get(check_id)
-        if a:
-            a.streak, a.not_before = 0, 0.0
-
-    def first_give_up(self, check_id: str, until: float) -> bool:
-        """True once per give-up period (so the log says it once)."""
-        a = self._by_check[check_id]
-        if a.gave_up_until == until:
-            return False
-        a.gave_up_until = until
-        return True
+                   pidfile=daemon.pidfile_path(cfg.pod.state_dir, "watch", host))
 
 
 # --- watch.log -------------------------------------------------------------------------------------
@@ -155,11 +93,7 @@ class Log:
                 os.replace(self.path, self.path.with_name(self.path.name + ".1"))
         except FileNotFoundError:
             pass
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+        append_text(self.path, line)
         return entry
 
 
@@ -167,12 +101,7 @@ def redactor_for(cfg: Config):
     """The reports layer's Redactor, taught the secret environment variables and the values in the
     pod's rclone config, so they are removed wherever they show up."""
 
-    redactor = Redactor.from_env(os.environ)
-    try:
-        redactor.learn_config(Path(cfg.sync.rclone_config).read_text(errors="replace"))
-    except OSError:
-        pass
-    return redactor
+    return Redactor.for_config(cfg)
 
 
 def read_log(path: Path, last: int = 200) -> list[dict[str, Any]]:
@@ -196,44 +125,6 @@ def read_log(path: Path, last: int = 200) -> list[dict[str, Any]]:
 
 
 # --- one watch per pod ------------------------------------------------------------------------------
-
-class CannotStart(Exception):
-    """A long-running mode cannot start (bad setting, pod already watched, port taken): one line."""
-
-
-class AlreadyRunning(CannotStart):
-    """Another watch holds this pod's pidfile; the message says who."""
-
-
-@contextmanager
-def pidfile(path: Path) -> Iterator[None]:
-    """Hold `path` (flock) for the life of this watch; it names our pid. A dead holder's lock is gone
-    with its process, so a stale pidfile never blocks."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            raise AlreadyRunning(_holder(path)) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "started": iso(time.time())}).encode() + b"\n")
-        yield
-    finally:
-        os.close(fd)  # releases the lock; the file stays, naming the last watch
-
-
-def _holder(path: Path) -> str:
-    try:
-        info = json.loads(path.read_text())
-        who = f"pid {info['pid']} since {info['started']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        who = "another process"
-    return f"podcheck watch already runs on this pod ({who}; pidfile {path}): stop it first"
-
 
 # --- checks and repairs -----------------------------------------------------------------------------
 
@@ -334,19 +225,16 @@ class Watch:
 
     def run(self) -> int:
         """Watch until SIGTERM/SIGINT; 0 on a clean stop."""
-        with pidfile(self.settings.pidfile):
-            old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            refuse_links(self.log.path)
+        except LinkRefused as exc:
+            raise CannotStart(str(exc)) from None
+        with daemon.pidfile(self.settings.pidfile), daemon.on_signals(self._on_signal):
             try:
                 self.log.write("start", pid=os.getpid(), interval=self.settings.interval,
                                select=self.settings.select, repairs=sorted(self.settings.repairs))
-                while not self.stopping:
-                    started = time.monotonic()
-                    try:
-                        self.cycle()
-                    except Exception as exc:  # a broken round (a bug, a full disk) must not end the watch
-                        self._complain(f"round failed: {type(exc).__name__}: {exc}")
-                    if not self.stopping:
-                        time.sleep(max(0.0, self.settings.interval - (time.monotonic() - started)))
+                daemon.every(self.settings.interval, self.cycle, lambda: self.stopping,
+                             lambda exc: self._complain(f"round failed: {type(exc).__name__}: {exc}"))
             except Stop:
                 pass
             finally:
@@ -354,8 +242,6 @@ class Watch:
                 still = self.engine.running_pid()
                 self.log.write("stop", signal=self.signal_name, repair_running=still,
                                message=f"repair pid {still} finishes on its own and logs its outcome" if still else None)
-                for s, handler in old.items():
-                    signal.signal(s, handler)
         return 0
 
     def _complain(self, message: str) -> None:
