@@ -88,8 +88,8 @@ class Builder:
         self.tags: list[str] = []
 
     def __call__(self, context: Path, tag: str) -> str:
-        podman("build", "-q", "-t", tag, str(context))
-        self.tags.append(tag)
+        built = podman("build", "-q", "-t", tag, str(context))
+        self.tags.append(built.stdout.split()[-1])  # its id: a rebuild under the same tag leaves the old one untagged
         return tag
 
     def close(self) -> None:
