@@ -20,7 +20,8 @@ def _named(paths: list[str]) -> str:
     return ", ".join(paths[:SHOWN]) + more
 
 
-@pytest.mark.podcheck(id="image.configured", profiles=("image",))
+@pytest.mark.podcheck(id="image.configured", profiles=("image",),
+                      remedy="set [image] sources (or manifest) and start_scripts in podcheck.toml")
 def test_configured(cfg, say):
     """The config says what the image must hold: [image] sources, or start scripts with required flags.
 
