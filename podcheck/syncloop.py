@@ -168,10 +168,15 @@ class Started:
     message: str
 
 
-def start(pod: Any, wait: float = 10.0) -> Started:
-    """Start the loop detached on the pod's host unless it already runs; wait until it reports in."""
+def start(pod: Any, wait: float = 10.0, act: Any = None) -> Started:
+    """Start the loop detached on the pod's host unless it already runs; wait until it reports in.
+    `act` makes the changes (podcheck.host.actor.Actor; a repair's Context records them, and in a
+    dry run only records them)."""
+    # not at the top: the shipped loop runs without them
+    from podcheck.host.actor import Actor
     from podcheck.host.state import State
 
+    act = act or Actor(pod)
     pid = running_pid(pod)
     if pid:
         return Started(False, pid, f"the sync loop already runs (pid {pid})")
@@ -179,13 +184,15 @@ def start(pod: Any, wait: float = 10.0) -> Started:
     wanted = settings(config)
     state = State(pod)
     n = names(config)
-    state.write(n["settings"], wanted)
+    act.do(f"write {state.path(n['settings'])}", lambda: state.write(n["settings"], wanted), None)
     if pod.is_local:
         python, pythonpath = sys.executable, ""
     else:
-        python, pythonpath = "python3", _ship(pod)
-    ran = pod.run("sh", "-c", _LAUNCH, "sh", wanted["log"], pythonpath,
-                  python, "-m", MARKER, state.path(n["settings"]))
+        python, pythonpath = "python3", _ship(pod, act)
+    ran = act.run("sh", "-c", _LAUNCH, "sh", wanted["log"], pythonpath,
+                  python, "-m", MARKER, state.path(n["settings"]), tagged=False)
+    if act.dry_run:
+        return Started(True, 0, f"would start the sync loop, log {wanted['log']}")
     if not ran.ok or not ran.stdout.strip().isdigit():
         raise SyncLoopError(f"cannot start the sync loop: {ran.why()}")
     pid = int(ran.stdout.strip())
@@ -202,19 +209,24 @@ def start(pod: Any, wait: float = 10.0) -> Started:
     raise SyncLoopError(f"the sync loop (pid {pid}) did not start: {tail[:300]}")
 
 
-def stop(pod: Any, timeout: float = 10.0) -> int | None:
-    """Stop this pod's loop (TERM to its process group, KILL after `timeout`); its pid, or None if none ran."""
+def stop(pod: Any, timeout: float = 10.0, act: Any = None) -> int | None:
+    """Stop this pod's loop (TERM to its process group, KILL after `timeout`); its pid, or None if none ran.
+    `act`: as for start()."""
     from podcheck.host import procs
+    from podcheck.host.actor import Actor
 
+    act = act or Actor(pod)
     pid = running_pid(pod)
     if pid is None:
         return None
-    pod.run("sh", "-c", 'kill -TERM -"$1" 2>/dev/null || kill -TERM "$1"', "sh", str(pid))
+    act.run("sh", "-c", 'kill -TERM -"$1" 2>/dev/null || kill -TERM "$1"', "sh", str(pid))
+    if act.dry_run:
+        return pid
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and procs.alive(pod, pid, MARKER):
         time.sleep(0.05)
     if procs.alive(pod, pid, MARKER):
-        pod.run("sh", "-c", 'kill -KILL -"$1" 2>/dev/null || kill -KILL "$1"', "sh", str(pid))
+        act.run("sh", "-c", 'kill -KILL -"$1" 2>/dev/null || kill -KILL "$1"', "sh", str(pid))
     return pid
 
 
@@ -224,12 +236,15 @@ _SHIPPED = ("__init__.py", "host/__init__.py", "host/files.py", "host/paths.py",
 _WRITE = 'mkdir -p "$(dirname "$2")" && t="$2.$$.tmp" && printf %s "$1" > "$t" && mv -f "$t" "$2"'
 
 
-def _ship(pod: Any) -> str:
+def _ship(pod: Any, act: Any = None) -> str:
     """Copy the loop's code to <state_dir>/syncloop-code/podcheck/ on the host; return the PYTHONPATH."""
+    from podcheck.host.actor import Actor
+
+    act = act or Actor(pod)
     root = f"{pod.config.pod.state_dir}/syncloop-code"
     here = Path(__file__).parent
     for name in _SHIPPED:
-        ran = pod.run("sh", "-c", _WRITE, "sh", (here / name).read_text(), f"{root}/podcheck/{name}")
+        ran = act.run("sh", "-c", _WRITE, "sh", (here / name).read_text(), f"{root}/podcheck/{name}")
         if not ran.ok:
             raise SyncLoopError(f"cannot copy the sync loop to {root}: {ran.why()}")
     return root

@@ -16,10 +16,6 @@ class Venv(Repair):
     def inputs(self, ctx: Context) -> dict[str, Any]:
         return {"python": ctx.cfg.pod.python}
 
-    def commands(self, ctx: Context) -> list[list[str]]:
-        folder = venv_dir(ctx.cfg.pod.python)
-        return [[ctx.cfg.fix.base_python, "-m", "venv", folder]] if folder else []
-
     def apply(self, ctx: Context) -> Outcome:
         python = ctx.cfg.pod.python
         if self._works(ctx):
@@ -31,6 +27,8 @@ class Venv(Repair):
         existed = ctx.probe("test", "-e", folder).ok
         create = [ctx.cfg.fix.base_python, "-m", "venv", folder]
         ran = ctx.run(*create, timeout=600)  # on an existing venv this only repairs it (no --clear)
+        if ctx.dry_run:
+            return Outcome.changed(f"would {'repair' if existed else 'create'} the venv {folder}")
         if ran.ok and self._works(ctx):
             return Outcome.changed(f"{'repaired' if existed else 'created'} the venv {folder}")
         if not existed:

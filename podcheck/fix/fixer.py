@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, TextIO
 
 from podcheck import runner
@@ -21,7 +21,7 @@ from podcheck.fix import markers as markers_mod
 from podcheck.fix import planner, worker
 from podcheck.fix.lock import LockBusy, LockError, VolumeLock, _alive, describe
 from podcheck.fix.registry import registry
-from podcheck.fix.repair import Context, Outcome, Repair, shown_command
+from podcheck.fix.repair import Context, Outcome, Repair
 from podcheck.host.pod import Pod
 from podcheck.host.state import State
 from podcheck.reports.redact import Redactor
@@ -67,9 +67,8 @@ def fix(config: Config, target: runner.Target, opts: Options, out: TextIO = sys.
                     before=list(before.results))
 
     if opts.dry_run:
-        _show_plan(plan, ctx, say)
-        report.repairs = [RepairResult(s.id, "skipped", f"dry run: {s.skip or 'would run: ' + s.reason}",
-                                       commands=_commands(s.repair, ctx)) for s in plan.steps]
+        report.repairs = rehearse(plan, ctx, {**{m.id: m for m in hints}, **recorded})
+        _show_plan(plan, report.repairs, say)
         report.repairs += _idle(plan)
         report.duration_s = time.time() - started
         return report
@@ -234,24 +233,47 @@ def _legacy(pod: Pod, known: list[str]) -> list[markers_mod.Marker]:
     return list(first.values())
 
 
-def _commands(repair: Repair, ctx: Context) -> list[str]:
-    try:
-        return [shown_command(argv) for argv in repair.commands(ctx)]
-    except Exception as exc:
-        return [f"(cannot tell: {type(exc).__name__}: {exc})"]
+def rehearse(plan: planner.Plan, ctx: Context, recorded: dict[str, Any]) -> list[RepairResult]:
+    """`--dry-run`: each planned repair's own `apply` in check mode (a Context with `dry_run`: its
+    changes are recorded, not made; its reads run), so the plan's commands are the ones `apply` runs."""
+    pending = {s.id for s in plan.steps if s.background}
+    out = []
+    for step in plan.steps:
+        pending.discard(step.id)
+        if step.skip:
+            out.append(RepairResult(step.id, "skipped", f"dry run: {step.skip}"))
+            continue
+        dry = replace(ctx, commands=[], dry_run=True, pending=frozenset(pending), marker=recorded.get(step.id),
+                      log=lambda text: None)
+        try:
+            outcome = step.repair.apply(dry)
+        except Exception as exc:  # a bug in one repair must not hide the rest of the plan
+            outcome = Outcome.failed(f"cannot tell: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+        if outcome.status in ("unchanged", "skipped"):
+            message = f"dry run: nothing to do: {outcome.message}"
+        elif outcome.status == "failed" and not dry.commands:
+            message = f"dry run: would fail: {outcome.message}"
+        else:
+            message = f"dry run: would run: {step.reason}"
+        out.append(RepairResult(step.id, "skipped", message, commands=list(dry.commands)))
+    return out
 
 
-def _show_plan(plan: planner.Plan, ctx: Context, say: Callable[[str], None]) -> None:
+def _show_plan(plan: planner.Plan, rehearsed: list[RepairResult], say: Callable[[str], None]) -> None:
     runnable = [s for s in plan.steps if not s.skip]
     if not plan.steps:
         say("dry run: nothing to repair")
         return
     say(f"dry run: {len(runnable)} repair(s) would run, in this order (nothing is changed):")
+    found = {r.id: r for r in rehearsed}
     for i, step in enumerate(plan.steps, 1):
         r = step.repair
         flags = r.blast + (", slow" if r.slow else "") + (", background" if step.background else "")
         say(f"  {i}. {step.id} [{flags}] {step.skip or step.reason}: {r.description}")
-        for command in _commands(r, ctx):
+        result = found.get(step.id)
+        if result is not None and result.message.startswith(("dry run: nothing to do", "dry run: would fail")):
+            say(f"       {result.message.removeprefix('dry run: ')}")
+        for command in result.commands if result is not None else []:
             say(f"       $ {command}")
 
 

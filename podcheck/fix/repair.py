@@ -7,13 +7,19 @@ A repair is a class registered under its id (a contract), in the repairs/ module
         id = "ffmpeg"
         description = "install ffmpeg with the system package manager"
         def inputs(self, ctx): return {"install": ctx.cfg.fix.ffmpeg_install}
-        def commands(self, ctx): return [ctx.cfg.fix.ffmpeg_install]
         def apply(self, ctx): ...; return Outcome.changed("installed ffmpeg 5.1.9")
 
 `apply` is idempotent: when there is nothing to do it returns `unchanged` without running an
-installer. It reaches the pod only through `ctx.run` (recorded, logged) and the pod's own helpers
-(podcheck.domain.comfyui, podcheck.syncloop...), a timeout on every command, so the same repair works on
-local://, ssh:// and a chroot. Other helpers register more repairs the same way
+installer. It changes the pod only through `ctx.run` and `ctx.do` (recorded, logged), or hands `ctx`
+as the actor to a domain helper that changes it (podcheck.syncloop.start, podcheck.domain.resume);
+it reads through `ctx.probe` and the pod's read helpers, a timeout on every command, so the same
+repair works on local://, ssh:// and a chroot.
+
+`--dry-run` is check mode on the same code path (as ansible's): `apply` runs with a Context whose
+`dry_run` is set, so `ctx.run`/`ctx.do` record what they would do and change nothing, while
+`ctx.probe` still reads. The plan's commands are the record, so they cannot drift from `apply`.
+Where a step needs what a skipped change would have made (a pid, a file), `apply` asks
+`ctx.dry_run` and takes the success path. Other helpers register more repairs the same way
 (`training.resume` in repairs/training.py): every module of podcheck.repairs is imported.
 """
 from __future__ import annotations
@@ -21,8 +27,9 @@ from __future__ import annotations
 import shlex
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, TypeVar
 
+from podcheck.host.actor import planned_ran
 from podcheck.host.pod import Pod, Ran
 from podcheck.results import CheckResult
 
@@ -30,6 +37,7 @@ from podcheck.results import CheckResult
 ORDER = ("ffmpeg", "venv", "torch", "comfyui", "sage", "isolation.unlink", "isolation.user_dirs",
          "comfyui.launch", "comfyui.relaunch", "sync.config", "sync.start", "caches.clear", "memory.free")
 BLAST_RADII = ("safe", "restarts-service", "deletes-cache", "replaces-packages")
+T = TypeVar("T")
 TOKEN_ENV = "PODCHECK_FIX_TOKEN"  # marks every command of one fixer, so a dead fixer's leftovers can be found
 
 
@@ -58,7 +66,7 @@ class Outcome:
 
 
 class Repair:
-    """One repair. Subclasses set the class attributes and implement `apply` (and `commands`)."""
+    """One repair. Subclasses set the class attributes and implement `apply`."""
 
     id: ClassVar[str]
     description: ClassVar[str]
@@ -76,10 +84,6 @@ class Repair:
         """What this repair installs from (cheap to read: no pip, no git). A change makes it due.
         None: nothing to remember; it runs only when one of its checks fails."""
         return None
-
-    def commands(self, ctx: "Context") -> list[list[str]]:
-        """The commands `apply` would run now, for `--dry-run` (reads only)."""
-        return []
 
     def apply(self, ctx: "Context") -> Outcome:
         raise NotImplementedError
@@ -133,6 +137,7 @@ class Context:
     marker: Any = None  # the repair's marker before this run (podcheck.fix.markers.Marker), or None
     log: Callable[[str], None] = lambda text: None
     commands: list[str] = field(default_factory=list)
+    dry_run: bool = False  # check mode: run() and do() record, change nothing; probe() still reads
 
     @property
     def cfg(self) -> Any:
@@ -140,22 +145,35 @@ class Context:
 
     def run(self, *argv: str, timeout: float | None = None, env: dict[str, str] | None = None,
             tagged: bool = True) -> Ran:
-        """Run a command on the pod and keep it in the repair's record and the fix log.
+        """Run a command that changes the pod and keep it in the repair's record and the fix log (in a
+        dry run: only record it, and answer success with no output).
         `tagged` adds the fixer's token to its environment; detached services are not tagged."""
         full_env = dict(env or {})
         if tagged and self.token:
             full_env[TOKEN_ENV] = self.token
         shown = shown_command(argv)
         self.commands.append(shown)
+        if self.dry_run:
+            return planned_ran(argv, timeout)
         started = time.monotonic()
         ran = self.pod.run(*argv, timeout=timeout, env=full_env or None)
         tail = "\n".join((ran.stdout + ran.stderr).strip().splitlines()[-15:])
         self.log(f"$ {shown}\n  -> rc {ran.rc} in {time.monotonic() - started:.1f} s" + (f"\n{tail}" if tail else ""))
         return ran
 
-    def probe(self, *argv: str, timeout: float | None = None) -> Ran:
-        """A read-only command (an existence test, a version query): not part of the record."""
-        return self.pod.run(*argv, timeout=timeout)
+    def do(self, shown: str, action: Callable[[], T], planned: T) -> T:
+        """A change that is no command (an HTTP POST): recorded as `shown`, made unless in a dry run
+        (which returns `planned`)."""
+        self.commands.append(shown)
+        if self.dry_run:
+            return planned
+        self.log(f"$ {shown}")
+        return action()
+
+    def probe(self, *argv: str, timeout: float | None = None, env: dict[str, str] | None = None) -> Ran:
+        """A read-only command (an existence test, a version query): not part of the record; it runs
+        in a dry run too."""
+        return self.pod.run(*argv, timeout=timeout, env=env)
 
     def failing(self, repair_id: str) -> list[CheckResult]:
         """The checks this repair fixes that failed before the fix."""
