@@ -26,8 +26,10 @@ from podcheck.cli.common import (
 )
 from podcheck.fix import fixer
 from podcheck.fix.registry import registry
+from podcheck.fix.status import status as fix_status
 from podcheck.host.pod import Pod
 from podcheck.plugin import PROFILES
+from podcheck.reports.status import render_status
 from podcheck.services import serve, watch
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -140,8 +142,8 @@ def status(config: Optional[Path] = ConfigOpt, hosts: str = HostOpt, ssh_config:
            as_json: bool = typer.Option(False, "--json", help="print the status as JSON")) -> None:
     """Install markers, the fix lock, background repairs with their log tail, and the last --fix."""
 
-    data = fixer.status(_pod(config, hosts, ssh_config))
-    text = json.dumps(data, indent=2) + "\n" if as_json else fixer.render_status(data)
+    data = fix_status(_pod(config, hosts, ssh_config))
+    text = json.dumps(data, indent=2) + "\n" if as_json else render_status(data)
     typer.echo(default_redactor().text(text), nl=False)
 
 
