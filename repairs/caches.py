@@ -42,6 +42,7 @@ def stale_files(ctx: Context, history: caches.History) -> list[tuple[caches.Loca
 @register
 class ClearCaches(Repair):
     id = "caches.clear"
+    order = 120
     description = "delete kernel caches built for another GPU (allow-listed roots only); move stale TensorRT engines aside"
     blast = "deletes-cache"
 

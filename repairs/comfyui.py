@@ -50,6 +50,7 @@ def git(ctx: Context, *args: str, timeout: float | None = None, reads: bool = Fa
 @register
 class ComfyUI(Repair):
     id = "comfyui"
+    order = 40
     description = "clone or fast-forward ComfyUI ([comfyui] repo, ref) and install its requirements, torch pinned"
     needs = ("torch",)
     slow = True
@@ -320,6 +321,8 @@ def idle(ctx: Context, proc: Any) -> str | None:
 @register
 class Launch(Repair):
     id = "comfyui.launch"
+    order = 80
+    starts_service = True
     description = "start ComfyUI for [pod] user, detached, with per-user folders, sage and local kernel caches"
     blast = "safe"
     may_precede = ("sage",)
@@ -369,6 +372,7 @@ def _young(proc: Any, ctx: Context) -> bool:
 @register
 class Relaunch(Repair):
     id = "comfyui.relaunch"
+    order = 90
     description = "restart an idle ComfyUI launched with the wrong flags, for the same user (never a busy one)"
     blast = "restarts-service"
 

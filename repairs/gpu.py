@@ -10,6 +10,7 @@ from podcheck.fix.repair import Context, Outcome, Repair, register
 @register
 class Venv(Repair):
     id = "venv"
+    order = 20
     description = "create the pod venv ([pod] python) when it is missing or broken"
     blast = "safe"
 
@@ -49,6 +50,7 @@ class Venv(Repair):
 @register
 class Torch(PipRepair):
     id = "torch"
+    order = 30
     dist = "torch"
     description = "pip install the configured torch build ([torch] spec from [torch] index_url) into the pod python"
     needs = ("venv",)

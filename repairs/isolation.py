@@ -20,6 +20,7 @@ REPLACED = ("output", "input")
 @register
 class Unlink(Repair):
     id = "isolation.unlink"
+    order = 60
     description = "remove ComfyUI's shared output/input/workflows symlinks (as links); move a shared real folder to quarantine"
     blast = "safe"
 
@@ -65,6 +66,7 @@ def _restore_tracked(ctx: Context, path: str) -> None:
 @register
 class UserDirs(Repair):
     id = "isolation.user_dirs"
+    order = 70
     description = "create each user's output, input, workflows and temp folders; replace bad links by real folders"
     blast = "safe"
 

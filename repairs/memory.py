@@ -18,6 +18,7 @@ PLANNED = SimpleNamespace(ok=True, status=200, error=None, data=None)  # a dry r
 @register
 class FreeMemory(Repair):
     id = "memory.free"
+    order = 130
     description = "POST /free (unload_models, free_memory) to each idle ComfyUI"
     blast = "safe"
 

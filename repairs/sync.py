@@ -38,13 +38,13 @@ def set_keys(text: str, section: str, values: dict[str, str]) -> str:
 @register
 class SyncConfig(Repair):
     id = "sync.config"
+    order = 100
+    when = ("sync.enabled",)
     description = "fix the rclone config where it can be fixed locally: modes 0600, the Shared Drive id (team_drive)"
     blast = "safe"
 
     def apply(self, ctx: Context) -> Outcome:
         s = ctx.cfg.sync
-        if not s.enabled:
-            return Outcome.skipped("sync is off ([sync] enabled = false)")
         path = s.rclone_config
         try:
             remotes = rclone.dump(ctx.pod, path)
@@ -132,6 +132,8 @@ def _chmod(ctx: Context, path: str) -> str | None:
 @register
 class SyncStart(Repair):
     id = "sync.start"
+    order = 110
+    when = ("sync.enabled",)
     description = "start podcheck's managed sync loop (one rclone run per user folder), or restart a stale one"
     needs = ("sync.config", "isolation.user_dirs")
     blast = "safe"
@@ -142,8 +144,6 @@ class SyncStart(Repair):
         return syncloop.settings(ctx.cfg)
 
     def apply(self, ctx: Context) -> Outcome:
-        if not ctx.cfg.sync.enabled:
-            return Outcome.skipped("sync is off ([sync] enabled = false)")
         try:
             wanted = syncloop.settings(ctx.cfg)
             pid = syncloop.running_pid(ctx.pod)

@@ -10,6 +10,7 @@ APT_NO_CANDIDATE = ("Unable to locate package", "has no installation candidate")
 @register
 class Ffmpeg(Repair):
     id = "ffmpeg"
+    order = 10
     description = "install ffmpeg with the system package manager ([fix] ffmpeg_install)"
     blast = "safe"
 

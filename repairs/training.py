@@ -8,6 +8,7 @@ from podcheck.fix.repair import Context, Outcome, Repair, register
 @register
 class TrainingResume(Repair):
     id = "training.resume"
+    order = 140
     description = "stop a stuck LoRA training and relaunch it from its newest state checkpoint (--resume)"
     blast = "restarts-service"
 

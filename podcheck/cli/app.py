@@ -13,7 +13,7 @@ try:  # typer vendors click as typer._click; older typers use click itself
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException
 
-from podcheck import __version__, facts, runner
+from podcheck import __version__, facts, gates, runner
 from podcheck.cli import outputs
 from podcheck.cli.common import (
     ConfigOpt,
@@ -96,22 +96,29 @@ def list_checks(
     as_json: bool = typer.Option(False, "--json", help="print the catalogue as JSON"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="also each check's file::function and its repair's module::class"),
 ) -> None:
-    """The catalogue: id, profiles, repair (or remedy) and what each check verifies."""
+    """The catalogue: id, profiles, repair (or remedy) and what each check verifies; and, when the
+    config switches some checks off ([comfyui] enabled = false...), why those do not apply."""
     try:
-        specs = runner.catalogue(load_config(config))
+        cfg = load_config(config)
+        specs = runner.catalogue(cfg)
     except runner.RunError as exc:
         raise UsageFailure(str(exc)) from None
     repairs = registry()
     rows = [{"id": s.id, "area": s.area, "profiles": list(s.profiles), "repair": s.repair, "remedy": s.remedy,
              "needs": list(s.needs), "description": s.description, "check": f"checks/{s.where}",
-             "repair_class": _where(repairs[s.repair]) if s.repair in repairs else None} for s in specs]
+             "repair_class": _where(repairs[s.repair]) if s.repair in repairs else None,
+             "gpu": s.gpu, "when": list(s.when), "off": gates.closed(cfg, s.when)} for s in specs]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    columns = ["id", "profiles", "repair", "description"] + (["check", "repair_class"] if verbose else [])
-    table = [["ID", "PROFILES", "REPAIR", "WHAT IT VERIFIES"] + (["CHECK", "REPAIR CLASS"] if verbose else [])]
-    table += [[str(r[c]) if c not in ("profiles", "repair", "repair_class") else
-               ",".join(r[c]) if c == "profiles" else (r[c] or "-") for c in columns] for r in rows]
+    off = verbose or any(r["off"] for r in rows)
+    columns = ["id", "profiles", "repair", "description"] + (["check", "repair_class"] if verbose else []) + \
+        (["off"] if off else [])
+    table = [["ID", "PROFILES", "REPAIR", "WHAT IT VERIFIES"] + (["CHECK", "REPAIR CLASS"] if verbose else []) +
+             (["DOES NOT APPLY"] if off else [])]
+    table += [[str(r[c]) if c not in ("profiles", "repair", "repair_class", "off") else
+               ",".join(r[c]) if c == "profiles" else (r[c] or ("" if c == "off" else "-")) for c in columns]
+              for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
     for row in table:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

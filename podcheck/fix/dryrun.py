@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from podcheck.fix import planner
-from podcheck.fix.repair import Context, Outcome
+from podcheck.fix.repair import Context, attempt
 from podcheck.results import RepairResult
 
 
@@ -24,10 +24,7 @@ def rehearse(plan: planner.Plan, ctx: Context, recorded: dict[str, Any]) -> list
             continue
         dry = replace(ctx, commands=[], dry_run=True, pending=frozenset(pending), marker=recorded.get(step.id),
                       log=lambda text: None)
-        try:
-            outcome = step.repair.apply(dry)
-        except Exception as exc:  # a bug in one repair must not hide the rest of the plan
-            outcome = Outcome.failed(f"cannot tell: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+        outcome = attempt(step.repair, dry)  # a crash is a failed outcome: the rest of the plan still shows
         if outcome.status in ("unchanged", "skipped"):
             message = f"dry run: nothing to do: {outcome.message}"
         elif outcome.status == "failed" and not dry.commands:

@@ -21,7 +21,7 @@ from podcheck.fix.dryrun import rehearse, show_plan
 from podcheck.fix.lock import LockBusy, LockError, VolumeLock, describe
 from podcheck.fix.progress import BACKGROUND, FOREGROUND, Progress, redact
 from podcheck.fix.registry import registry
-from podcheck.fix.repair import Context, Outcome, Repair
+from podcheck.fix.repair import Context, Repair, attempt
 from podcheck.host.pod import Pod
 from podcheck.host.state import State
 from podcheck.results import CheckResult, RepairResult, Report
@@ -166,10 +166,7 @@ def run_steps(steps: list[planner.Step], repairs: dict[str, Repair], book: marke
         ctx.pending = frozenset(pending)
         ctx.marker = recorded.get(step.id)
         began = time.monotonic()
-        try:
-            outcome = repair.apply(ctx)
-        except Exception as exc:  # a bug in one repair must not stop the others, nor hide the report
-            outcome = Outcome.failed(f"repair crashed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+        outcome = attempt(repair, ctx)
         seconds = time.monotonic() - began
         say(f"      {outcome.status}: {outcome.message}")
         results.append(RepairResult(step.id, outcome.status, outcome.message, list(ctx.commands), seconds))

@@ -29,13 +29,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, TypeVar
 
+from podcheck import gates
 from podcheck.host.actor import planned_ran
 from podcheck.host.pod import Pod, Ran
 from podcheck.results import CheckResult
 
-#: The contract's repair ids, in the order ties are broken when planning (install order).
-ORDER = ("ffmpeg", "venv", "torch", "comfyui", "sage", "isolation.unlink", "isolation.user_dirs",
-         "comfyui.launch", "comfyui.relaunch", "sync.config", "sync.start", "caches.clear", "memory.free")
 BLAST_RADII = ("safe", "restarts-service", "deletes-cache", "replaces-packages")
 T = TypeVar("T")
 TOKEN_ENV = "PODCHECK_FIX_TOKEN"  # marks every command of one fixer, so a dead fixer's leftovers can be found
@@ -75,6 +73,12 @@ class Repair:
     blast: ClassVar[str] = "safe"
     #: needs this repair may run before, when they are left to the background (it adapts: see ctx.pending)
     may_precede: ClassVar[tuple[str, ...]] = ()
+    #: its place when ties are broken in planning (install order), and in listings: lower runs first
+    order: ClassVar[int] = 1000
+    #: config gates (podcheck.gates) that must be open, else it is skipped with the gate's reason
+    when: ClassVar[tuple[str, ...]] = ()
+    #: it (re)starts a service: `podcheck watch` runs it only for a service that ran before
+    starts_service: ClassVar[bool] = False
 
     def needed(self, cfg: Any) -> tuple[str, ...]:
         """The repairs that must run first, for this config."""
@@ -101,6 +105,10 @@ def register(cls: type[Repair]) -> type[Repair]:
     for attr in ("id", "description"):
         if not getattr(cls, attr, None):
             raise TypeError(f"{cls.__name__}: a repair needs {attr}")
+    try:
+        gates.names(cls.when)
+    except ValueError as exc:
+        raise TypeError(f"{cls.id}: {exc}") from None
     if cls.blast not in BLAST_RADII:
         raise TypeError(f"{cls.id}: blast must be one of {', '.join(BLAST_RADII)}, got {cls.blast!r}")
     known = REGISTERED.get(cls.id)
@@ -108,6 +116,18 @@ def register(cls: type[Repair]) -> type[Repair]:
         raise TypeError(f"repair id {cls.id!r} registered twice ({known.__qualname__}, {cls.__qualname__})")
     REGISTERED[cls.id] = cls
     return cls
+
+
+def attempt(repair: Repair, ctx: "Context") -> Outcome:
+    """The repair's `apply`, unless a config gate of it is closed (then skipped, with the gate's
+    reason); a crash is a failed outcome (a bug in one repair must not stop the others)."""
+    off = gates.closed(ctx.cfg, repair.when)
+    if off:
+        return Outcome.skipped(off)
+    try:
+        return repair.apply(ctx)
+    except Exception as exc:
+        return Outcome.failed(f"repair crashed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
 
 
 def shown_command(argv: tuple[str, ...] | list[str]) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import os
 import signal
@@ -32,18 +33,24 @@ from podcheck.config import Config
 from podcheck.facts import ProbeCache
 from podcheck.fix import fixer
 from podcheck.fix.markers import Markers
+from podcheck.fix.registry import registry
 from podcheck.host.pod import Pod
 from podcheck.reports.redact import Redactor
 from podcheck.results import RepairResult, Report
 from podcheck.runner import RunError
 
 FAILING = ("failed", "error")
-#: Repairs that (re)start a service: watch runs them only for a service that ran before (this watch
-#: saw its check pass, or podcheck started it: the repair has a marker). It restarts a ComfyUI that
-#: died; it does not start one that nobody started.
-RESTARTS = {"comfyui.launch"}
 LOG_LIMIT = 5 * 1024 * 1024  # then watch.log moves to watch.log.1
 HOUR = 3600.0
+
+
+@functools.cache
+def starts_service(repair_id: str) -> bool:
+    """Whether a repair (re)starts a service (its class says `starts_service`): watch runs such a repair
+    only for a service that ran before (this watch saw its check pass, or podcheck started it: the
+    repair has a marker). It restarts a ComfyUI that died; it does not start one nobody started."""
+    repair = registry().get(repair_id)
+    return bool(repair is not None and repair.starts_service)
 
 
 def iso(t: float) -> str:
@@ -390,7 +397,7 @@ class Watch:
                 self.log.write("check", check=r.id, result=r.status, message=r.message, repair=r.repair)
             if not r.repair or r.repair not in self.settings.repairs:
                 continue
-            if r.repair in RESTARTS and r.id not in self.ever_passed and not self.engine.started_before(r.repair):
+            if starts_service(r.repair) and r.id not in self.ever_passed and not self.engine.started_before(r.repair):
                 if r.id not in self.not_restarted:
                     self.not_restarted.add(r.id)
                     self.log.write("skip", check=r.id, repair=r.repair,
