@@ -4,12 +4,10 @@ import pytest
 from podcheck.domain import comfyui, gpu
 
 
-@pytest.mark.podcheck(id="attention.sage_import", repair="sage", needs=("gpu.torch_build",))
+@pytest.mark.podcheck(id="attention.sage_import", repair="sage", needs=("gpu.torch_build",), when="attention.sage")
 def test_sage_import(pod, facts, say):
     """`import sageattention` works in the pod python, and one tiny sageattn() runs on each GPU."""
     mode = pod.config.attention.sage
-    if mode == "off":
-        pytest.skip('sage is off ([attention] sage = "off")')
     s = facts.sage
     assert s, f"cannot judge sageattention: {facts.probe_error or 'the probe printed nothing about it'}"
     if s.get("error") and s.get("missing_module") == "sageattention":
@@ -33,16 +31,13 @@ def test_sage_import(pod, facts, say):
     say(f"sageattention {version}; compiled modules: {modules}{ran}")
 
 
-@pytest.mark.podcheck(id="attention.sage_active", repair="sage", profiles=("runtime",), needs=("comfyui.running",))
+@pytest.mark.podcheck(id="attention.sage_active", repair="sage", profiles=("runtime",), needs=("comfyui.running",),
+                      when=("attention.sage", "comfyui.enabled"))
 def test_sage_active(pod, say):
     """The running ComfyUI really uses sage: its log shows no fallback to pytorch attention since it started.
 
     ComfyUI logs "Using sage attention" whenever the flag is set, and "Error running sage attention: ...,
     using pytorch attention instead" each time a call falls back (kernels missing for this GPU)."""
-    if pod.config.attention.sage == "off":
-        pytest.skip('sage is off ([attention] sage = "off")')
-    if not pod.config.comfyui.enabled:
-        pytest.skip("ComfyUI is not used on this pod ([comfyui] enabled = false)")
     procs = comfyui.processes(pod)
     flagged = [p for p in procs if p.args.use_sage_attention]
     if not flagged:

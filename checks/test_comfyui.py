@@ -10,11 +10,6 @@ from podcheck.host import paths
 USER_FOLDERS = comfyui.USER_FOLDERS
 
 
-def skip_unless_enabled(pod):
-    if not pod.config.comfyui.enabled:
-        pytest.skip("ComfyUI is not used on this pod ([comfyui] enabled = false)")
-
-
 def running(pod):
     """The ComfyUI processes, or a skip when none runs any more (comfyui.running has said so)."""
     procs = comfyui.processes(pod)
@@ -24,10 +19,9 @@ def running(pod):
 
 
 @pytest.mark.podcheck(id="comfyui.installed", repair="comfyui", profiles=("image", "boot", "runtime"),
-                      needs=("pod.workspace",))
+                      needs=("pod.workspace",), when="comfyui.enabled")
 def test_installed(pod, facts, say, pytestconfig):
     """ComfyUI is in comfyui_dir (main.py, comfy/cli_args.py) and the pod python meets its requirements.txt."""
-    skip_unless_enabled(pod)
     root = pod.config.pod.comfyui_dir
     if pytestconfig.getoption("pod_profile") == "image" and paths.inside(root, pod.config.pod.workspace):
         pytest.skip(f"ComfyUI is on the workspace volume ({root}), not in the image "
@@ -50,10 +44,10 @@ def test_installed(pod, facts, say, pytestconfig):
     say(f"ComfyUI in {root}; requirements met" + (f" ({len(unparsed)} line(s) not judged)" if unparsed else ""))
 
 
-@pytest.mark.podcheck(id="comfyui.running", repair="comfyui.launch", profiles=("runtime",), needs=("pod.workspace",))
+@pytest.mark.podcheck(id="comfyui.running", repair="comfyui.launch", profiles=("runtime",), needs=("pod.workspace",),
+                      when="comfyui.enabled")
 def test_running(pod, say):
     """A ComfyUI runs main.py of comfyui_dir and answers GET /system_stats on its port in time."""
-    skip_unless_enabled(pod)
     procs = comfyui.processes(pod)
     assert procs, _nothing_runs(pod)
     silent, answered = [], []
@@ -83,13 +77,12 @@ def _young(proc):
     return f" (it started {age:.0f} s ago: still loading?)" if age is not None and 0 <= age < 120 else ""
 
 
-@pytest.mark.podcheck(id="comfyui.launch_flags", repair="comfyui.relaunch", profiles=("runtime",),
+@pytest.mark.podcheck(id="comfyui.launch_flags", repair="comfyui.relaunch", profiles=("runtime",), when="comfyui.enabled",
                       needs=("comfyui.running",))
 def test_launch_flags(pod, say):
     """Every ComfyUI has --use-sage-attention (if required) and its own per-user output, input and temp folders.
 
     No two ComfyUI processes share one of these folders, and the argv /system_stats reports is the process's own."""
-    skip_unless_enabled(pod)
     cfg = pod.config
     procs = running(pod)
     problems, served, lines = [], {}, []

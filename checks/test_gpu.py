@@ -12,7 +12,7 @@ def probe_failure(facts, what):
     return f"cannot judge {what}: {why}"
 
 
-@pytest.mark.podcheck(id="gpu.driver", remedy="pick a pod whose driver supports the torch build's CUDA (RunPod: filter by CUDA version)")
+@pytest.mark.podcheck(id="gpu.driver", gpu=True, remedy="pick a pod whose driver supports the torch build's CUDA (RunPod: filter by CUDA version)")
 def test_driver(pod, facts, gpus, say):
     """NVML sees a GPU, and the driver supports the CUDA version of the pod's torch build."""
     nvml = facts.nvml

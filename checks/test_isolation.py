@@ -12,11 +12,10 @@ def describe(where):
     return f"{user}'s {kind} folder" if user else f"the {kind} folder of every user"
 
 
-@pytest.mark.podcheck(id="isolation.no_shared_links", repair="isolation.unlink", needs=("pod.workspace",))
+@pytest.mark.podcheck(id="isolation.no_shared_links", repair="isolation.unlink", needs=("pod.workspace",),
+                      when="comfyui.enabled")
 def test_no_shared_links(pod, say):
     """ComfyUI's output, input and workflows folders are not symlinks into a user's folder on the shared volume."""
-    if not pod.config.comfyui.enabled:
-        pytest.skip("ComfyUI is not used on this pod ([comfyui] enabled = false)")
     root, workspace = pod.config.pod.comfyui_dir, pod.config.pod.workspace
     entries = paths.inspect(pod, [workspace] + [f"{root}/{name}" for name in users.SHARED_LINKS])
     real_workspace = entries[posixpath.normpath(workspace)].resolved

@@ -11,10 +11,7 @@ from podcheck.host import procs
 
 
 def _sync(pod):
-    s = pod.config.sync
-    if not s.enabled:
-        pytest.skip("sync is off ([sync] enabled = false)")
-    return s
+    return pod.config.sync  # every sync check is gated on it: when="sync.enabled"
 
 
 def _ago(seconds):
@@ -38,7 +35,7 @@ def _external(pod, pattern, listing):
             and not p.args.startswith(("ps ", "timeout "))]
 
 
-@pytest.mark.podcheck(id="sync.config", repair="sync.config")
+@pytest.mark.podcheck(id="sync.config", repair="sync.config", when="sync.enabled")
 def test_config(pod, say):
     """The rclone config has the sync remote; a Drive service account writes to a Shared Drive."""
     s = _sync(pod)
@@ -62,7 +59,7 @@ def test_config(pod, say):
     say(f"{path}: remote " + " -> ".join(f"{n} ({sec.get('type')})" for n, sec in chain))
 
 
-@pytest.mark.podcheck(id="sync.running", repair="sync.start", profiles=("runtime",),
+@pytest.mark.podcheck(id="sync.running", repair="sync.start", profiles=("runtime",), when="sync.enabled",
                       needs=("pod.workspace", "sync.config"))
 def test_running(pod, say):
     """A sync loop runs and its last successful pass is younger than max_age_minutes.
@@ -143,7 +140,7 @@ def _script_transfers(pod, script):
     return found
 
 
-@pytest.mark.podcheck(id="sync.per_user", repair="sync.start", profiles=("runtime",),
+@pytest.mark.podcheck(id="sync.per_user", repair="sync.start", profiles=("runtime",), when="sync.enabled",
                       needs=("pod.workspace", "sync.config"))
 def test_per_user(pod, say):
     """Each sync maps one user's folder to that user's remote folder, never all of output/.
@@ -184,7 +181,8 @@ def test_per_user(pod, say):
     say(f"{len(mappings)} sync mapping(s), each one user's folder")
 
 
-@pytest.mark.podcheck(id="sync.errors", remedy="the message names each error's fix (rclone dedupe, a Shared Drive, new credentials)")
+@pytest.mark.podcheck(id="sync.errors", when="sync.enabled",
+                      remedy="the message names each error's fix (rclone dedupe, a Shared Drive, new credentials)")
 def test_errors(pod, say):
     """The recent sync log has no quota errors, no 'Duplicate object found', no auth failures."""
     s = _sync(pod)

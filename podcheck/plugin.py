@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import pytest
 
 from podcheck import config as config_mod
+from podcheck import gates
 from podcheck.domain import gpu
 from podcheck.facts import Facts, Gathering
 from podcheck.host.pod import Pod
@@ -41,9 +42,9 @@ NOT_RUN = pytest.StashKey[str]()
 RANK = pytest.StashKey[dict]()
 HOST_CONFIGS = pytest.StashKey[dict]()  # pod name -> its Config, in a fleet run (podcheck.fleet)
 
-#: A GPU check is this one or any check that needs it, directly or through another. In the image
-#: profile (a built image, validated without a GPU) GPU checks are reported "not run: no GPU".
-GPU_ROOT = "gpu.driver"
+#: A GPU check is one whose marker says gpu=True, or any check that needs one, directly or through
+#: another. In the image profile (a built image, validated without a GPU) GPU checks are reported
+#: "not run: no GPU".
 NO_GPU = "not run: no GPU (image profile)"
 
 
@@ -58,6 +59,8 @@ class CheckSpec:
     description: str
     remedy: str = ""  # what to do by hand, for a check no repair fixes
     where: str = ""   # file::function of the check
+    gpu: bool = False  # it needs a GPU itself (checks that need it do too: gpu_checks)
+    when: tuple[str, ...] = ()  # config gates (podcheck.gates) that must be open for it to apply
 
     @property
     def area(self) -> str:
@@ -83,8 +86,12 @@ def spec_of(item: pytest.Item) -> CheckSpec | None:
     doc = (getattr(item, "function", None).__doc__ or "").strip().splitlines()
     function = getattr(item, "function", None)
     where = f"{item.path.name}::{function.__name__}" if function is not None else item.nodeid
+    try:
+        when = gates.names(kw.pop("when", ()))
+    except ValueError as exc:
+        raise pytest.UsageError(f"{item.nodeid}: {exc}") from None
     spec = CheckSpec(check_id, kw.pop("repair", None), profiles, tuple(kw.pop("needs", ())), doc[0] if doc else "",
-                     remedy=kw.pop("remedy", ""), where=where)
+                     remedy=kw.pop("remedy", ""), where=where, gpu=bool(kw.pop("gpu", False)), when=when)
     if kw:
         raise pytest.UsageError(f"{item.nodeid}: unknown podcheck marker argument(s) {sorted(kw)}")
     item.stash[SPEC] = spec
@@ -107,7 +114,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "podcheck(id, repair=None, remedy='', profiles=(...), needs=()): a podcheck health check")
+    config.addinivalue_line("markers", "podcheck(id, repair=None, remedy='', profiles=(...), needs=(), gpu=False, "
+                                       "when=()): a podcheck health check")
     config.stash[RESULTS] = []
     config.stash[OUTCOMES] = {}
     config.stash[PODS] = {}
@@ -131,7 +139,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if not any(specs.values()):
         return
     config.stash[RANK] = catalogue_rank([s for s in specs.values() if s])
-    _config(config)
+    cfg = _config(config)
     profile = config.getoption("pod_profile")
     selectors = [s.strip() for arg in config.getoption("pod_select") for s in arg.split(",") if s.strip()]
     by_id = {s.id: s for s in specs.values() if s}
@@ -148,6 +156,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         spec = specs[item]
         if spec is not None and spec.id in wanted and spec.id in no_gpu:
             item.stash[NOT_RUN] = NO_GPU
+        off = gates.closed(cfg, spec.when) if spec is not None else None
+        if off:
+            item.stash[NOT_RUN] = off  # the config switches it off: said once, here, for every such check
         ok = spec is None or (spec.id in wanted and (profile in spec.profiles or spec.id in no_gpu))
         (kept if ok else dropped).append(item)
     if dropped:
@@ -162,9 +173,9 @@ def catalogue_rank(specs: Iterable[CheckSpec]) -> dict[str, tuple[int, int]]:
 
 
 def gpu_checks(specs: Iterable[CheckSpec]) -> set[str]:
-    """The ids of GPU_ROOT and of every check that needs it, directly or through another."""
+    """The ids of the gpu=True checks and of every check that needs one, directly or through another."""
     specs = list(specs)
-    found = {GPU_ROOT} & {s.id for s in specs}
+    found = {s.id for s in specs if s.gpu}
     grew = True
     while grew:
         more = {s.id for s in specs if s.id not in found and found.intersection(s.needs)}

@@ -163,10 +163,14 @@ class Started:
     message: str
 
 
-def start(pod: Any, wait: float = 10.0) -> Started:
-    """Start the loop detached on the pod's host unless it already runs; wait until it reports in."""
+def start(pod: Any, wait: float = 10.0, act: Any = None) -> Started:
+    """Start the loop detached on the pod's host unless it already runs; wait until it reports in.
+    `act` makes the changes (podcheck.host.actor.Actor; a repair's Context records them, and in a
+    dry run only records them)."""
+    from podcheck.host.actor import Actor  # host side only: not shipped with the pod-side loop
     from podcheck.host.state import State  # host side only: not shipped with the pod-side loop
 
+    act = act or Actor(pod)
     pid = running_pid(pod)
     if pid:
         return Started(False, pid, f"the sync loop already runs (pid {pid})")
@@ -174,12 +178,15 @@ def start(pod: Any, wait: float = 10.0) -> Started:
     wanted = settings(config)
     state = State(pod)
     n = names(config)
-    state.write(n["settings"], wanted)
+    act.do(f"write {state.path(n['settings'])}", lambda: state.write(n["settings"], wanted), None)
     from podcheck.host import shell, sides  # host side only: not shipped with the pod-side loop
     side = sides.of(pod)
-    python, pythonpath = side.python, _ship(pod) if side.needs_shipping else ""
+    python, pythonpath = side.python, _ship(pod, act) if side.needs_shipping else ""
     env = ["env", f"PYTHONPATH={pythonpath}"] if pythonpath else []
-    pid, ran = shell.start_detached(pod.run, [*env, python, "-m", MARKER, state.path(n["settings"])], wanted["log"])
+    pid, ran = shell.start_detached(act.run, [*env, python, "-m", MARKER, state.path(n["settings"])], wanted["log"],
+                                    dry_run=act.dry_run)
+    if act.dry_run:
+        return Started(True, 0, f"would start the sync loop, log {wanted['log']}")
     if pid is None:
         raise SyncLoopError(f"cannot start the sync loop: {ran.why()}")
     deadline = time.monotonic() + wait
@@ -195,14 +202,17 @@ def start(pod: Any, wait: float = 10.0) -> Started:
     raise SyncLoopError(f"the sync loop (pid {pid}) did not start: {tail[:300]}")
 
 
-def stop(pod: Any, timeout: float = 10.0) -> int | None:
-    """Stop this pod's loop (TERM to its process group, KILL after `timeout`); its pid, or None if none ran."""
+def stop(pod: Any, timeout: float = 10.0, act: Any = None) -> int | None:
+    """Stop this pod's loop (TERM to its process group, KILL after `timeout`); its pid, or None if none ran.
+    `act`: as for start()."""
     from podcheck.host import shell  # host side only: not shipped with the pod-side loop
+    from podcheck.host.actor import Actor  # host side only: not shipped with the pod-side loop
 
+    act = act or Actor(pod)
     pid = running_pid(pod)
     if pid is None:
         return None
-    shell.stop(pod, pod.run, pid, timeout, MARKER, poll=0.05)
+    shell.stop(pod, act.run, pid, timeout, MARKER, poll=0.05, dry_run=act.dry_run)
     return pid
 
 
@@ -212,12 +222,15 @@ _SHIPPED = ("__init__.py", "host/__init__.py", "host/files.py", "host/paths.py",
 _WRITE = 'mkdir -p "$(dirname "$2")" && t="$2.$$.tmp" && printf %s "$1" > "$t" && mv -f "$t" "$2"'
 
 
-def _ship(pod: Any) -> str:
+def _ship(pod: Any, act: Any = None) -> str:
     """Copy the loop's code to <state_dir>/syncloop-code/podcheck/ on the host; return the PYTHONPATH."""
+    from podcheck.host.actor import Actor  # host side only: not shipped with the pod-side loop
+
+    act = act or Actor(pod)
     root = f"{pod.config.pod.state_dir}/syncloop-code"
     here = Path(__file__).parent
     for name in _SHIPPED:
-        ran = pod.run("sh", "-c", _WRITE, "sh", (here / name).read_text(), f"{root}/podcheck/{name}")
+        ran = act.run("sh", "-c", _WRITE, "sh", (here / name).read_text(), f"{root}/podcheck/{name}")
         if not ran.ok:
             raise SyncLoopError(f"cannot copy the sync loop to {root}: {ran.why()}")
     return root

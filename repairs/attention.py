@@ -4,12 +4,14 @@ from __future__ import annotations
 from typing import Any
 
 from podcheck.fix.pip import PipRepair
-from podcheck.fix.repair import Context, Outcome, register
+from podcheck.fix.repair import Context, register
 
 
 @register
 class Sage(PipRepair):
     id = "sage"
+    order = 50
+    when = ("attention.sage",)
     dist = "sageattention"
     description = "pip install the configured SageAttention ([attention] sage_spec) into the pod python"
     needs = ("torch",)
@@ -21,11 +23,6 @@ class Sage(PipRepair):
 
     def inputs(self, ctx: Context) -> dict[str, Any]:
         return {"spec": self.spec(ctx)}
-
-    def apply(self, ctx: Context) -> Outcome:
-        if ctx.cfg.attention.sage == "off":
-            return Outcome.skipped('sage is off ([attention] sage = "off")')
-        return super().apply(ctx)
 
     def verify(self, ctx: Context) -> str | None:
         ran = ctx.probe(ctx.cfg.pod.python, "-c", "import sageattention", timeout=120)

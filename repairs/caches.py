@@ -89,18 +89,15 @@ def stale_files(ctx: Context, history: caches.History,
 @register
 class ClearCaches(Repair):
     id = "caches.clear"
+    order = 120
     description = "delete kernel caches built for another GPU (allow-listed roots only); move stale TensorRT engines aside"
     blast = "deletes-cache"
 
-    def commands(self, ctx: Context) -> list[list[str]]:
-        found = stale_files(ctx, caches.load_history(ctx.pod))
-        return [["rm", "-f", "--", path] for root, path, _ in found if root.kind != "tensorrt"] + [
-            ["mv", path, f"{ctx.cfg.pod.state_dir}/quarantine/<timestamp>{path}"] for root, path, _ in found
-            if root.kind == "tensorrt"]
-
     def apply(self, ctx: Context) -> Outcome:
         gpus = facts.read_nvml(ctx.pod).get("gpus") or []
-        history = caches.observe(ctx.pod, gpus, time.time()) if gpus else caches.load_history(ctx.pod)
+        # note the GPU now: podcheck's own bookkeeping (like its markers), which a dry run leaves unsaved
+        history = (_observed(caches.load_history(ctx.pod), gpus) if ctx.dry_run else
+                   caches.observe(ctx.pod, gpus, time.time())) if gpus else caches.load_history(ctx.pod)
         if history.current is None:
             return Outcome.skipped("no GPU fingerprint recorded yet: nothing is known to be stale")
         roots, refused = trusted_roots(ctx)
@@ -130,3 +127,10 @@ class ClearCaches(Repair):
             parts.append(f"moved {len(moved)} TensorRT engine(s) built on another GPU to "
                          f"{posixpath.dirname(moved[0]).split('/quarantine/')[0]}/quarantine/")
         return Outcome.changed("; ".join(p for p in parts if p) + f" (GPU now {history.current['fingerprint']}){left}")
+
+
+def _observed(history: caches.History, gpus: list) -> caches.History:
+    """The history as `caches.observe` would leave it, without saving it (for a dry run)."""
+    copy = caches.History([dict(e) for e in history.entries])
+    copy.observe(caches.fingerprint(gpus), time.time())
+    return copy

@@ -41,14 +41,17 @@ def source(ctx: Context) -> tuple[str | None, str | None]:
     return lines[0].strip() or None, lines[2].strip() or None
 
 
-def git(ctx: Context, *args: str, timeout: float | None = None):
-    return ctx.run("git", "-C", ctx.cfg.pod.comfyui_dir, *args, timeout=timeout or ctx.install_timeout(),
-                   env={"GIT_TERMINAL_PROMPT": "0"})
+def git(ctx: Context, *args: str, timeout: float | None = None, reads: bool = False):
+    """git in the checkout; `reads`: a query (status, symbolic-ref) that runs in a dry run too."""
+    run = ctx.probe if reads else ctx.run
+    return run("git", "-C", ctx.cfg.pod.comfyui_dir, *args, timeout=timeout or ctx.install_timeout(),
+               env={"GIT_TERMINAL_PROMPT": "0"})
 
 
 @register
 class ComfyUI(Repair):
     id = "comfyui"
+    order = 40
     description = "clone or fast-forward ComfyUI ([comfyui] repo, ref) and install its requirements, torch pinned"
     needs = ("torch",)
     slow = True
@@ -60,18 +63,6 @@ class ComfyUI(Repair):
                 "requirements_sha256": requirements, "torch_index": ctx.cfg.torch.index_url}
 
     # --- plan ---------------------------------------------------------------------------------
-
-    def commands(self, ctx: Context) -> list[list[str]]:
-        root, c = ctx.cfg.pod.comfyui_dir, ctx.cfg.comfyui
-        out: list[list[str]] = []
-        state = self._state(ctx)
-        if state == "missing":
-            out += [["git", "clone", "--quiet", c.repo, f"{root}.podcheck-clone"],
-                    ["git", "-C", f"{root}.podcheck-clone", "checkout", "--quiet", c.ref],
-                    ["mv", "-T", f"{root}.podcheck-clone", root]]
-        elif state == "checkout" and self._source_problem(ctx):
-            out += [["git", "-C", root, "fetch", "--quiet", c.repo, c.ref], ["git", "-C", root, "merge", "--ff-only", "FETCH_HEAD"]]
-        return out + [self._pip(ctx)]
 
     def _pip(self, ctx: Context) -> list[str]:
         root = ctx.cfg.pod.comfyui_dir
@@ -105,7 +96,7 @@ class ComfyUI(Repair):
                     return Outcome.failed(failure)
                 did.append(f"fast-forwarded {root} to {c.ref} ({problem})")
         requirements, commit = source(ctx)
-        if requirements is None:
+        if requirements is None and not (did and ctx.dry_run):  # a dry run's clone is not there to read
             return Outcome.failed(f"{root}/requirements.txt is missing: cannot install ComfyUI's requirements")
         if did or self._requirements_due(ctx, requirements):
             installed = self._install_requirements(ctx)
@@ -160,7 +151,7 @@ class ComfyUI(Repair):
 
     def _fast_forward(self, ctx: Context, problem: str) -> str | None:
         root, c = ctx.cfg.pod.comfyui_dir, ctx.cfg.comfyui
-        dirty = git(ctx, "status", "--porcelain", "--untracked-files=no", timeout=60)
+        dirty = git(ctx, "status", "--porcelain", "--untracked-files=no", timeout=60, reads=True)
         if not dirty.ok:
             return f"cannot read the state of the checkout {root}: {_last(dirty)}"
         changed = [line[3:] for line in dirty.stdout.splitlines() if line.strip()]
@@ -171,7 +162,7 @@ class ComfyUI(Repair):
         fetched = git(ctx, "fetch", "--quiet", c.repo, c.ref)
         if not fetched.ok:
             return f"git fetch {c.repo} {c.ref} failed: {_last(fetched)}"
-        on_branch = git(ctx, "symbolic-ref", "-q", "HEAD", timeout=30).ok
+        on_branch = git(ctx, "symbolic-ref", "-q", "HEAD", timeout=30, reads=True).ok
         moved = git(ctx, "merge", "--ff-only", "--quiet", "FETCH_HEAD") if on_branch else \
             git(ctx, "checkout", "--quiet", "FETCH_HEAD")
         if not moved.ok:
@@ -267,11 +258,13 @@ def start(ctx: Context, user: str, options: list[str], cwd: str | None = None) -
     ctx.run("mkdir", "-p", *folders)
     log = cfg.comfyui.log
     argv = ["env", *(f"{k}={v}" for k, v in env.items()), cfg.pod.python, f"{cfg.pod.comfyui_dir}/main.py", *options]
-    pid, ran = shell.start_detached(partial(ctx.run, tagged=False), [*_BANNER, *argv], log, cwd or cfg.pod.comfyui_dir)
+    pid, ran = shell.start_detached(partial(ctx.run, tagged=False), [*_BANNER, *argv], log, cwd or cfg.pod.comfyui_dir,
+                                    dry_run=ctx.dry_run)
     if pid is None:
         return None, f"cannot start ComfyUI: {ran.why()}"
-    ctx.run("sh", "-c", 'printf "%s\\n" "$2" > "$1"', "sh", f"{cfg.pod.state_dir}/comfyui-{user}.pid", str(pid))
-    return pid, wait_answer(ctx, pid, options)
+    ctx.run("sh", "-c", 'printf "%s\\n" "$2" > "$1"', "sh", f"{cfg.pod.state_dir}/comfyui-{user}.pid",
+            str(pid) if pid else "<pid>")
+    return pid, "" if ctx.dry_run else wait_answer(ctx, pid, options)  # a dry run started nothing to wait for
 
 
 def wait_answer(ctx: Context, pid: int, options: list[str]) -> str:
@@ -294,7 +287,7 @@ def wait_answer(ctx: Context, pid: int, options: list[str]) -> str:
 
 def stop(ctx: Context, pid: int, grace: float = 10.0) -> bool:
     """TERM ComfyUI `pid` (its process group when it leads one), KILL after `grace`; True when it is gone."""
-    return shell.stop(ctx.pod, ctx.run, pid, grace)
+    return shell.stop(ctx.pod, ctx.run, pid, grace, dry_run=ctx.dry_run)
 
 
 def idle(ctx: Context, proc: Any) -> str | None:
@@ -311,6 +304,8 @@ def idle(ctx: Context, proc: Any) -> str | None:
 @register
 class Launch(Repair):
     id = "comfyui.launch"
+    order = 80
+    starts_service = True
     description = "start ComfyUI for [pod] user, detached, with per-user folders, sage and local kernel caches"
     blast = "safe"
     may_precede = ("sage",)
@@ -325,14 +320,6 @@ class Launch(Repair):
                                   "with that user's folders")
         why = invalid_reason(user)
         return Outcome.failed(f"[pod] user {user!r} {why}") if why else user
-
-    def commands(self, ctx: Context) -> list[list[str]]:
-        user = self._user(ctx)
-        if isinstance(user, Outcome):
-            return []
-        env = kernel_env(ctx, user)
-        return [["env", *(f"{k}={v}" for k, v in env.items()), ctx.cfg.pod.python,
-                 f"{ctx.cfg.pod.comfyui_dir}/main.py", *wanted_options(ctx, user)]]
 
     def apply(self, ctx: Context) -> Outcome:
         user = self._user(ctx)
@@ -368,6 +355,7 @@ def _young(proc: Any, ctx: Context) -> bool:
 @register
 class Relaunch(Repair):
     id = "comfyui.relaunch"
+    order = 90
     description = "restart an idle ComfyUI launched with the wrong flags, for the same user (never a busy one)"
     blast = "restarts-service"
 
@@ -385,11 +373,6 @@ class Relaunch(Repair):
             if should != proc.args.given:
                 out.append((proc, user, normalized(should)))
         return out
-
-    def commands(self, ctx: Context) -> list[list[str]]:
-        wrong = self._wrong(ctx)
-        return [["kill", "-TERM", str(proc.pid)] for proc, _, _ in wrong] + [
-            [ctx.cfg.pod.python, f"{ctx.cfg.pod.comfyui_dir}/main.py", *options] for _, _, options in wrong]
 
     def apply(self, ctx: Context) -> Outcome:
         wrong = self._wrong(ctx)

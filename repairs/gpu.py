@@ -10,15 +10,12 @@ from podcheck.fix.repair import Context, Outcome, Repair, register
 @register
 class Venv(Repair):
     id = "venv"
+    order = 20
     description = "create the pod venv ([pod] python) when it is missing or broken"
     blast = "safe"
 
     def inputs(self, ctx: Context) -> dict[str, Any]:
         return {"python": ctx.cfg.pod.python}
-
-    def commands(self, ctx: Context) -> list[list[str]]:
-        folder = venv_dir(ctx.cfg.pod.python)
-        return [[ctx.cfg.fix.base_python, "-m", "venv", folder]] if folder else []
 
     def apply(self, ctx: Context) -> Outcome:
         python = ctx.cfg.pod.python
@@ -31,6 +28,8 @@ class Venv(Repair):
         existed = ctx.probe("test", "-e", folder).ok
         create = [ctx.cfg.fix.base_python, "-m", "venv", folder]
         ran = ctx.run(*create, timeout=600)  # on an existing venv this only repairs it (no --clear)
+        if ctx.dry_run:
+            return Outcome.changed(f"would {'repair' if existed else 'create'} the venv {folder}")
         if ran.ok and self._works(ctx):
             return Outcome.changed(f"{'repaired' if existed else 'created'} the venv {folder}")
         if not existed:
@@ -51,6 +50,7 @@ class Venv(Repair):
 @register
 class Torch(PipRepair):
     id = "torch"
+    order = 30
     dist = "torch"
     description = "pip install the configured torch build ([torch] spec from [torch] index_url) into the pod python"
     needs = ("venv",)

@@ -20,6 +20,7 @@ REPLACED = ("output", "input")
 @register
 class Unlink(Repair):
     id = "isolation.unlink"
+    order = 60
     description = "remove ComfyUI's shared output/input/workflows symlinks (as links); move a shared real folder to quarantine"
     blast = "safe"
 
@@ -32,11 +33,6 @@ class Unlink(Repair):
         folders = [e for name in REPLACED if (e := entries[posixpath.normpath(f"{root}/{name}")]).kind == "dir"
                    and ctx.probe("find", e.path, "-mindepth", "1", "-print", "-quit").stdout.strip()]
         return links, folders
-
-    def commands(self, ctx: Context) -> list[list[str]]:
-        links, folders = self._todo(ctx)
-        stamp = f"{ctx.cfg.pod.state_dir}/quarantine/<timestamp>"
-        return [["rm", "--", e.path] for e in links] + [["mv", "-T", e.path, f"{stamp}{e.path}"] for e in folders]
 
     def apply(self, ctx: Context) -> Outcome:
         links, folders = self._todo(ctx)
@@ -70,6 +66,7 @@ def _restore_tracked(ctx: Context, path: str) -> None:
 @register
 class UserDirs(Repair):
     id = "isolation.user_dirs"
+    order = 70
     description = "create each user's output, input, workflows and temp folders; replace bad links by real folders"
     blast = "safe"
 
@@ -93,13 +90,6 @@ class UserDirs(Repair):
             elif e.kind != "dir":
                 todo.append(("move", path, e))
         return invalid, todo
-
-    def commands(self, ctx: Context) -> list[list[str]]:
-        _, todo = self._plan(ctx)
-        out = [["rm", "--", path] for what, path, _ in todo if what == "relink"]
-        out += [["mv", "-T", path, f"{ctx.cfg.pod.state_dir}/quarantine/<timestamp>{path}"] for what, path, _ in todo
-                if what == "move"]
-        return out + ([["mkdir", "-p", *[path for _, path, _ in todo]]] if todo else [])
 
     def apply(self, ctx: Context) -> Outcome:
         invalid, todo = self._plan(ctx)

@@ -2,23 +2,25 @@
 A busy ComfyUI is left alone: /free would apply after its current job anyway, and nothing is interrupted."""
 from __future__ import annotations
 
+import json
+from functools import partial
+from types import SimpleNamespace
+
 from podcheck.repairs.comfyui import idle
 
 from podcheck.domain import comfyui
 from podcheck.fix.repair import Context, Outcome, Repair, register
 
 FREE = {"unload_models": True, "free_memory": True}
+PLANNED = SimpleNamespace(ok=True, status=200, error=None, data=None)  # a dry run's answer: not sent
 
 
 @register
 class FreeMemory(Repair):
     id = "memory.free"
+    order = 130
     description = "POST /free (unload_models, free_memory) to each idle ComfyUI"
     blast = "safe"
-
-    def commands(self, ctx: Context) -> list[list[str]]:
-        return [["POST", proc.url("/free"), '{"unload_models": true, "free_memory": true}']
-                for proc in comfyui.processes(ctx.pod)]
 
     def apply(self, ctx: Context) -> Outcome:
         procs = comfyui.processes(ctx.pod)
@@ -30,8 +32,9 @@ class FreeMemory(Repair):
             if busy:
                 left.append(busy)
                 continue
-            ctx.commands.append(f"POST {proc.url('/free')} {FREE}")
-            answer = comfyui.request(ctx.pod, proc.url("/free"), "POST", FREE)
+            url = proc.url("/free")
+            answer = ctx.do(f"POST {url} {json.dumps(FREE)}", partial(comfyui.request, ctx.pod, url, "POST", FREE),
+                            PLANNED)
             if answer.ok:
                 freed.append(str(proc))
             else:

@@ -38,18 +38,13 @@ def set_keys(text: str, section: str, values: dict[str, str]) -> str:
 @register
 class SyncConfig(Repair):
     id = "sync.config"
+    order = 100
+    when = ("sync.enabled",)
     description = "fix the rclone config where it can be fixed locally: modes 0600, the Shared Drive id (team_drive)"
     blast = "safe"
 
-    def commands(self, ctx: Context) -> list[list[str]]:
-        path = ctx.cfg.sync.rclone_config
-        return [["cp", "-p", path, f"{path}.podcheck-<timestamp>.bak"], ["chmod", "600", path],
-                ["rclone", "backend", "drives", f"{ctx.cfg.sync.remote}:", "--config", path]]
-
     def apply(self, ctx: Context) -> Outcome:
         s = ctx.cfg.sync
-        if not s.enabled:
-            return Outcome.skipped("sync is off ([sync] enabled = false)")
         path = s.rclone_config
         try:
             remotes = rclone.dump(ctx.pod, path)
@@ -113,7 +108,7 @@ class SyncConfig(Repair):
             return {"root_folder_id": ""}, None
         if team or not service_account:
             return {}, None
-        ran = ctx.run("rclone", "backend", "drives", f"{name}:", "--config", path, timeout=60)
+        ran = ctx.probe("rclone", "backend", "drives", f"{name}:", "--config", path, timeout=60)  # a query
         try:
             drives = json.loads(ran.stdout) if ran.ok else None
         except ValueError:
@@ -137,6 +132,8 @@ def _chmod(ctx: Context, path: str) -> str | None:
 @register
 class SyncStart(Repair):
     id = "sync.start"
+    order = 110
+    when = ("sync.enabled",)
     description = "start podcheck's managed sync loop (one rclone run per user folder), or restart a stale one"
     needs = ("sync.config", "isolation.user_dirs")
     blast = "safe"
@@ -146,12 +143,7 @@ class SyncStart(Repair):
             return None
         return syncloop.settings(ctx.cfg)
 
-    def commands(self, ctx: Context) -> list[list[str]]:
-        return [["python", "-m", syncloop.MARKER, f"{ctx.cfg.pod.state_dir}/{syncloop.names(ctx.cfg)['settings']}.json"]]
-
     def apply(self, ctx: Context) -> Outcome:
-        if not ctx.cfg.sync.enabled:
-            return Outcome.skipped("sync is off ([sync] enabled = false)")
         try:
             wanted = syncloop.settings(ctx.cfg)
             pid = syncloop.running_pid(ctx.pod)
@@ -162,10 +154,8 @@ class SyncStart(Repair):
                 if current == wanted and not stale:
                     return Outcome.unchanged(f"the sync loop runs (pid {pid}) with the configured settings")
                 why = "its last pass is too old" if stale else "its settings differ from [sync]"
-                ctx.commands.append(f"stop the sync loop pid {pid}")
-                syncloop.stop(ctx.pod)
-            ctx.commands.append(f"python -m {syncloop.MARKER} (detached)")
-            started = syncloop.start(ctx.pod)
+                syncloop.stop(ctx.pod, act=ctx)
+            started = syncloop.start(ctx.pod, act=ctx)
         except syncloop.SyncLoopError as exc:
             return Outcome.failed(str(exc))
         if why:

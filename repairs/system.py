@@ -10,14 +10,12 @@ APT_NO_CANDIDATE = ("Unable to locate package", "has no installation candidate")
 @register
 class Ffmpeg(Repair):
     id = "ffmpeg"
+    order = 10
     description = "install ffmpeg with the system package manager ([fix] ffmpeg_install)"
     blast = "safe"
 
     def inputs(self, ctx: Context):
         return {"install": list(ctx.cfg.fix.ffmpeg_install)}
-
-    def commands(self, ctx: Context) -> list[list[str]]:
-        return [list(ctx.cfg.fix.ffmpeg_install)]
 
     def apply(self, ctx: Context) -> Outcome:
         install = list(ctx.cfg.fix.ffmpeg_install)
@@ -31,6 +29,8 @@ class Ffmpeg(Repair):
             ran = ctx.run(*install, timeout=ctx.install_timeout(), env=env)
         if not ran.ok:
             return Outcome.failed(f"`{quote(install)}` failed: {ran.why()}")
+        if ctx.dry_run:
+            return Outcome.changed(f"would install ffmpeg with `{quote(install)}`")
         after = ctx.probe("ffmpeg", "-version")
         if not after.ok:
             return Outcome.failed(f"`{quote(install)}` succeeded, but ffmpeg still does not run: {after.why()}")

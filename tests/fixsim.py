@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -198,3 +199,35 @@ def sage_python(dest: Path) -> Path:
     podsim.pip(sys.executable, str(next(wheelhouse().glob("sageattention-*.whl"))),
                target=podsim.site_packages(dest))
     return python
+
+
+# A plan cannot know the clock or a pid that does not exist yet: quarantine/backup stamps, the launch
+# header's time and a new ComfyUI's pidfile line are the only words it may differ in.
+_UNKNOWABLE = [(re.compile(r"\d{8}-\d{6}(\.\d+)?|\d{8}T\d{6}Z|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d"),
+                "<time>"), (re.compile(r"(\.pid) (\d+|'<pid>')$"), r"\1 <pid>")]
+
+
+def unknowable(commands: list[str]) -> list[str]:
+    """Commands with the words a dry run cannot foresee replaced by placeholders."""
+    out = []
+    for command in commands:
+        for pattern, placeholder in _UNKNOWABLE:
+            command = pattern.sub(placeholder, command)
+        out.append(command)
+    return out
+
+
+def fix_as_planned(pod: podsim.SimPod, *args: str, env: dict[str, str] | None = None):
+    """`--fix <args> --dry-run`, then `--fix <args>` on the same pod: every repair the dry run planned
+    ran exactly the commands it listed (apply() and its plan are one code path); the dry run changed no
+    file outside state_dir (what it does there is branch safety's). The real run."""
+    before = {k: v for k, v in tree(pod.root).items() if ".podcheck" not in k}
+    dry = pod.podcheck("--fix", *args, "--dry-run", "--json", "-", env=env)
+    assert {k: v for k, v in tree(pod.root).items() if ".podcheck" not in k} == before, "the dry run changed files"
+    planned = {r["id"]: r for r in dry.json["repairs"] if r["message"].startswith("dry run: would run")}
+    assert planned, dry.stderr
+    real = pod.podcheck("--fix", *args, "--json", "-", env=env)
+    ran = {r["id"]: r for r in real.json["repairs"]}
+    for rid, plan in planned.items():
+        assert unknowable(plan["commands"]) == unknowable(ran[rid]["commands"]), (rid, plan, ran[rid])
+    return real

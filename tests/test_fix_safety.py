@@ -57,7 +57,7 @@ def test_unlink_removes_shared_links_as_links_and_quarantines_a_shared_folder(po
     (shared_input / "uploads" / "carol.jpg").write_bytes(b"carol's upload")
     before_input = files_under(shared_input)
     before_users = {kind: files_under(ws / kind) for kind in ("output", "workflows")}
-    run = pod.podcheck("--fix", "--select", "isolation", "--json", "-")
+    run = fixsim.fix_as_planned(pod, "--select", "isolation")
     assert run.rc == 0, run.stdout + run.stderr
     unlink = repairs(run)["isolation.unlink"]
     assert unlink["status"] == "changed"
@@ -79,7 +79,7 @@ def test_user_dirs_replaces_bad_links_by_folders_and_reports_bad_names(pod):
     shutil.rmtree(ws / "input" / "bob")
     shutil.rmtree(ws / "workflows" / "alice")
     (ws / "workflows" / "alice").write_text("a file where a folder belongs")
-    run = pod.podcheck("--fix", "--select", "isolation.user_dirs", "--json", "-")
+    run = fixsim.fix_as_planned(pod, "--select", "isolation.user_dirs")
     assert run.rc == 1  # the bad name needs a person
     dirs = repairs(run)["isolation.user_dirs"]
     assert dirs["status"] == "failed"
@@ -124,7 +124,10 @@ def test_cache_clear_deletes_stale_kernels_only_inside_the_cache_roots(tmp_path,
     (home / ".triton" / "cache" / "planted-dir").symlink_to(alice)
     engine = put(alice / "tensorrt" / "ComfyUI_STAT_00001_.engine", b"engine", 3600)
     cfg = config.load(env={"PODCHECK_WORKSPACE": str(ws), "HOME": str(home)})
+    planned = run_one(cfg, "caches.clear", dry_run=True)
+    assert old_kernel.exists() and engine.exists() and planned.status == "skipped", planned.message
     result = run_one(cfg, "caches.clear")
+    assert fixsim.unknowable(planned.commands) == fixsim.unknowable(result.commands) and result.commands
     assert result.status == "changed", result.message
     assert result.message.startswith("freed 5.0 KiB (Triton 4.0 KiB, TorchInductor 1000 B)"), result.message
     assert "moved 1 TensorRT engine(s) built on another GPU" in result.message
@@ -232,7 +235,7 @@ def test_sync_config_backs_up_rclone_conf_then_sets_the_shared_drive(pod, tmp_pa
     env = {"PATH": f"{shims}:{os.environ['PATH']}"}
     before = pod.podcheck("--select", "sync.config", "--json", "-", env=env)
     assert before.status("sync.config") == "failed"
-    run = pod.podcheck("--fix", "--select", "sync.config", "--json", "-", env=env)
+    run = fixsim.fix_as_planned(pod, "--select", "sync.config", env=env)
     assert run.rc == 0, run.stdout + run.stderr
     fixed = repairs(run)["sync.config"]
     assert fixed["status"] == "changed"
@@ -296,7 +299,7 @@ def test_memory_free_asks_an_idle_comfyui_only(tmp_path, torch_python, launcher)
     assert freed["status"] == "skipped" and "is busy (0 running, 1 queued)" in freed["message"]
     assert stats(comfy.port)["standin"]["free_calls"] == []
     clear_queue(comfy.port)
-    idle = pod.podcheck("--fix", "--select", "memory.ram", "--json", "-")
+    idle = fixsim.fix_as_planned(pod, "--select", "memory.ram")
     freed = repairs(idle)["memory.free"]
     assert freed["status"] == "changed" and f"pid {comfy.pid}" in freed["message"]
     calls = stats(comfy.port)["standin"]["free_calls"]
@@ -319,7 +322,7 @@ def test_relaunch_restarts_an_idle_comfyui_with_sage_and_never_a_busy_one(tmp_pa
         assert "is busy (0 running, 1 queued): not restarted (a running generation is never killed)" in relaunch["message"]
         assert comfy.process.poll() is None and busy.status("comfyui.launch_flags") == "failed"
         clear_queue(comfy.port)
-        idle = pod.podcheck("--fix", "--select", "comfyui.launch_flags", "--json", "-")
+        idle = fixsim.fix_as_planned(pod, "--select", "comfyui.launch_flags")
         assert idle.rc == 0, idle.stdout + idle.stderr
         relaunch = repairs(idle)["comfyui.relaunch"]
         assert relaunch["status"] == "changed" and f"restarted ComfyUI for alice: pid {comfy.pid} -> " in relaunch["message"]

@@ -9,10 +9,12 @@ import time
 import pytest
 import testinfra
 
+import fixsim
 import podsim
 import trainsim
 from podcheck import config as config_mod
 from podcheck.domain import resume, trainscript
+from podcheck.fix.repair import Context
 from podcheck.host.pod import Pod
 from podcheck.host.state import State
 
@@ -127,8 +129,17 @@ def test_stuck_run_is_stopped_and_resumed_from_its_newest_state(pod, gym):
     # The FluxGym run shares the test's process group: only its tree may be stopped.
     assert first["pgid"] == os.getpgrp()
 
-    out = resume.resume(pod, first["pid"], grace=0.5)
+    # The dry run (the repair's recorded runner in check mode) plans what the real run then does,
+    # SIGKILL for the worker included: its /proc status says it ignores SIGTERM.
+    planned = Context(pod=pod, dry_run=True)
+    dry = resume.resume(pod, first["pid"], grace=0.5, act=planned)
+    assert dry.status == "changed" and dry.message.startswith("would stop"), dry.message
+    assert not gone(first["pid"]) and g.script.read_text() == original and not (g.run_dir / resume.ENV_NAME).exists()
+    recorded = Context(pod=pod)
+    out = resume.resume(pod, first["pid"], grace=0.5, act=recorded)
     assert out.status == "changed", out.message
+    assert fixsim.unknowable(planned.commands) == fixsim.unknowable(recorded.commands)
+    assert any("KILL" in c for c in recorded.commands) and len(recorded.commands) == 6, recorded.commands
     newest = str(g.run_dir / "my-lora-000002-state")
     assert out.checkpoint == newest and f"--resume {newest}" in out.message
     assert "SIGKILL for 1" in out.message  # the worker ignores SIGTERM

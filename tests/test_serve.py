@@ -152,12 +152,13 @@ def test_status_page_renders_in_headless_chromium(sim, served, tmp_path):
 def test_background_repairs_and_markers_are_shown(sim, served):
     import testinfra
 
-    from podcheck.fix import fixer, markers
+    from podcheck.fix import markers
+    from podcheck.fix import progress as fix_progress
     from podcheck.host.pod import Pod
 
     pod = Pod(config_mod.load(sim.config_path, env={}), testinfra.get_host("local://"))
     markers.Markers(pod).record("ffmpeg", {"install": ["apt-get", "install", "ffmpeg"]}, changed=True)
-    progress = fixer.Progress(pod, fixer.BACKGROUND, token="t0", queue=["sage"])  # this process runs it
+    progress = fix_progress.Progress(pod, fix_progress.BACKGROUND, token="t0", queue=["sage"])  # this process runs it
     progress.step("torch", "changed", "installed torch 2.13.0+cpu")
     progress.step("sage", "running", "pip install sageattention")
     progress.log("Collecting sageattention==1.0.6")

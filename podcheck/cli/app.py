@@ -15,7 +15,7 @@ try:  # typer vendors click as typer._click; older typers use click itself
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException
 
-from podcheck import __version__, facts, runner
+from podcheck import __version__, facts, gates, runner
 from podcheck import config as config_mod
 from podcheck.cli import fleet as fleet_cli
 from podcheck.cli import outputs, setup
@@ -30,11 +30,13 @@ from podcheck.cli.common import (
 )
 from podcheck.fix import fixer
 from podcheck.fix.registry import registry
+from podcheck.fix.status import status as fix_status
 from podcheck.fleet import inventory, sshmux
 from podcheck.fleet.run import config_of
 from podcheck.host import containers
 from podcheck.host.pod import Pod
 from podcheck.plugin import PROFILES
+from podcheck.reports.status import render_status
 from podcheck.services import fleet_serve, serve, watch
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -127,22 +129,29 @@ def list_checks(
     as_json: bool = typer.Option(False, "--json", help="print the catalogue as JSON"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="also each check's file::function and its repair's module::class"),
 ) -> None:
-    """The catalogue: id, profiles, repair (or remedy) and what each check verifies."""
+    """The catalogue: id, profiles, repair (or remedy) and what each check verifies; and, when the
+    config switches some checks off ([comfyui] enabled = false...), why those do not apply."""
     try:
-        specs = runner.catalogue(load_config(config))
+        cfg = load_config(config)
+        specs = runner.catalogue(cfg)
     except runner.RunError as exc:
         raise UsageFailure(str(exc)) from None
     repairs = registry()
     rows = [{"id": s.id, "area": s.area, "profiles": list(s.profiles), "repair": s.repair, "remedy": s.remedy,
              "needs": list(s.needs), "description": s.description, "check": f"checks/{s.where}",
-             "repair_class": _where(repairs[s.repair]) if s.repair in repairs else None} for s in specs]
+             "repair_class": _where(repairs[s.repair]) if s.repair in repairs else None,
+             "gpu": s.gpu, "when": list(s.when), "off": gates.closed(cfg, s.when)} for s in specs]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    columns = ["id", "profiles", "repair", "description"] + (["check", "repair_class"] if verbose else [])
-    table = [["ID", "PROFILES", "REPAIR", "WHAT IT VERIFIES"] + (["CHECK", "REPAIR CLASS"] if verbose else [])]
-    table += [[str(r[c]) if c not in ("profiles", "repair", "repair_class") else
-               ",".join(r[c]) if c == "profiles" else (r[c] or "-") for c in columns] for r in rows]
+    off = verbose or any(r["off"] for r in rows)
+    columns = ["id", "profiles", "repair", "description"] + (["check", "repair_class"] if verbose else []) + \
+        (["off"] if off else [])
+    table = [["ID", "PROFILES", "REPAIR", "WHAT IT VERIFIES"] + (["CHECK", "REPAIR CLASS"] if verbose else []) +
+             (["DOES NOT APPLY"] if off else [])]
+    table += [[str(r[c]) if c not in ("profiles", "repair", "repair_class", "off") else
+               ",".join(r[c]) if c == "profiles" else (r[c] or ("" if c == "off" else "-")) for c in columns]
+              for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
     for row in table:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -173,8 +182,8 @@ def status(config: Optional[Path] = ConfigOpt, hosts: str = HostOpt, ssh_config:
            as_json: bool = typer.Option(False, "--json", help="print the status as JSON")) -> None:
     """Install markers, the fix lock, background repairs with their log tail, and the last --fix."""
 
-    data = fixer.status(_pod(config, hosts, ssh_config))
-    text = json.dumps(data, indent=2) + "\n" if as_json else fixer.render_status(data)
+    data = fix_status(_pod(config, hosts, ssh_config))
+    text = json.dumps(data, indent=2) + "\n" if as_json else render_status(data)
     typer.echo(default_redactor().text(text), nl=False)
 
 

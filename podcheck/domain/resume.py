@@ -11,7 +11,9 @@ Given any pid of a stuck run, `resume(pod, pid)`:
    script after a timestamped backup; no checkpoint: the script runs again from the beginning;
 5. relaunches the script detached (own session), with the stuck run's working directory and
    environment, output appended to podcheck-resume.log beside the script, and records the new pid.
-Everything goes through `pod.run`, so it works on local and remote pods alike.
+Everything goes through `pod.run`, so it works on local and remote pods alike; every change goes
+through an actor (podcheck.host.actor: the repair's recorded runner, which in a dry run records the
+change and does not make it).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from podcheck.domain.samples import Samples, below_for
 from podcheck.facts import read_nvml
 from podcheck.host import procs as procs_mod
 from podcheck.host import shell
+from podcheck.host.actor import Actor
 from podcheck.host.procs import Proc
 from podcheck.host.state import State
 
@@ -128,8 +131,10 @@ def _script_of(argv: list[str]) -> str | None:
 
 # --- stopping ---------------------------------------------------------------------------------------
 
-def stop(pod, root: int, grace: float) -> tuple[bool, str]:
-    """Stop the run under `root`: TERM, KILL after `grace` s, then verify; (all gone, what happened)."""
+def stop(pod, root: int, grace: float, act=None) -> tuple[bool, str]:
+    """Stop the run under `root`: TERM, KILL after `grace` s, then verify; (all gone, what happened).
+    A dry run plans the KILL for the processes that ignore SIGTERM (their /proc status says so)."""
+    act = act or Actor(pod)
     procs = processes(pod)
     members = descendants(procs, root)
     member_pids = {p.pid for p in members}
@@ -140,12 +145,12 @@ def stop(pod, root: int, grace: float) -> tuple[bool, str]:
     targets = [f"-{g}" for g in sorted(groups)] + [str(p) for p in singles]
     if not targets:
         return True, "nothing left to stop"
-    _signal(pod, "TERM", targets)
-    left = _wait_gone(pod, watched, grace)
+    _signal(act, "TERM", targets)
+    left = _ignoring_term(pod, watched) if act.dry_run else _wait_gone(pod, watched, grace)
     killed = len(left)
     if left:
-        _signal(pod, "KILL", targets + [str(p.pid) for p in left])
-        left = _wait_gone(pod, left, 5.0)
+        _signal(act, "KILL", targets + [str(p.pid) for p in left])
+        left = [] if act.dry_run else _wait_gone(pod, left, 5.0)
     what = f"{len(watched)} process{'es' if len(watched) != 1 else ''} (pids {', '.join(str(p.pid) for p in watched[:8])}"
     what += ", ...)" if len(watched) > 8 else ")"
     how = "SIGTERM" + (f", SIGKILL for {killed} still there after {grace:g} s" if killed else "")
@@ -154,8 +159,21 @@ def stop(pod, root: int, grace: float) -> tuple[bool, str]:
     return True, f"stopped {what} with {how}"
 
 
-def _signal(pod, name: str, targets: list[str]) -> None:
-    shell.send(pod.run, name, targets)
+def _signal(act, name: str, targets: list[str]) -> None:
+    shell.send(act.run, name, targets)
+
+
+def _ignoring_term(pod, watched: list[Proc]) -> list[Proc]:
+    """Those of `watched` whose signal mask ignores SIGTERM (SigIgn in /proc/<pid>/status)."""
+    ran = pod.run("sh", "-c", 'for p; do printf "%s " "$p"; grep -s "^SigIgn:" "/proc/$p/status" || echo; done; true',
+                  "sh", *[str(p.pid) for p in watched])
+    ignored = set()
+    for line in ran.stdout.splitlines():
+        pid, _, rest = line.partition(" ")
+        mask = rest.partition(":")[2].strip()
+        if mask and pid.isdigit() and int(mask, 16) & (1 << 14):  # bit 15-1: SIGTERM
+            ignored.add(int(pid))
+    return [p for p in watched if p.pid in ignored]
 
 
 def _wait_gone(pod, watched: list[Proc], limit: float) -> list[Proc]:
@@ -214,18 +232,21 @@ _BACKUP = 'b="$1.bak-$2"; i=0; while [ -e "$b" ]; do i=$((i+1)); b="$1.bak-$2-$i
 _WRITE = 't="$2.podcheck.$$.tmp"; printf %s "$1" > "$t" && chmod --reference="$2" "$t" && sync "$t" && mv -f "$t" "$2"'
 
 
-def backup(pod, path: str) -> str:
+def backup(pod, path: str, act=None) -> str:
     """Copy path to path.bak-<UTC time>, never over an earlier backup; the backup's path."""
+    act = act or Actor(pod)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    ran = pod.run("sh", "-c", _BACKUP, "sh", path, stamp)
+    ran = act.run("sh", "-c", _BACKUP, "sh", path, stamp)
+    if act.dry_run:
+        return f"{path}.bak-{stamp}"
     if not ran.ok or not ran.stdout:
         raise OSError(f"cannot back up {path}: {ran.why()}")
     return ran.stdout
 
 
-def write_text(pod, path: str, text: str) -> None:
+def write_text(pod, path: str, text: str, act=None) -> None:
     """Replace path's content in one step (temp file, fsync, rename), keeping its mode."""
-    ran = pod.run("sh", "-c", _WRITE, "sh", text, path)
+    ran = (act or Actor(pod)).run("sh", "-c", _WRITE, "sh", text, path)
     if not ran.ok:
         raise OSError(f"cannot write {path}: {ran.why()}")
 
@@ -241,25 +262,29 @@ exec bash "$1"
 '''
 
 
-def save_environment(pod, pid: int, folder: str) -> str | None:
+def save_environment(pod, pid: int, folder: str, act=None) -> str | None:
     """Copy the run's environment beside its script (mode 0600; no secret passes through argv)."""
+    act = act or Actor(pod)
     path = posixpath.join(folder, ENV_NAME)
-    ran = pod.run("sh", "-c", 'umask 077; cat "/proc/$1/environ" > "$2"', "sh", str(pid), path)
+    ran = act.run("sh", "-c", 'umask 077; cat "/proc/$1/environ" > "$2"', "sh", str(pid), path)
     if ran.ok:
         return path
-    pod.run("rm", "-f", "--", path)
+    act.run("rm", "-f", "--", path)
     return None
 
 
-def launch(pod, run: Run, header: str, env_file: str | None) -> int:
-    """Start the script detached; the new launcher's pid."""
+def launch(pod, run: Run, header: str, env_file: str | None, act=None) -> int:
+    """Start the script detached; the new launcher's pid (0 in a dry run: nothing started)."""
+    act = act or Actor(pod)
     log = posixpath.join(run.folder, LOG_NAME)
     argv = ["env", "-i", "bash", "-c", _WITH_ENV, "podcheck-resume", run.script, env_file] if env_file \
         else ["bash", run.script]
-    pid, ran = shell.start_detached(pod.run, argv, log, run.cwd, header)
+    pid, ran = shell.start_detached(act.run, argv, log, run.cwd, header, dry_run=act.dry_run)
+    if act.dry_run:
+        return 0
     if pid is None:
         if env_file:
-            pod.run("rm", "-f", "--", env_file)
+            act.run("rm", "-f", "--", env_file)
         raise OSError(f"cannot start {run.script}: {ran.why()}")
     return pid
 
@@ -308,8 +333,10 @@ def stuck(pod) -> list[tuple[int, str]]:
 
 # --- the repair -------------------------------------------------------------------------------------
 
-def resume(pod, pid: int, grace: float | None = None, settle: float = 1.0) -> Outcome:
-    """Stop the stuck run that `pid` belongs to and start it again from its newest state checkpoint."""
+def resume(pod, pid: int, grace: float | None = None, settle: float = 1.0, act=None) -> Outcome:
+    """Stop the stuck run that `pid` belongs to and start it again from its newest state checkpoint.
+    `act` makes the changes (default: at once, unrecorded)."""
+    act = act or Actor(pod)
     grace = float(pod.config.training.kill_grace_seconds if grace is None else grace)
     procs = processes(pod)
     if pid not in procs:
@@ -330,11 +357,11 @@ def resume(pod, pid: int, grace: float | None = None, settle: float = 1.0) -> Ou
     if not trainscript.has_flag(text, "--save_state"):
         return Outcome("skipped", f"{run.script} lacks --save_state, so this run cannot be resumed: "
                                   "left as it is; add --save_state (FluxGym: Advanced options) and restart it")
-    env_file = save_environment(pod, run.pid, run.folder)
-    gone, stopped = stop(pod, run.pid, grace)
+    env_file = save_environment(pod, run.pid, run.folder, act)
+    gone, stopped = stop(pod, run.pid, grace, act)
     if not gone:
         if env_file:
-            pod.run("rm", "-f", "--", env_file)
+            act.run("rm", "-f", "--", env_file)
         return Outcome("failed", f"{stopped}; not relaunched while it runs")
 
     states = checkpoints(pod, run.output_dir, run.output_name)
@@ -345,15 +372,18 @@ def resume(pod, pid: int, grace: float | None = None, settle: float = 1.0) -> Ou
     what = f"resuming from {newest.path}" if newest else "restarting from the beginning (no state checkpoint yet)"
     try:
         if new_text != text:
-            saved = backup(pod, run.script)
-            write_text(pod, run.script, new_text)
-        new_pid = launch(pod, run, f"== {now} podcheck training.resume: {what} ==", env_file)
+            saved = backup(pod, run.script, act)
+            write_text(pod, run.script, new_text, act)
+        new_pid = launch(pod, run, f"== {now} podcheck training.resume: {what} ==", env_file, act)
     except OSError as exc:  # the run is stopped: say plainly how to start it again
         if env_file:
-            pod.run("rm", "-f", "--", env_file)
+            act.run("rm", "-f", "--", env_file)
         return Outcome("failed", f"{stopped}; {exc}: start it again by hand (cd {run.cwd} && bash {run.script})",
                        checkpoint=newest.path if newest else None, backup=saved)
     log = posixpath.join(run.folder, LOG_NAME)
+    if act.dry_run:
+        return Outcome("changed", f"would stop {run.script}'s run and relaunch it, {what}",
+                       checkpoint=newest.path if newest else None, backup=saved, log=log)
 
     time.sleep(settle)
     now_procs = processes(pod)
@@ -374,12 +404,13 @@ def resume(pod, pid: int, grace: float | None = None, settle: float = 1.0) -> Ou
                    backup=saved, log=log)
 
 
-def repair(pod) -> tuple[str, str]:
-    """training.resume: resume every stuck training; (changed | unchanged | failed | skipped, message)."""
+def repair(pod, act=None) -> tuple[str, str]:
+    """training.resume: resume every stuck training; (changed | unchanged | failed | skipped, message).
+    `act` makes the changes (the repair hands its recorded runner)."""
     runs = stuck(pod)
     if not runs:
         return "unchanged", "no running training is stuck"
-    outcomes = [(why, resume(pod, pid)) for pid, why in runs]
+    outcomes = [(why, resume(pod, pid, act=act)) for pid, why in runs]
     statuses = {o.status for _, o in outcomes}
     status = "failed" if "failed" in statuses else "changed" if "changed" in statuses else "skipped"
     return status, "; ".join(f"{o.message} (stuck: {why})" for why, o in outcomes)

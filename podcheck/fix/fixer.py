@@ -9,7 +9,6 @@ With `background`, slow repairs run detached after the fast ones (podcheck.fix.w
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,18 +18,16 @@ from podcheck import runner
 from podcheck.config import Config
 from podcheck.fix import markers as markers_mod
 from podcheck.fix import planner, worker
+from podcheck.fix.dryrun import rehearse, show_plan
 from podcheck.fix.lock import LockBusy, LockError, VolumeLock, describe
+from podcheck.fix.progress import BACKGROUND, FOREGROUND, Progress, redact
 from podcheck.fix.registry import registry
-from podcheck.fix.repair import Context, Outcome, Repair, shown_command
-from podcheck.host import procs
-from podcheck.host.files import append_text
+from podcheck.fix.repair import Context, Repair, attempt
 from podcheck.host.pod import Pod
 from podcheck.host.state import READ_ONLY_ENV, State
-from podcheck.reports.redact import Redactor
 from podcheck.results import CheckResult, RepairResult, Report
 
 ROUNDS = 3
-FOREGROUND, BACKGROUND = "fix-progress", "background"
 
 
 @dataclass
@@ -76,9 +73,8 @@ def fix(config: Config, target: runner.Target, opts: Options, out: TextIO = sys.
                     before=list(before.results))
 
     if opts.dry_run:
-        _show_plan(plan, ctx, say)
-        report.repairs = [RepairResult(s.id, "skipped", f"dry run: {s.skip or 'would run: ' + s.reason}",
-                                       commands=_commands(s.repair, ctx)) for s in plan.steps]
+        report.repairs = rehearse(plan, ctx, {**{m.id: m for m in hints}, **recorded})
+        show_plan(plan, report.repairs, say)
         report.repairs += _idle(plan)
         report.duration_s = time.time() - started
         return report
@@ -178,10 +174,7 @@ def run_steps(steps: list[planner.Step], repairs: dict[str, Repair], book: marke
         ctx.pending = frozenset(pending)
         ctx.marker = recorded.get(step.id)
         began = time.monotonic()
-        try:
-            outcome = repair.apply(ctx)
-        except Exception as exc:  # a bug in one repair must not stop the others, nor hide the report
-            outcome = Outcome.failed(f"repair crashed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+        outcome = attempt(repair, ctx)
         seconds = time.monotonic() - began
         say(f"      {outcome.status}: {outcome.message}")
         results.append(RepairResult(step.id, outcome.status, outcome.message, list(ctx.commands), seconds))
@@ -197,15 +190,19 @@ def run_steps(steps: list[planner.Step], repairs: dict[str, Repair], book: marke
 
 
 def run_one(config: Config, repair_id: str, target: runner.Target | None = None,
-            before: list[CheckResult] | None = None, out: TextIO | None = None) -> RepairResult:
+            before: list[CheckResult] | None = None, out: TextIO | None = None, dry_run: bool = False) -> RepairResult:
     """Run one repair now (its needs are not added), under the fix lock, and record its marker.
-    For `podcheck watch` and tests; `before` are check results it may consult (ctx.failing)."""
+    For `podcheck watch` and tests; `before` are check results it may consult (ctx.failing).
+    `dry_run`: only rehearse it (no lock, no marker): the result lists the commands it would run."""
     repairs = registry()
     if repair_id not in repairs:
         return RepairResult(repair_id, "failed", f"no repair {repair_id!r} (known: {', '.join(repairs)})")
     pod = connect(config, target or runner.Target())
     say = _printer(out) if out is not None else (lambda line: None)
     ctx = Context(pod=pod, before={r.id: r for r in before or []})
+    if dry_run:
+        plan = planner.Plan(steps=[planner.Step(repairs[repair_id], "asked for")])
+        return rehearse(plan, ctx, markers_mod.Markers(pod).load())[0]
     lock = VolumeLock(pod, what=f"podcheck repair {repair_id}")
     try:
         with lock.held(float(config.fix.lock_wait_seconds), on_wait=lambda h: say(f"waiting: {describe(h)}")):
@@ -243,27 +240,6 @@ def _legacy(pod: Pod, known: list[str]) -> list[markers_mod.Marker]:
     return list(first.values())
 
 
-def _commands(repair: Repair, ctx: Context) -> list[str]:
-    try:
-        return [shown_command(argv) for argv in repair.commands(ctx)]
-    except Exception as exc:
-        return [f"(cannot tell: {type(exc).__name__}: {exc})"]
-
-
-def _show_plan(plan: planner.Plan, ctx: Context, say: Callable[[str], None]) -> None:
-    runnable = [s for s in plan.steps if not s.skip]
-    if not plan.steps:
-        say("dry run: nothing to repair")
-        return
-    say(f"dry run: {len(runnable)} repair(s) would run, in this order (nothing is changed):")
-    for i, step in enumerate(plan.steps, 1):
-        r = step.repair
-        flags = r.blast + (", slow" if r.slow else "") + (", background" if step.background else "")
-        say(f"  {i}. {step.id} [{flags}] {step.skip or step.reason}: {r.description}")
-        for command in _commands(r, ctx):
-            say(f"       $ {command}")
-
-
 def _idle(plan: planner.Plan, exclude: set[str] = frozenset()) -> list[RepairResult]:
     return [RepairResult(rid, "unchanged", f"nothing to do: {why}") for rid, why in plan.idle.items()
             if rid not in exclude]
@@ -280,18 +256,6 @@ def _printer(out: TextIO) -> Callable[[str], None]:
     return say
 
 
-_REDACTOR: Any = None
-
-
-def redact(text: str) -> str:
-    """Text without secrets (URL credentials in an index URL, tokens in pip's output...), before it is
-    printed or written to a log: the reports' one redaction layer."""
-    global _REDACTOR
-    if _REDACTOR is None:
-        _REDACTOR = Redactor.from_env(os.environ)
-    return _REDACTOR.text(text)
-
-
 def _remember(pod: Pod, report: Report, opts: Options, say: Any = None) -> None:
     """Keep the last fix's report in state_dir for `podcheck status` (never fatal: a refusal is said)."""
     try:
@@ -299,148 +263,6 @@ def _remember(pod: Pod, report: Report, opts: Options, say: Any = None) -> None:
     except OSError as exc:
         if say is not None:
             say(f"cannot keep this fix's report: {exc}")
-
-
-# --- progress ----------------------------------------------------------------------------------
-
-class Progress:
-    """`{state_dir}/<name>.json` (what runs now, what ran) and `<name>.log` (every command's tail)."""
-
-    def __init__(self, pod: Pod, name: str, token: str, queue: list[str] | None = None):
-        self.pod, self.name = pod, name
-        self.state = State(pod)
-        self.log_path = f"{pod.config.pod.state_dir}/{'fix' if name == FOREGROUND else name}.log"
-        self.data: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "token": token,
-                                     "started": time.time(), "finished": None, "current": None,
-                                     "state": "running", "queue": queue or [], "log": self.log_path,
-                                     "steps": []}
-        self._pending: list[str] = []  # log lines not written yet: one write per step, not per command
-        pod.run("sh", "-c", '[ "$(stat -c %s -- "$1" 2>/dev/null || echo 0)" -gt 5000000 ] && mv -f -- "$1" "$1.1"; '
-                'exit 0', "sh", self.log_path)  # keep one old log, not an ever-growing one
-        self.log(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} podcheck --fix ({name}), pid {os.getpid()}")
-        self._save()
-
-    def step(self, rid: str, status: str, message: str) -> None:
-        now = time.time()
-        steps = self.data["steps"]
-        entry = next((s for s in steps if s["id"] == rid), None)
-        if entry is None:
-            entry = {"id": rid, "started": now}
-            steps.append(entry)
-        entry.update(status=status, message=message)
-        if status != "running":
-            entry["finished"] = now
-        self.data["current"] = rid if status == "running" else None
-        self.log(f"--- {rid}: {status}: {message}")
-        self._save()
-
-    def finish(self) -> None:
-        self.data.update(finished=time.time(), current=None, state="done")
-        self._save()
-
-    def log(self, text: str) -> None:
-        self._pending.append(redact(text.rstrip("\n")) + "\n")
-        if self.pod.is_local:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._pending:
-            append(self.pod, self.log_path, "".join(self._pending))
-            self._pending = []
-
-    def _save(self) -> None:
-        self._flush()
-        try:
-            self.state.write(self.name, self.data, redact=True)
-        except OSError:
-            pass
-
-
-def append(pod: Pod, path: str, text: str) -> None:
-    """Append text to a file on the pod (a log; never fatal)."""
-    if pod.is_local:
-        try:
-            append_text(path, text)
-        except OSError:
-            pass
-        return
-    pod.run("sh", "-c", '[ -L "$2" ] && exit 3; mkdir -p "$(dirname "$2")" && printf %s "$1" >> "$2"', "sh",
-            text[-60000:], path)
-
-
-# --- what the CLI prints ------------------------------------------------------------------------
-
-def status(pod: Pod) -> dict[str, Any]:
-    """Markers, the lock, the last foreground and background runs (with their log tails), the last --fix."""
-
-    state = State(pod)
-    out: dict[str, Any] = {
-        "state_dir": pod.config.pod.state_dir,
-        "markers": {rid: {k: v for k, v in vars(m).items() if k != "id"}
-                    for rid, m in sorted(markers_mod.Markers(pod).load().items())},
-        "lock": VolumeLock(pod).holder(),
-    }
-    for key, name in (("foreground", FOREGROUND), ("background", BACKGROUND)):
-        data = state.read(name)
-        if isinstance(data, dict):
-            if data.get("host") == socket.gethostname() and not data.get("finished"):
-                data["alive"] = procs.running(data.get("pid"))
-            log = data.get("log")
-            tail = pod.run("tail", "-n", "12", "--", log) if log else None
-            data["log_tail"] = tail.stdout.splitlines() if tail is not None and tail.ok else []
-        out[key] = data
-    last = state.read("last-fix")
-    if isinstance(last, dict):
-        out["last_fix"] = {"started": last.get("started"), "summary": last.get("summary"),
-                           "repairs": {r["id"]: r["status"] for r in last.get("repairs", [])},
-                           "background": last.get("worker", False)}
-    else:
-        out["last_fix"] = None
-    return out
-
-
-def render_status(data: dict[str, Any]) -> str:
-    lines = [f"state: {data['state_dir']}"]
-    markers = data["markers"]
-    lines.append(f"markers: {len(markers) or 'none'}")
-    width = max((len(k) for k in markers), default=0)
-    for rid, m in markers.items():
-        when = _when(m.get("changed_at"))
-        shown = [(k, str(v)) for k, v in (m.get("inputs") or {}).items() if not isinstance(v, (list, dict))]
-        inputs = " ".join(f"{k}={v if len(v) <= 48 else v[:45] + '...'}" for k, v in shown[:4])
-        inputs += " ..." if len(shown) > 4 else ""
-        source = f"  ({m['source']}, not verified yet)" if m.get("source") != "podcheck" else \
-            (f"  (migrated from {m['hint']})" if m.get("hint") else "")
-        lines.append(f"  {rid:<{width}}  changed {when}, verified {_when(m.get('verified_at'))}"
-                     f"{'  ' + inputs if inputs else ''}{source}")
-    lock = data.get("lock")
-    lines.append(f"fix lock: {'held by ' + describe(lock) if lock else 'free'}")
-    for key in ("foreground", "background"):
-        run = data.get(key)
-        if not run:
-            continue
-        steps = run.get("steps") or []
-        state = run.get("state", "?")
-        if state == "running" and run.get("alive") is False:
-            state = "died (its process is gone; the next --fix takes over)"
-        current = f", now {run['current']}" if run.get("current") else ""
-        done = ", ".join(f"{s['id']} {s['status']}" for s in steps if s.get("status") != "running")
-        queue = f", queue {', '.join(run['queue'])}" if run.get("queue") else ""
-        lines.append(f"{key} run: {state} (pid {run.get('pid')} on {run.get('host')}, started "
-                     f"{_when(run.get('started'))}{current}{queue})" + (f": {done}" if done else ""))
-        if run.get("log_tail"):
-            lines.append(f"  log {run.get('log')}:")
-            lines.extend(f"    {ln}" for ln in run["log_tail"])
-    last = data.get("last_fix")
-    if last:
-        counts = ", ".join(f"{v} {k}" for k, v in (last.get("summary") or {}).items() if v)
-        repairs = ", ".join(f"{k} {v}" for k, v in last["repairs"].items())
-        lines.append(f"last --fix: {last.get('started')}: {counts or 'no checks'}" + (f"; {repairs}" if repairs else ""))
-    return "\n".join(lines) + "\n"
-
-
-def _when(stamp: Any) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if isinstance(stamp, (int, float)) else "never"
 
 
 def reset(pod: Pod, ids: list[str]) -> list[str]:

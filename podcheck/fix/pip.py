@@ -75,9 +75,6 @@ class PipRepair(Repair):
                     pip_install(ctx, spec, index_url=index)]
         return [pip_install(ctx, spec, index_url=index)]
 
-    def commands(self, ctx: Context) -> list[list[str]]:
-        return self._argvs(ctx, installed_version(ctx, self.dist))
-
     def apply(self, ctx: Context) -> Outcome:
         spec = self.spec(ctx)
         installed = installed_version(ctx, self.dist)
@@ -88,6 +85,8 @@ class PipRepair(Repair):
             ran = ctx.run(*argv, timeout=ctx.install_timeout())
             if not ran.ok:
                 return Outcome.failed(f"installing {spec}: {pip_failure(ran)}")
+        if ctx.dry_run:
+            return Outcome.changed(f"would install {spec} ({self.dist} {installed or 'missing'} now)")
         now = installed_version(ctx, self.dist)
         if now is None:
             return Outcome.failed(f"pip installed {spec}, but {self.dist} is still not installed in {ctx.cfg.pod.python}")

@@ -7,13 +7,19 @@ A repair is a class registered under its id (a contract), in the repairs/ module
         id = "ffmpeg"
         description = "install ffmpeg with the system package manager"
         def inputs(self, ctx): return {"install": ctx.cfg.fix.ffmpeg_install}
-        def commands(self, ctx): return [ctx.cfg.fix.ffmpeg_install]
         def apply(self, ctx): ...; return Outcome.changed("installed ffmpeg 5.1.9")
 
 `apply` is idempotent: when there is nothing to do it returns `unchanged` without running an
-installer. It reaches the pod only through `ctx.run` (recorded, logged) and the pod's own helpers
-(podcheck.domain.comfyui, podcheck.syncloop...), a timeout on every command, so the same repair works on
-local://, ssh:// and a chroot. Other helpers register more repairs the same way
+installer. It changes the pod only through `ctx.run` and `ctx.do` (recorded, logged), or hands `ctx`
+as the actor to a domain helper that changes it (podcheck.syncloop.start, podcheck.domain.resume);
+it reads through `ctx.probe` and the pod's read helpers, a timeout on every command, so the same
+repair works on local://, ssh:// and a chroot.
+
+`--dry-run` is check mode on the same code path (as ansible's): `apply` runs with a Context whose
+`dry_run` is set, so `ctx.run`/`ctx.do` record what they would do and change nothing, while
+`ctx.probe` still reads. The plan's commands are the record, so they cannot drift from `apply`.
+Where a step needs what a skipped change would have made (a pid, a file), `apply` asks
+`ctx.dry_run` and takes the success path. Other helpers register more repairs the same way
 (`training.resume` in repairs/training.py): every module of podcheck.repairs is imported.
 """
 from __future__ import annotations
@@ -21,14 +27,13 @@ from __future__ import annotations
 import shlex
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, TypeVar
 
+from podcheck import gates
+from podcheck.host.actor import planned_ran
 from podcheck.host.pod import Pod, Ran
 from podcheck.results import CheckResult
 
-#: The contract's repair ids, in the order ties are broken when planning (install order).
-ORDER = ("ffmpeg", "venv", "torch", "comfyui", "sage", "isolation.unlink", "isolation.user_dirs",
-         "comfyui.launch", "comfyui.relaunch", "sync.config", "sync.start", "caches.clear", "memory.free")
 BLAST_RADII = ("safe", "restarts-service", "deletes-cache", "replaces-packages")
 # The quarantine folder $2 under state_dir $1, made without following a link planted on the way
 # (every part below state_dir is checked, then the made folder's real path is compared).
@@ -43,6 +48,8 @@ mkdir -p -- "$dest" || exit 1
 real_root=$(cd -P -- "$root" && pwd) && real=$(cd -P -- "$dest" && pwd) || exit 1
 [ "$real" = "$real_root/$rest" ] || { echo "refusing to quarantine into $dest: it resolves to $real" >&2; exit 3; }
 """
+
+T = TypeVar("T")
 TOKEN_ENV = "PODCHECK_FIX_TOKEN"  # marks every command of one fixer, so a dead fixer's leftovers can be found
 
 
@@ -71,7 +78,7 @@ class Outcome:
 
 
 class Repair:
-    """One repair. Subclasses set the class attributes and implement `apply` (and `commands`)."""
+    """One repair. Subclasses set the class attributes and implement `apply`."""
 
     id: ClassVar[str]
     description: ClassVar[str]
@@ -80,6 +87,12 @@ class Repair:
     blast: ClassVar[str] = "safe"
     #: needs this repair may run before, when they are left to the background (it adapts: see ctx.pending)
     may_precede: ClassVar[tuple[str, ...]] = ()
+    #: its place when ties are broken in planning (install order), and in listings: lower runs first
+    order: ClassVar[int] = 1000
+    #: config gates (podcheck.gates) that must be open, else it is skipped with the gate's reason
+    when: ClassVar[tuple[str, ...]] = ()
+    #: it (re)starts a service: `podcheck watch` runs it only for a service that ran before
+    starts_service: ClassVar[bool] = False
 
     def needed(self, cfg: Any) -> tuple[str, ...]:
         """The repairs that must run first, for this config."""
@@ -89,10 +102,6 @@ class Repair:
         """What this repair installs from (cheap to read: no pip, no git). A change makes it due.
         None: nothing to remember; it runs only when one of its checks fails."""
         return None
-
-    def commands(self, ctx: "Context") -> list[list[str]]:
-        """The commands `apply` would run now, for `--dry-run` (reads only)."""
-        return []
 
     def apply(self, ctx: "Context") -> Outcome:
         raise NotImplementedError
@@ -110,6 +119,10 @@ def register(cls: type[Repair]) -> type[Repair]:
     for attr in ("id", "description"):
         if not getattr(cls, attr, None):
             raise TypeError(f"{cls.__name__}: a repair needs {attr}")
+    try:
+        gates.names(cls.when)
+    except ValueError as exc:
+        raise TypeError(f"{cls.id}: {exc}") from None
     if cls.blast not in BLAST_RADII:
         raise TypeError(f"{cls.id}: blast must be one of {', '.join(BLAST_RADII)}, got {cls.blast!r}")
     known = REGISTERED.get(cls.id)
@@ -117,6 +130,18 @@ def register(cls: type[Repair]) -> type[Repair]:
         raise TypeError(f"repair id {cls.id!r} registered twice ({known.__qualname__}, {cls.__qualname__})")
     REGISTERED[cls.id] = cls
     return cls
+
+
+def attempt(repair: Repair, ctx: "Context") -> Outcome:
+    """The repair's `apply`, unless a config gate of it is closed (then skipped, with the gate's
+    reason); a crash is a failed outcome (a bug in one repair must not stop the others)."""
+    off = gates.closed(ctx.cfg, repair.when)
+    if off:
+        return Outcome.skipped(off)
+    try:
+        return repair.apply(ctx)
+    except Exception as exc:
+        return Outcome.failed(f"repair crashed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
 
 
 def shown_command(argv: tuple[str, ...] | list[str]) -> str:
@@ -146,6 +171,7 @@ class Context:
     marker: Any = None  # the repair's marker before this run (podcheck.fix.markers.Marker), or None
     log: Callable[[str], None] = lambda text: None
     commands: list[str] = field(default_factory=list)
+    dry_run: bool = False  # check mode: run() and do() record, change nothing; probe() still reads
 
     @property
     def cfg(self) -> Any:
@@ -153,22 +179,35 @@ class Context:
 
     def run(self, *argv: str, timeout: float | None = None, env: dict[str, str] | None = None,
             tagged: bool = True) -> Ran:
-        """Run a command on the pod and keep it in the repair's record and the fix log.
+        """Run a command that changes the pod and keep it in the repair's record and the fix log (in a
+        dry run: only record it, and answer success with no output).
         `tagged` adds the fixer's token to its environment; detached services are not tagged."""
         full_env = dict(env or {})
         if tagged and self.token:
             full_env[TOKEN_ENV] = self.token
         shown = shown_command(argv)
         self.commands.append(shown)
+        if self.dry_run:
+            return planned_ran(argv, timeout)
         started = time.monotonic()
         ran = self.pod.run(*argv, timeout=timeout, env=full_env or None)
         tail = "\n".join((ran.stdout + ran.stderr).strip().splitlines()[-15:])
         self.log(f"$ {shown}\n  -> rc {ran.rc} in {time.monotonic() - started:.1f} s" + (f"\n{tail}" if tail else ""))
         return ran
 
-    def probe(self, *argv: str, timeout: float | None = None) -> Ran:
-        """A read-only command (an existence test, a version query): not part of the record."""
-        return self.pod.run(*argv, timeout=timeout)
+    def do(self, shown: str, action: Callable[[], T], planned: T) -> T:
+        """A change that is no command (an HTTP POST): recorded as `shown`, made unless in a dry run
+        (which returns `planned`)."""
+        self.commands.append(shown)
+        if self.dry_run:
+            return planned
+        self.log(f"$ {shown}")
+        return action()
+
+    def probe(self, *argv: str, timeout: float | None = None, env: dict[str, str] | None = None) -> Ran:
+        """A read-only command (an existence test, a version query): not part of the record; it runs
+        in a dry run too."""
+        return self.pod.run(*argv, timeout=timeout, env=env)
 
     def failing(self, repair_id: str) -> list[CheckResult]:
         """The checks this repair fixes that failed before the fix."""

@@ -35,9 +35,13 @@ SIGNAL = 'kill -s "$2" -- -"$1" 2>/dev/null || kill -s "$2" -- "$1" 2>/dev/null;
 Run = Callable[..., Any]  # pod.run or a repair's ctx.run: (*argv, **kw) -> Ran
 
 
-def start_detached(run: Run, argv: Sequence[str], log: str, cwd: str = "/", header: str = "") -> tuple[int | None, Any]:
-    """Start argv detached in `cwd`, output appended to `log`: (its pid, or None when it did not start; the Ran)."""
+def start_detached(run: Run, argv: Sequence[str], log: str, cwd: str = "/", header: str = "",
+                   dry_run: bool = False) -> tuple[int | None, Any]:
+    """Start argv detached in `cwd`, output appended to `log`: (its pid, or None when it did not start; the Ran).
+    A dry run's `run` records the start without making it: its pid is 0."""
     ran = run("sh", "-c", START, "sh", cwd, log, header, *argv)
+    if dry_run:
+        return 0, ran
     pid = ran.stdout.strip()
     return (int(pid) if ran.ok and pid.isdigit() else None), ran
 
@@ -58,10 +62,14 @@ def send(run: Run, name: str, targets: Sequence[str]) -> None:
     run("sh", "-c", 'kill -s "$0" -- "$@" 2>/dev/null; true', name, *targets)
 
 
-def stop(pod: Any, run: Run, pid: int, grace: float = 10.0, marker: str = "", poll: float = 0.1) -> bool:
+def stop(pod: Any, run: Run, pid: int, grace: float = 10.0, marker: str = "", poll: float = 0.1,
+         dry_run: bool = False) -> bool:
     """TERM `pid` (its process group when it leads one), KILL after `grace` s; True when it is gone.
-    With `marker`, a process whose argv lacks it counts as gone (the pid was reused)."""
+    With `marker`, a process whose argv lacks it counts as gone (the pid was reused). A dry run
+    records the TERM and takes the path where it was enough."""
     signal(run, pid, "TERM")
+    if dry_run:
+        return True
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if not procs.alive(pod, pid, marker):

@@ -28,8 +28,9 @@ from urllib.parse import urlsplit
 from podcheck import runner
 from podcheck.config import Config
 from podcheck.facts import ProbeCache
-from podcheck.fix import fixer
+from podcheck.fix.status import status as fix_status_data
 from podcheck.host.pod import Pod
+from podcheck.reports import status as fix_status
 from podcheck.results import Report
 from podcheck.services import daemon
 from podcheck.services.daemon import CannotStart, iso
@@ -146,7 +147,7 @@ def fix_state(cfg: Config) -> dict[str, Any]:
     import testinfra
 
 
-    return fixer.status(Pod(cfg, testinfra.get_host("local://")))
+    return fix_status_data(Pod(cfg, testinfra.get_host("local://")))
 
 
 # --- the page --------------------------------------------------------------------------------------
@@ -186,11 +187,10 @@ def page(status: dict[str, Any], comfyui: str, refresh: int) -> str:
                   else "no watch runs on this pod (<code>podcheck watch</code>)")
     recent = "\n".join(_log_line(x) for x in (watch.get("recent") or [])[-12:]) or "nothing yet"
     fix = status.get("fix") or {}
-    in_progress = "".join(_run_html(name, fix.get(name)) for name in ("foreground", "background"))
+    in_progress = "".join(fix_status.run_html(name, fix.get(name)) for name in ("foreground", "background"))
     in_progress += "".join(f"<p>watch: {e(str(x.get('repair')))} {e(str(x.get('message', '')))}</p>"
                            for x in watch.get("repairs_running") or [])
-    markers = fix.get("markers") or {}
-    installed = ", ".join(f"{e(rid)} (changed {e(_when(m.get('changed_at')))})" for rid, m in markers.items()) or "none"
+    installed = fix_status.markers_html(fix.get("markers") or {})
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="{refresh}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -207,22 +207,6 @@ def page(status: dict[str, Any], comfyui: str, refresh: int) -> str:
 <h2>Installed</h2><p id="markers">{installed}</p>
 </body></html>
 """
-
-
-def _run_html(name: str, run: Any) -> str:
-    """A `podcheck --fix` run (foreground or background) that is still going: its steps and log tail."""
-    if not isinstance(run, dict) or run.get("state") != "running" or run.get("alive") is False:
-        return ""
-    e = html.escape
-    steps = "".join(f"<li>{e(str(s.get('id')))}: {e(str(s.get('status')))} {e(str(s.get('message') or ''))}</li>"
-                    for s in run.get("steps") or [])
-    return (f"<h3>{e(name)} repairs <small>pid {e(str(run.get('pid')))}; now: {e(str(run.get('current') or '-'))}; "
-            f"queued: {e(', '.join(map(str, run.get('queue') or [])) or '-')}</small></h3>"
-            f"<ul>{steps}</ul><pre>{e(chr(10).join(map(str, run.get('log_tail') or [])))}</pre>")
-
-
-def _when(value: Any) -> str:
-    return iso(value) if isinstance(value, (int, float)) else str(value or "?")
 
 
 def _counts(summary: dict[str, int]) -> str:

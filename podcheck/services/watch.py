@@ -11,6 +11,7 @@ on its own and writes its outcome to the log.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from podcheck.config import Config
 from podcheck.facts import ProbeCache
 from podcheck.fix import fixer
 from podcheck.fix.markers import Markers
+from podcheck.fix.registry import registry
 from podcheck.host.files import LinkRefused, append_text, refuse_links
 from podcheck.host.pod import Pod
 from podcheck.reports.redact import Redactor
@@ -38,11 +40,14 @@ from podcheck.services.attempts import Limiter
 from podcheck.services.daemon import AlreadyRunning, CannotStart, iso  # noqa: F401 - re-exported for the CLI
 
 FAILING = ("failed", "error")
-#: Repairs that (re)start a service: watch runs them only for a service that ran before (this watch
-#: saw its check pass, or podcheck started it: the repair has a marker). It restarts a ComfyUI that
-#: died; it does not start one that nobody started.
-RESTARTS = {"comfyui.launch"}
 LOG_LIMIT = 5 * 1024 * 1024  # then watch.log moves to watch.log.1
+@functools.cache
+def starts_service(repair_id: str) -> bool:
+    """Whether a repair (re)starts a service (its class says `starts_service`): watch runs such a repair
+    only for a service that ran before (this watch saw its check pass, or podcheck started it: the
+    repair has a marker). It restarts a ComfyUI that died; it does not start one nobody started."""
+    repair = registry().get(repair_id)
+    return bool(repair is not None and repair.starts_service)
 
 
 @dataclass
@@ -276,7 +281,7 @@ class Watch:
                 self.log.write("check", check=r.id, result=r.status, message=r.message, repair=r.repair)
             if not r.repair or r.repair not in self.settings.repairs:
                 continue
-            if r.repair in RESTARTS and r.id not in self.ever_passed and not self.engine.started_before(r.repair):
+            if starts_service(r.repair) and r.id not in self.ever_passed and not self.engine.started_before(r.repair):
                 if r.id not in self.not_restarted:
                     self.not_restarted.add(r.id)
                     self.log.write("skip", check=r.id, repair=r.repair,
