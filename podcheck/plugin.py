@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 import pytest
@@ -19,7 +20,7 @@ import pytest
 from podcheck import config as config_mod
 from podcheck import gates
 from podcheck.domain import gpu
-from podcheck.facts import Facts, Gathering
+from podcheck.facts import Facts, Gathering, ProbeCache
 from podcheck.host.pod import Pod
 from podcheck.results import CheckResult
 
@@ -35,7 +36,7 @@ OUTCOMES = pytest.StashKey[dict]()
 PODS = pytest.StashKey[dict]()
 GATHERINGS = pytest.StashKey[dict]()
 NEEDS_FACTS = pytest.StashKey[bool]()
-PROBE_CACHE = pytest.StashKey[object]()
+PROBE_CACHE = pytest.StashKey["ProbeCache"]()
 SPEC = pytest.StashKey["CheckSpec"]()
 PHASES = pytest.StashKey[dict]()
 NOT_RUN = pytest.StashKey[str]()
@@ -151,7 +152,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                 wanted.add(need)
                 stack.append(need)
     no_gpu = gpu_checks(by_id.values()) if profile == "image" else set()
-    kept, dropped = [], []
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
         spec = specs[item]
         if spec is not None and spec.id in wanted and spec.id in no_gpu:
@@ -292,7 +294,7 @@ def _exception_text(call: pytest.CallInfo) -> str:
         return "error"
     exc = call.excinfo.value
     entry = call.excinfo.traceback[-1] if call.excinfo.traceback else None
-    where = f" (at {entry.path.name}:{entry.lineno + 1})" if entry is not None else ""
+    where = f" (at {Path(entry.path).name}:{entry.lineno + 1})" if entry is not None else ""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"check could not run: {type(exc).__name__}: {text[:300]}{where}"
 

@@ -12,6 +12,7 @@ import pytest
 import podcheck.checks
 from podcheck import plugin
 from podcheck.config import Config
+from podcheck.facts import ProbeCache
 from podcheck.host import containers
 from podcheck.host.pod import Pod
 from podcheck.results import Report
@@ -71,7 +72,7 @@ class _Session:
     """Hands the loaded config to the plugin and collects what pytest could not run."""
 
     config: Config
-    probe_cache: object = None
+    probe_cache: ProbeCache | None = None
     errors: list[str] = field(default_factory=list)
     pytest_config: pytest.Config | None = None
 
@@ -101,7 +102,7 @@ def _base_args() -> list[str]:
 
 
 def run(config: Config, target: Target | None = None, profile: str = "runtime",
-        select: list[str] | None = None, probe_cache: object = None) -> Report:
+        select: list[str] | None = None, probe_cache: ProbeCache | None = None) -> Report:
     """Run the selected checks against one target and return its Report."""
     target = target or Target()
     if not target.is_local:

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
 try:  # typer vendors click as typer._click; older typers use click itself
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException
+    from click.exceptions import ClickException  # type: ignore[no-redef]
 
 from podcheck import __version__, facts, gates, runner
 from podcheck import config as config_mod
@@ -149,12 +149,19 @@ def list_checks(
         (["off"] if off else [])
     table = [["ID", "PROFILES", "REPAIR", "WHAT IT VERIFIES"] + (["CHECK", "REPAIR CLASS"] if verbose else []) +
              (["DOES NOT APPLY"] if off else [])]
-    table += [[str(r[c]) if c not in ("profiles", "repair", "repair_class", "off") else
-               ",".join(r[c]) if c == "profiles" else (r[c] or ("" if c == "off" else "-")) for c in columns]
-              for r in rows]
+    table += [[_cell(r, c) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
     for row in table:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def _cell(row: dict[str, Any], column: str) -> str:
+    value = row[column]
+    if column == "profiles":
+        return ",".join(value)
+    if column in ("repair", "repair_class", "off"):
+        return str(value or ("" if column == "off" else "-"))
+    return str(value)
 
 
 def _where(repair: object) -> str:

@@ -39,7 +39,7 @@ def required_flags(config: Any) -> list[str]:
 def logical_lines(text: str) -> list[tuple[int, str]]:
     """(first physical line number, text) with backslash continuations joined."""
     out: list[tuple[int, str]] = []
-    start, parts = 0, []
+    start, parts = 0, list[str]()
     for number, line in enumerate(text.splitlines(), 1):
         if not parts:
             start = number

@@ -251,7 +251,8 @@ def log_time(line: str) -> float | None:
     if not m:
         return None
     try:
-        return time.mktime(tuple(int(g) for g in m.groups()) + (0, 0, -1))
+        y, mo, d, h, mi, s = (int(g) for g in m.groups())
+        return time.mktime((y, mo, d, h, mi, s, 0, 0, -1))
     except (OverflowError, ValueError):
         return None
 

@@ -220,7 +220,7 @@ def run_one(config: Config, repair_id: str, target: runner.Target | None = None,
 
 def _plan(repairs, results, recorded, ctx, opts) -> planner.Plan:
     judged = {r.repair for r in results if r.status != "skipped"} | set(opts.force)
-    inputs = {}
+    inputs: dict[str, Any] = {}
     for rid, repair in repairs.items():
         if rid not in judged:
             inputs[rid] = None  # no check of it applies here: its inputs cannot make it due (and cost a read)
@@ -240,7 +240,7 @@ def _legacy(pod: Pod, known: list[str]) -> list[markers_mod.Marker]:
     return list(first.values())
 
 
-def _idle(plan: planner.Plan, exclude: set[str] = frozenset()) -> list[RepairResult]:
+def _idle(plan: planner.Plan, exclude: frozenset[str] | set[str] = frozenset()) -> list[RepairResult]:
     return [RepairResult(rid, "unchanged", f"nothing to do: {why}") for rid, why in plan.idle.items()
             if rid not in exclude]
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import shlex
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar
 
 from podcheck import gates
 from podcheck.host.actor import planned_ran
@@ -49,7 +49,6 @@ real_root=$(cd -P -- "$root" && pwd) && real=$(cd -P -- "$dest" && pwd) || exit 
 [ "$real" = "$real_root/$rest" ] || { echo "refusing to quarantine into $dest: it resolves to $real" >&2; exit 3; }
 """
 
-T = TypeVar("T")
 TOKEN_ENV = "PODCHECK_FIX_TOKEN"  # marks every command of one fixer, so a dead fixer's leftovers can be found
 
 
@@ -195,7 +194,7 @@ class Context:
         self.log(f"$ {shown}\n  -> rc {ran.rc} in {time.monotonic() - started:.1f} s" + (f"\n{tail}" if tail else ""))
         return ran
 
-    def do(self, shown: str, action: Callable[[], T], planned: T) -> T:
+    def do(self, shown: str, action: Callable[[], Any], planned: Any) -> Any:
         """A change that is no command (an HTTP POST): recorded as `shown`, made unless in a dry run
         (which returns `planned`)."""
         self.commands.append(shown)
