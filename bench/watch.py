@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import podsim  # noqa: E402
 import sim_comfyui  # noqa: E402
+
 from podcheck import syncloop  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")

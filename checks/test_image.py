@@ -58,7 +58,9 @@ def test_source_fresh(pod, cfg, say):
             expected = recorded[key]
         actual = manifest.image_hashes(pod, image_path, sorted(expected))
         changed, missing = manifest.differences(expected, actual)
-        at = (lambda rel: image_path if rel == manifest.ITSELF else f"{image_path.rstrip('/')}/{rel}")
+        def at(rel: str, image_path: str = image_path) -> str:
+            return image_path if rel == manifest.ITSELF else f"{image_path.rstrip('/')}/{rel}"
+
         if changed:
             problems.append(f"{len(changed)} file(s) differ from {source}: {_named([at(p) for p in changed])}")
         if missing:

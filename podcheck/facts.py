@@ -208,8 +208,8 @@ def _nvml_local() -> dict[str, Any]:
                 "capability": list(pynvml.nvmlDeviceGetCudaComputeCapability(h)),
                 "memory_total": int(mem.total), "memory_free": int(mem.free), "memory_used": int(mem.used),
             }
-            entry["utilization"] = _maybe(lambda: float(pynvml.nvmlDeviceGetUtilizationRates(h).gpu))
-            entry["processes"] = _maybe(lambda: [
+            entry["utilization"] = _maybe(lambda h=h: float(pynvml.nvmlDeviceGetUtilizationRates(h).gpu))
+            entry["processes"] = _maybe(lambda h=h: [
                 {"pid": p.pid, "used_memory": p.usedGpuMemory}
                 for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h)
             ]) or []

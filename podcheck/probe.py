@@ -155,7 +155,7 @@ def requirement_facts(path):
         if not line or line.startswith("-"):
             continue
         if Requirement is None:
-            name, spec = re.split(r"[<>=!~;\[ ]", line, 1)[0], None
+            name, spec = re.split(r"[<>=!~;\[ ]", line, maxsplit=1)[0], None
         else:
             try:
                 req = Requirement(line)

@@ -6,10 +6,9 @@ import json
 from functools import partial
 from types import SimpleNamespace
 
-from podcheck.repairs.comfyui import idle
-
 from podcheck.domain import comfyui
 from podcheck.fix.repair import Context, Outcome, Repair, register
+from podcheck.repairs.comfyui import idle
 
 FREE = {"unload_models": True, "free_memory": True}
 PLANNED = SimpleNamespace(ok=True, status=200, error=None, data=None)  # a dry run's answer: not sent

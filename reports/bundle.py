@@ -6,9 +6,8 @@ import os
 import tarfile
 import time
 
-from podcheck.reports.redact import Redactor
-
 from podcheck.host.files import write_atomic
+from podcheck.reports.redact import Redactor
 
 ROOT = "podcheck-report"
 

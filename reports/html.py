@@ -6,9 +6,8 @@ import time
 from html import escape
 from typing import Any
 
-from podcheck.reports.terminal import LABELS, summary, to_fix
-
 from podcheck import __version__
+from podcheck.reports.terminal import LABELS, summary, to_fix
 from podcheck.results import Report
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from podcheck.reports.terminal import LABELS, summary, to_fix
-
 from podcheck import __version__
+from podcheck.reports.terminal import LABELS, summary, to_fix
 from podcheck.results import Report
 
 ICONS = {"passed": "✅", "failed": "❌", "skipped": "⏭️", "error": "💥"}

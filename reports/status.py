@@ -7,7 +7,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 
-
 def render_status(data: dict[str, Any]) -> str:
     """The status document as the lines `podcheck status` prints."""
     lines = [f"state: {data['state_dir']}"]

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 import podsim
+import pytest
 import sshd
 from sim_comfyui import launcher, sage_py  # noqa: F401  (fixtures for every test module)
 

@@ -14,9 +14,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import podsim
 import pytest
 
-import podsim
 from podcheck.domain import comfyui
 
 STANDIN = Path(__file__).resolve().parent / "standins" / "comfyui"

@@ -61,9 +61,10 @@ def _table(heading: str) -> list[list[str]]:
 
 
 def test_readme_check_table_equals_podcheck_list_json(specs):
-    from podcheck.cli import main
     import contextlib
     import io
+
+    from podcheck.cli import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-
 from podcheck.domain import caches
 
 DATA = Path(__file__).parent / "data" / "nvml"

@@ -3,7 +3,6 @@ stand-in ComfyUI processes: the healthy pod, then each fault built for real."""
 from __future__ import annotations
 
 import pytest
-
 import sim_comfyui
 from sim_comfyui import comfy_log, comfy_pod, user_flags
 

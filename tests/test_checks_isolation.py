@@ -2,9 +2,8 @@
 commands only (chroot of /). The checks never need the facts probe, so these runs are quick."""
 from __future__ import annotations
 
-import pytest
-
 import podsim
+import pytest
 import sim_comfyui
 
 SELECT = ("--select", "isolation", "--select", "system", "--json", "-")

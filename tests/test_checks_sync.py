@@ -10,13 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import podsim
 import pytest
 
-import podsim
-
-from podcheck.host import procs
-from podcheck.domain import rclone
 from podcheck import syncloop
+from podcheck.domain import rclone
+from podcheck.host import procs
 
 SELECT = ["--select", "sync", "--select", "pod", "--select", "disk", "--json", "-"]
 FAKE_KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n"

@@ -8,15 +8,15 @@ import io
 import sys
 import time
 
+import podsim
 import pytest
+import sim_comfyui
 import testinfra
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import podsim
-import sim_comfyui
-from podcheck.domain import comfyui
 from podcheck import config
+from podcheck.domain import comfyui
 from podcheck.host.pod import Pod
 
 

@@ -6,6 +6,7 @@ the same way in test_fix_safety.py and test_resume.py."""
 from __future__ import annotations
 
 import fixsim
+
 from podcheck import config
 from podcheck.fix.fixer import run_one
 

@@ -11,16 +11,16 @@ import sys
 import time
 from pathlib import Path
 
+import fixsim
 import psutil
 import pytest
 import testinfra
 
-import fixsim
 from podcheck import config
 from podcheck.fix.markers import shown
-from podcheck.host.pod import Pod
 from podcheck.fix.registry import registry
 from podcheck.fix.repair import Context
+from podcheck.host.pod import Pod
 
 pytestmark = pytest.mark.xdist_group("fix-bare")  # one pod, installed once, for the tests in order
 
@@ -182,8 +182,8 @@ def test_crash_at_many_points_then_fix_converges(tmp_path):
             fixer = subprocess.Popen([sys.executable, "-m", "podcheck", "--fix"], cwd=pod.root, start_new_session=True,
                                      env={**os.environ, "PODCHECK_CONFIG": str(pod.config_path)},
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            seen = fixsim.wait_for(lambda: (fixsim.read_json(progress) or {}).get("current") == rid
-                                   and (fixsim.read_json(progress) or {}).get("pid") == fixer.pid, timeout=120, step=0.02)
+            seen = fixsim.wait_for(lambda: (fixsim.read_json(progress) or {}).get("current") == rid  # noqa: B023 - called here
+                                   and (fixsim.read_json(progress) or {}).get("pid") == fixer.pid, timeout=120, step=0.02)  # noqa: B023
             if not seen:  # it got past this point already (the repair had nothing left to do)
                 fixer.wait(180)
                 continue

@@ -9,10 +9,10 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 import fixsim
 import podsim
+import pytest
+
 from podcheck import config
 from podcheck.fix.fixer import run_one
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import fixsim
 import podsim
+import pytest
 
 pytestmark = pytest.mark.ssh
 

@@ -12,13 +12,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 import fixsim
 import podsim
+import pytest
+from sim_comfyui import comfy_log, comfy_pod, user_flags
+
 from podcheck import config
 from podcheck.fix.fixer import run_one
-from sim_comfyui import comfy_log, comfy_pod, user_flags
 
 
 def repairs(run):

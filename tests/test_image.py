@@ -12,9 +12,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
 
+import podsim
 import pytest
 
-import podsim
 from podcheck.domain import entrypoint, manifest
 
 START = """#!/bin/bash
@@ -64,7 +64,9 @@ def image(tmp_path):
     pod = podsim.SimPod(tmp_path)
     pod.configure(image={"sources": {"/app/ui": "checkout/ui", "/start_comfyui.sh": "checkout/start_comfyui.sh"},
                          "start_scripts": ["/start_comfyui.sh"]})
-    validate = lambda *args: pod.podcheck("--profile", "image", "--hosts", f"chroot://{rootfs}", "--json", "-", *args)
+    def validate(*args):
+        return pod.podcheck("--profile", "image", "--hosts", f"chroot://{rootfs}", "--json", "-", *args)
+
     return SimpleNamespace(pod=pod, rootfs=rootfs, checkout=checkout, validate=validate)
 
 

@@ -7,9 +7,8 @@ import os
 import shutil
 import subprocess
 
-import pytest
-
 import podsim
+import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("rootfs")]
 CA_BUNDLE = os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt"

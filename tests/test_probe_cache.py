@@ -2,6 +2,7 @@
 import time
 
 import podsim
+
 from podcheck import config, runner
 from podcheck.facts import Facts, ProbeCache
 

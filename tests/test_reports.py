@@ -16,10 +16,9 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import podsim
 import psutil
 import pytest
-
-import podsim
 
 UUID = "GPU-12345678-aaaa-bbbb-cccc-0123456789ab"
 PEM_BODY = "MIIEvPLANTEDprivatekeybody0123456789abcdefABCDEFghij"
@@ -414,9 +413,9 @@ def test_report_is_written_while_the_probe_hangs(cpu_pod, tmp_path):
 
 def test_gpu_section_from_nvml_facts():
     """No GPU here: the GPUs section is rendered from NVML facts in tests/data (see the file for sources)."""
-    from podcheck.services.diagnostics import Diagnostics, Section, fill_gpus
     from podcheck.reports import markdown
     from podcheck.reports.redact import Redactor
+    from podcheck.services.diagnostics import Diagnostics, Section, fill_gpus
 
     nvml = json.loads((Path(__file__).parent / "data" / "report" / "h100_nvml.json").read_text())["nvml"]
     section = Section("gpus", "GPUs")

@@ -6,12 +6,12 @@ import os
 import subprocess
 import time
 
-import pytest
-import testinfra
-
 import fixsim
 import podsim
+import pytest
+import testinfra
 import trainsim
+
 from podcheck import config as config_mod
 from podcheck.domain import resume, trainscript
 from podcheck.fix.repair import Context

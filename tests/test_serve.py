@@ -13,9 +13,9 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import podsim
 import pytest
 
-import podsim
 from podcheck import config as config_mod
 from podcheck.services import serve
 

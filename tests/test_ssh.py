@@ -1,6 +1,5 @@
 """The same checks over ssh (a real sshd on 127.0.0.1) give the same results as locally."""
 import pytest
-
 import sshd
 
 pytestmark = pytest.mark.ssh

@@ -10,13 +10,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import podsim
 import pytest
 
-import podsim
 from podcheck import config as config_mod
-from podcheck.services import watch
 from podcheck.results import RepairResult
-
+from podcheck.services import watch
 
 # --- the limiter, on a clock we choose --------------------------------------------------------------
 
