@@ -46,8 +46,8 @@ def commands(text: str) -> list[list[Word]]:
         ch = text[i]
         if ch in " \t":
             i += 1
-        elif text.startswith("\\\n", i):
-            i += 2
+        elif text.startswith("\\\n", i) or (ch == "\\" and i + 1 == n):
+            i += 2  # a line continuation; a `\` at the very end (FluxGym's train.sh) is one too
         elif ch == "\n":
             end_command()
             i += 1
@@ -74,7 +74,7 @@ def _word(text: str, i: int) -> tuple[Word, int]:
         if ch in " \t\n" or ch in OPERATORS:
             break
         if ch == "\\":
-            if text.startswith("\\\n", i):
+            if text.startswith("\\\n", i) or i + 1 == n:  # bash drops a `\` that ends the file
                 i += 2
                 continue
             value.append(text[i + 1:i + 2])
@@ -117,6 +117,16 @@ def launch_command(text: str) -> list[Word] | None:
         if any(TRAIN_SCRIPT.search(w.value) for w in command):
             return command
     return None
+
+
+def changes_directory(text: str) -> bool:
+    """Whether a `cd` or `pushd` runs before the launch command (its relative paths then depend on it)."""
+    for command in commands(text):
+        if any(TRAIN_SCRIPT.search(w.value) for w in command):
+            return False
+        if command[0].value in ("cd", "pushd"):
+            return True
+    return False
 
 
 def arguments(command: list[Word]) -> list[Word]:
