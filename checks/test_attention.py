@@ -1,7 +1,7 @@
 """attention: SageAttention imports, its kernels run on this GPU, and the running ComfyUI uses it."""
 import pytest
 
-from podcheck import comfyui, gpu
+from podcheck.domain import comfyui, gpu
 
 
 @pytest.mark.podcheck(id="attention.sage_import", repair="sage", needs=("gpu.torch_build",))
@@ -15,7 +15,7 @@ def test_sage_import(pod, facts, say):
     if s.get("error") and s.get("missing_module") == "sageattention":
         if mode == "optional":
             pytest.skip("sageattention is not installed (optional)")
-        raise AssertionError(f"sageattention is not installed in the pod python {pod.config.pod.python} (repair: sage)")
+        raise AssertionError(f"sageattention is not installed in the pod python {pod.config.pod.python}")
     version = s.get("version") or "unknown version"
     assert not s.get("error"), (
         f"import sageattention {version} fails: {s['error']}"
@@ -27,7 +27,7 @@ def test_sage_import(pod, facts, say):
         device = next((g for g in facts.gpus if g.get("index") == call["index"]), {"index": call["index"]})
         assert call["result"] == "ok", (
             f"sageattn() fails on {gpu.describe(device)}: {call['result']}; ComfyUI would log "
-            "'Error running sage attention' and silently fall back to pytorch attention (repair: sage)")
+            "'Error running sage attention' and silently fall back to pytorch attention")
     modules = ", ".join(s.get("compiled_modules") or []) or "none (Triton kernels)"
     ran = f"; ran on {len(s['calls'])} GPU(s)" if s.get("calls") else ""
     say(f"sageattention {version}; compiled modules: {modules}{ran}")
@@ -66,7 +66,7 @@ def test_sage_active(pod, say):
     assert not errors, (
         f"{who} fell back to pytorch attention {len(errors)} time(s) since {'it' if len(judged) == 1 else 'they'} "
         f"started; last: {errors[-1][:300]} (in {log.path}). Sage is installed and flagged but its kernels do not run "
-        "on this GPU, so generations run on the slower pytorch attention (repair: sage rebuilds it for this GPU)")
+        "on this GPU, so generations run on the slower pytorch attention (reinstall sage to rebuild it for this GPU)")
     unjudged = [str(p) for p in flagged if p not in judged]
     say(f"{who}: using sage attention, no fallback since start ({log.path})"
         + (f"; not judged (no launch banner): {', '.join(unjudged)}" if unjudged else ""))

@@ -3,8 +3,9 @@ import time
 
 import pytest
 
-from podcheck import comfyui, paths
-from podcheck.users import invalid_reason
+from podcheck.domain import comfyui
+from podcheck.domain.users import invalid_reason
+from podcheck.host import paths
 
 USER_FOLDERS = comfyui.USER_FOLDERS
 
@@ -30,18 +31,17 @@ def test_installed(pod, facts, say):
     cli_args = pod.read_text(f"{root}/comfy/cli_args.py")
     missing = [name for name, there in (("main.py", pod.exists(f"{root}/main.py")),
                                         ("comfy/cli_args.py", cli_args is not None)) if not there]
-    assert not missing, f"no ComfyUI in {root}: {' and '.join(missing)} missing (repair: comfyui)"
+    assert not missing, f"no ComfyUI in {root}: {' and '.join(missing)} missing"
     if pod.config.attention.sage == "required":
         assert "--use-sage-attention" in comfyui.flag_names(cli_args), (
             f"the ComfyUI in {root} is too old for sage: its comfy/cli_args.py has no --use-sage-attention "
-            "(added in December 2024); update ComfyUI (repair: comfyui)")
+            "(added in December 2024); update ComfyUI")
     req = facts.requirements
     assert req, f"cannot judge ComfyUI's requirements: {facts.probe_error or 'the probe printed nothing about them'}"
-    assert not req.get("error"), f"cannot read {root}/requirements.txt: {req['error']} (repair: comfyui)"
+    assert not req.get("error"), f"cannot read {root}/requirements.txt: {req['error']}"
     unmet = [f"missing {line}" for line in req.get("missing") or []] + list(req.get("mismatched") or [])
     assert not unmet, (
-        f"the pod python {pod.config.pod.python} does not meet {root}/requirements.txt: {'; '.join(unmet)} "
-        "(repair: comfyui installs them)")
+        f"the pod python {pod.config.pod.python} does not meet {root}/requirements.txt: {'; '.join(unmet)}")
     unparsed = req.get("unparsed") or []
     say(f"ComfyUI in {root}; requirements met" + (f" ({len(unparsed)} line(s) not judged)" if unparsed else ""))
 
@@ -61,7 +61,7 @@ def test_running(pod, say):
         else:
             why = answer.error or f"HTTP {answer.status}"
             silent.append(f"{proc} does not answer GET {answer.url}: {why}{_young(proc)}")
-    assert not silent, "; ".join(silent) + " (repair: comfyui.launch restarts it)"
+    assert not silent, "; ".join(silent)
     say("; ".join(answered))
 
 
@@ -71,7 +71,7 @@ def _nothing_runs(pod):
     last = [line.strip() for line in (log.text or "").splitlines() if line.strip()]
     if last:
         message += f"; its log {log.path} ends with: {last[-1][:300]}"
-    return message + " (repair: comfyui.launch)"
+    return message
 
 
 def _young(proc):
@@ -104,7 +104,7 @@ def test_launch_flags(pod, say):
     me = cfg.pod.user
     if me and not any(me in users for users in served.values()):
         problems.append(f"no ComfyUI serves this pod's user {me} ([pod] user)")
-    assert not problems, "; ".join(problems) + " (repair: comfyui.relaunch)"
+    assert not problems, "; ".join(problems)
     say("; ".join(lines))
 
 

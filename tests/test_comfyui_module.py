@@ -1,4 +1,4 @@
-"""podcheck.comfyui: the argv parser against ComfyUI's own argparse declarations, process discovery and
+"""podcheck.domain.comfyui: the argv parser against ComfyUI's own argparse declarations, process discovery and
 HTTP on local and command-only (chroot) hosts, and the log helpers."""
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 import podsim
 import sim_comfyui
-from podcheck import comfyui, config
-from podcheck.pod import Pod
+from podcheck.domain import comfyui
+from podcheck import config
+from podcheck.host.pod import Pod
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from podcheck import procs, rclone
+from podcheck.domain import rclone
+from podcheck.host import procs
 
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ash"})
 MANAGED_MARKER = "podcheck.syncloop"  # syncloop.MARKER (not imported: syncloop ships alone to remote pods)
