@@ -14,7 +14,7 @@ import pytest
 
 import podsim
 import trainsim
-from podcheck.domain import samples, trainings
+from podcheck.domain import resume, samples, trainings
 from podcheck.domain.samples import Samples, below_for
 
 DATA = Path(__file__).parent / "data" / "nvml"
@@ -119,8 +119,8 @@ def test_a_kohya_ss_gui_run_is_judged_by_its_config_file(cpu_pod, spawn, tmp_pat
     config.write_text(f'output_dir = "{out}"\noutput_name = "mylora"\nsave_state = true\n'
                       'save_every_n_epochs = 1\nmax_train_epochs = 1000\n')
     env = trainsim.FluxGym(gui).env()
-    spawn([str(gui / "env" / "bin" / "accelerate"), "launch", "--num_cpu_threads_per_process", "2", str(trainer),
-           "--config_file", str(config)], cwd=gui, env=env)
+    launched = spawn([str(gui / "env" / "bin" / "accelerate"), "launch", "--num_cpu_threads_per_process", "2",
+                      str(trainer), "--config_file", str(config)], cwd=gui, env=env)
     podsim.wait_for(lambda: any(out.glob("mylora-*-state/random_states_0.pkl")), timeout=90,
                     what="the first state of the kohya_ss run")
     cpu_pod.configure(training={"stuck_seconds": 60})
@@ -129,6 +129,11 @@ def test_a_kohya_ss_gui_run_is_judged_by_its_config_file(cpu_pod, spawn, tmp_pat
     assert run.status("training.progress") == "passed", msg
     assert f"{out}: last write" in msg and f"latest state {out}/mylora-" in msg, msg
     assert "Warning" not in msg, "save_state = true in the TOML is --save_state"
+    # no train.sh to relaunch: training.resume leaves it, and names the state to resume from
+    out_come = resume.resume(cpu_pod.live(), launched.pid, grace=0.5)
+    assert out_come.status == "skipped" and "was not started from a script" in out_come.message
+    assert f"restart it by hand with --resume {out}/mylora-0000" in out_come.message, out_come.message
+    assert launched.poll() is None, "left running"
 
     config.write_text(config.read_text().replace("save_state = true", "save_state = false"))
     msg = cpu_pod.podcheck(*SELECT).result("training.progress")["message"]

@@ -437,7 +437,7 @@ def resume(pod, pid: int, grace: float | None = None, settle: float = 1.0) -> Ou
     run = find_run(pod, pid, procs)
     if run is None:
         return Outcome("skipped", f"training pid {pid} was not started from a script (train.sh): "
-                                  "nothing podcheck can relaunch; restart it by hand")
+                                  "nothing podcheck can relaunch; restart it by hand" + _by_hand(pod, pid, procs))
     if run.script.endswith(".bat"):
         return Outcome("skipped", f"{run.script} is a Windows script: not touched; "
                                   "stop the run and start it again with --resume <state folder>")
@@ -499,6 +499,21 @@ def resume(pod, pid: int, grace: float | None = None, settle: float = 1.0) -> Ou
     message += (f"; backup {saved}" if saved else "") + f"; new pid {new_pid}, log {log}{env_note}"
     return Outcome("changed", message, pid=new_pid, checkpoint=newest.path if newest else None,
                    backup=saved, log=log)
+
+
+def _by_hand(pod, pid: int, procs: dict[int, Proc]) -> str:
+    """For a run podcheck cannot relaunch (kohya_ss GUI): the state to give its resume setting, if any."""
+    opts = None
+    for p in descendants(procs, pid):  # pid itself first
+        argv = cmdline(pod, p.pid)
+        if argv and trainings.script_of(argv):
+            cwd = (pod.run("readlink", f"/proc/{p.pid}/cwd").stdout.strip() or "").removesuffix(" (deleted)")
+            opts = trainings.options(pod, argv, cwd or None)
+            break
+    if opts is None or not opts.output_dir or not opts.save_state:
+        return ""
+    states = checkpoints(pod, opts.output_dir, opts.output_name)
+    return f" with --resume {states[-1].path} (resume = in its config)" if states else ""
 
 
 def repair(pod) -> tuple[str, str]:
