@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import podcheck.checks
+
 from podcheck import plugin
 from podcheck.config import Config
 from podcheck.host.pod import Pod
@@ -81,7 +83,6 @@ class _Session:
 
 
 def checks_dir() -> Path:
-    import podcheck.checks
     return Path(podcheck.checks.__file__).parent
 
 
@@ -122,7 +123,7 @@ def run(config: Config, target: Target | None = None, profile: str = "runtime",
     gatherings = session.pytest_config.stash.get(plugin.GATHERINGS, {})
     gathered = [g.facts for g in gatherings.values() if g.facts is not None]  # only if a check asked
     return Report(host=host, profile=profile, started=started, duration_s=duration, results=results,
-                  facts=gathered[0].as_dict() if gathered else None)
+                  facts=gathered[0].as_dict() if gathered else None, config=config.source)
 
 
 def preflight(config: Config, target: Target) -> None:
