@@ -10,12 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import podsim
 import pytest
 
-import podsim
-
 from podcheck import syncloop
-from podcheck.domain import rclone, syncjobs
+from podcheck.domain import rclone
 from podcheck.host import procs
 
 SELECT = ["--select", "sync", "--select", "pod", "--select", "disk", "--json", "-"]

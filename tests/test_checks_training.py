@@ -9,11 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import podsim
+import pytest
 import trainsim
-from podcheck.domain import resume, samples, trainings
+
+from podcheck.domain import resume, trainings
 from podcheck.domain.samples import Samples, below_for
 
 DATA = Path(__file__).parent / "data" / "nvml"

@@ -6,11 +6,11 @@ import os
 import subprocess
 import time
 
+import podsim
 import pytest
 import testinfra
-
-import podsim
 import trainsim
+
 from podcheck import config as config_mod
 from podcheck.domain import resume, trainscript
 from podcheck.host.pod import Pod

@@ -11,10 +11,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import pytest
-
 import podsim
+import pytest
 import trainsim
+
 from podcheck.domain import trainscript
 
 

@@ -306,7 +306,8 @@ def log_time(line: str) -> float | None:
     if not m:
         return None
     try:
-        return time.mktime(tuple(int(g) for g in m.groups()) + (0, 0, -1))
+        year, month, day, hour, minute, second = (int(g) for g in m.groups())
+        return time.mktime((year, month, day, hour, minute, second, 0, 0, -1))
     except (OverflowError, ValueError):
         return None
 

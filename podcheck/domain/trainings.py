@@ -113,11 +113,12 @@ def options(pod: Any, argv: list[str], cwd: str | None) -> Options:
     tables flattened, the command line wins)."""
     got = Options(output_dir=option(argv, "--output_dir"), output_name=option(argv, "--output_name"),
                   save_state="--save_state" in argv, logging_dir=option(argv, "--logging_dir"))
-    config = option(argv, "--config_file")
-    if config:
-        config = _absolute(config if config.endswith(".toml") else config + ".toml", cwd)
+    given = option(argv, "--config_file")
+    if given:
+        config = _absolute(given if given.endswith(".toml") else given + ".toml", cwd) or given
         got.config_file = config
         settings, got.config_error = _toml_settings(pod, config)
+
         def text(key: str) -> str | None:
             value = settings.get(key)
             return value if isinstance(value, str) and value else None
@@ -139,7 +140,7 @@ def find(pod: Any, roots: list[str]) -> list[Training]:
             continue
         argv = procs.argv(pod, p.pid)
         script = script_of(argv) if argv else None
-        if not script:
+        if not argv or not script:
             continue
         cwd = procs.cwd(pod, p.pid)
         opts = options(pod, argv, cwd)

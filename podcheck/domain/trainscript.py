@@ -154,13 +154,19 @@ def has_flag(text: str, flag: str) -> bool:
     return any(w.value == flag for w in arguments(launch_command(text) or []))
 
 
+def _command(text: str) -> list[Word]:
+    command = launch_command(text)
+    if command is None:
+        raise ValueError("no command in it runs a training script (*train*.py)")
+    return command
+
+
 def with_resume(text: str, checkpoint: str | None) -> str:
     """The script with `--resume <checkpoint>` as the launch command's last argument, replacing any
     earlier `--resume`; with checkpoint None, the script with `--resume` removed."""
-    if launch_command(text) is None:
-        raise ValueError("no command in it runs a training script (*train*.py)")
+    _command(text)
     while True:  # drop every --resume (one at a time: spans move after each cut)
-        args = arguments(launch_command(text))
+        args = arguments(_command(text))
         cut = None
         for k, word in enumerate(args):
             if word.value == "--resume":
@@ -169,18 +175,18 @@ def with_resume(text: str, checkpoint: str | None) -> str:
                 cut = (k, k)
         if cut is None:
             break
-        command = launch_command(text)
+        command = _command(text)
         first, last = args[cut[0]], args[cut[1]]
         before = command[command.index(first) - 1]
         text = text[:before.end] + text[last.end:]
     if checkpoint is None:
         return text
-    command = launch_command(text)
+    command = _command(text)
     last = command[-1]
     line_start = text.rfind("\n", 0, last.start) + 1
     multiline = "\\\n" in text[command[0].start:last.start]
     if multiline:
-        indent = re.match(r"[ \t]*", text[line_start:]).group(0) or "  "
+        indent = re.match(r"[ \t]*", text[line_start:]).group(0) or "  "  # type: ignore[union-attr]  # always matches
         addition = f" \\\n{indent}--resume {shlex.quote(checkpoint)}"
     else:
         addition = f" --resume {shlex.quote(checkpoint)}"
