@@ -447,3 +447,11 @@ def test_a_users_own_sync_loop_is_judged_with_the_default_config(sync_pod, spawn
     assert (f"{script} (pid" if how == "script" else "bash -c loop (pid") in msg, msg
     assert run.status("sync.running") == "passed", run.result("sync.running")["message"]
     assert "runs rclone (found by default)" in run.result("sync.running")["message"]
+
+
+def test_a_shell_that_runs_rclone_but_no_transfer_is_no_sync_loop(sync_pod, spawn):
+    spawn(["bash", "-c", "rclone version > /dev/null; rclone listremotes --config /dev/null; sleep 60"])
+    run = sync_pod.podcheck(*SELECT)
+    msg = run.result("sync.running")["message"]
+    assert run.status("sync.running") == "failed" and "no shell loop or script runs rclone" in msg, msg
+    assert run.status("sync.per_user") == "skipped"

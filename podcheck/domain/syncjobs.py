@@ -3,12 +3,14 @@ scripts around them (`while true; do rclone sync /workspace/output gdrive:...; s
 `bash -c`, or in a loop script), found by default, without [sync] process_pattern.
 
 - every running `rclone sync|copy|move|bisync` is a job with its exact argv's source and destination;
-- every shell (sh, bash, dash, zsh, ash) whose `-c` text or script file runs rclone is a job, with the
-  transfers written there with literal arguments (a line using a shell variable is not judged: its
+- every shell (sh, bash, dash, zsh, ash) whose `-c` text or script file runs an rclone transfer is a
+  job, with the transfers written there with literal arguments (a line using a shell variable is not judged: its
   values are unknown, and the running rclone's own argv shows them while it runs);
 - processes matching `process_pattern` count too, with the `.sh` scripts in their argv;
 - podcheck's managed loop (syncloop.MARKER) and the rclone runs below it are left out.
 
+>>> bool(RUNS_TRANSFER.search('rclone config dump')), bool(RUNS_TRANSFER.search('rclone -v sync "$d" "g:o/$u"'))
+(False, True)
 >>> [t.dst for t in transfers_in_text('while true; do\\n  rclone sync "/w/output" gdrive:o --transfers 2\\n  sleep 5\\ndone')]
 ['gdrive:o']
 """
@@ -26,6 +28,8 @@ from podcheck.host import procs
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ash"})
 MANAGED_MARKER = "podcheck.syncloop"  # syncloop.MARKER (not imported: syncloop ships alone to remote pods)
 SCRIPT_LIMIT = 262144  # bytes of a loop script read
+#: A line that runs an rclone transfer (`rclone [flags] sync|copy|move|bisync ...`), variables or not.
+RUNS_TRANSFER = re.compile(r"\brclone\b[^\n;|&]*?\s(?:sync|copy|move|bisync)\s")
 
 
 @dataclass
@@ -99,7 +103,7 @@ def find(pod: Any, listing: list[procs.Proc] | None = None, pattern: re.Pattern[
             continue
         if posixpath.basename(argv[0]) in SHELLS:
             text, script = _shell_text(pod, argv, procs.cwd(pod, p.pid))
-            if text and ("rclone" in text or matched):
+            if text and (RUNS_TRANSFER.search(text) or matched):
                 name = f"{script} (pid {p.pid})" if script else f"{posixpath.basename(argv[0])} -c loop (pid {p.pid})"
                 jobs.append(Job(p.pid, name, True, transfers_in_text(text)))
                 continue
