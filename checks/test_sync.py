@@ -89,7 +89,8 @@ def test_running(pod, say):
         say(f"sync loop pid {pid}: last successful pass {_ago(now - last)} ago")
         return
     pattern = _pattern(pod)
-    loops = [j for j in syncjobs.find(pod, pattern=pattern) if j.loop]
+    ours = (pod.config.pod.workspace.rstrip("/") + "/", pod.config.pod.comfyui_dir.rstrip("/") + "/")
+    loops = [j for j in syncjobs.find(pod, pattern=pattern) if j.loop and j.concerns(ours)]
     if loops:
         how = "matches [sync] process_pattern" if pattern else "runs rclone (found by default)"
         say(f"sync loop {loops[0].what} {how}; its pass age is unknown")

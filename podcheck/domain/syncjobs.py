@@ -38,6 +38,14 @@ class Job:
     what: str                     # how the job is named in messages
     loop: bool                    # a shell loop or script (it runs again), not a single rclone run
     transfers: list[rclone.Transfer] = field(default_factory=list)
+    text: str = ""                # the shell's -c text or script (empty for a single rclone run)
+    matched: bool = False         # it matches [sync] process_pattern
+
+    def concerns(self, folders: tuple[str, ...]) -> bool:
+        """Whether this job syncs one of `folders` (this pod's): a literal source under one, or a loop text
+        naming one, or a process_pattern match (the user said so)."""
+        return (self.matched or any((t.src.rstrip("/") + "/").startswith(folders) for t in self.transfers)
+                or any(f.rstrip("/") in self.text for f in folders))
 
 
 def transfers_in_text(text: str) -> list[rclone.Transfer]:
@@ -105,11 +113,11 @@ def find(pod: Any, listing: list[procs.Proc] | None = None, pattern: re.Pattern[
             text, script = _shell_text(pod, argv, procs.cwd(pod, p.pid))
             if text and (RUNS_TRANSFER.search(text) or matched):
                 name = f"{script} (pid {p.pid})" if script else f"{posixpath.basename(argv[0])} -c loop (pid {p.pid})"
-                jobs.append(Job(p.pid, name, True, transfers_in_text(text)))
+                jobs.append(Job(p.pid, name, True, transfers_in_text(text), text, matched))
                 continue
         if matched:
             scripts = [a for a in argv if a.endswith(".sh")]
             found = [t for s in scripts for t in transfers_in_text((pod.read_text(s) or "")[:SCRIPT_LIMIT])]
             jobs.append(Job(p.pid, f"{scripts[0]} (pid {p.pid})" if scripts else f"pid {p.pid} ({p.args[:60]})",
-                            True, found))
+                            True, found, matched=True))
     return jobs
