@@ -255,7 +255,18 @@ class FluxGym:
         raise TimeoutError(f"training did not stall {count} time(s) in {timeout} s: {self.invocations()}\n{tail}")
 
     def cleanup(self) -> None:
-        """Kill every process the runs started (trainers, workers, relaunched groups), by pid."""
+        """Kill every process the runs started (trainers, workers, relaunched groups), by pid; also the
+        group of any `bash <this train.sh>` still running (a relaunch that never got to write its start)."""
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and str(self.script) in (proc / "cmdline").read_text():
+                    group = os.getpgid(int(proc.name))
+                    if group != os.getpgrp():  # never the test's own group (FluxGym's first run shares it)
+                        os.killpg(group, signal.SIGKILL)
+                    else:
+                        _kill(int(proc.name))
+            except (OSError, ProcessLookupError):
+                pass
         for inv in self.invocations():
             for pid in (inv["worker"], inv["pid"], inv["ppid"]):
                 _kill(pid)
