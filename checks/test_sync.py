@@ -1,11 +1,10 @@
 """sync: outputs reach Google Drive (rclone), per user, continuously, without quota or duplicate errors."""
 import re
-import shlex
 
 import pytest
 
 from podcheck import syncloop
-from podcheck.domain import rclone
+from podcheck.domain import rclone, syncjobs
 from podcheck.domain.users import users
 from podcheck.host import procs
 
@@ -23,16 +22,15 @@ def _ago(seconds):
     return f"{seconds / 3600:.1f} h"
 
 
-def _external(pod, pattern, listing):
-    """Processes matching `[sync] process_pattern` (not podcheck's own loop)."""
+def _pattern(pod):
+    """[sync] process_pattern compiled (None when empty)."""
+    pattern = pod.config.sync.process_pattern
     if not pattern:
-        return []
+        return None
     try:
-        regex = re.compile(pattern)
+        return re.compile(pattern)
     except re.error as exc:
         pytest.fail(f"[sync] process_pattern {pattern!r} is not a regular expression ({exc})", pytrace=False)
-    return [p for p in listing if regex.search(p.args) and syncloop.MARKER not in p.args
-            and not p.args.startswith(("ps ", "timeout "))]
 
 
 @pytest.mark.podcheck(id="sync.config", repair="sync.config", when="sync.enabled")
@@ -64,8 +62,8 @@ def test_config(pod, say):
 def test_running(pod, say):
     """A sync loop runs and its last successful pass is younger than max_age_minutes.
 
-    The loop is podcheck's managed loop (pidfile and status in state_dir) or a process matching
-    [sync] process_pattern (alive is all that can be told of it)."""
+    The loop is podcheck's managed loop (pidfile and status in state_dir), or a shell loop or script
+    that runs rclone, or a process matching [sync] process_pattern (alive is all that can be told of those)."""
     s = _sync(pod)
     status = syncloop.status(pod) or {}
     pid = syncloop.running_pid(pod)
@@ -92,10 +90,12 @@ def test_running(pod, say):
             f"{failing}; restart it")
         say(f"sync loop pid {pid}: last successful pass {_ago(now - last)} ago")
         return
-    external = _external(pod, s.process_pattern, procs.listing(pod))
-    if external:
-        p = external[0]
-        say(f"sync process {p.pid} ({p.args[:80]}) matches [sync] process_pattern; its pass age is unknown")
+    pattern = _pattern(pod)
+    ours = (pod.config.pod.workspace.rstrip("/") + "/", pod.config.pod.comfyui_dir.rstrip("/") + "/")
+    loops = [j for j in syncjobs.find(pod, pattern=pattern) if j.loop and j.concerns(ours)]
+    if loops:
+        how = "matches [sync] process_pattern" if pattern else "runs rclone (found by default)"
+        say(f"sync loop {loops[0].what} {how}; its pass age is unknown")
         return
     last = status.get("last_success")
     history = f"; its last successful pass was {_ago(now - last)} ago" if last else "; it never finished a pass"
@@ -104,8 +104,8 @@ def test_running(pod, say):
     elif status.get("stopped"):
         why = f"the sync loop was stopped {_ago(now - status['stopped'])} ago{history}"
     else:
-        pattern = (f"no process matches [sync] process_pattern = {s.process_pattern!r}" if s.process_pattern
-                   else "[sync] process_pattern is empty")
+        pattern = "no shell loop or script runs rclone" + (
+            f", no process matches [sync] process_pattern = {s.process_pattern!r}" if s.process_pattern else "")
         why = f"no sync loop runs (none started by podcheck in {pod.config.pod.state_dir}; {pattern})"
     pytest.fail(f"{why}: new outputs are not copied to {s.remote}:{s.remote_root}",
                 pytrace=False)
@@ -120,42 +120,19 @@ def _failing(status):
     return ("; failing: " + "; ".join(bad[:4])) if bad else ""
 
 
-def _script_transfers(pod, script):
-    """rclone transfers with literal arguments in a loop script (lines using $variables are not judged)."""
-    text = pod.read_text(script) or ""
-    found = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip().rstrip("\\").strip()
-        if "rclone" not in line or "$" in line:
-            continue
-        try:
-            words = shlex.split(line)
-        except ValueError:
-            continue
-        while words and words[0] != "rclone" and not words[0].endswith("/rclone"):
-            words.pop(0)
-        transfer = rclone.parse_transfer(words)
-        if transfer:
-            found.append(transfer)
-    return found
-
-
 @pytest.mark.podcheck(id="sync.per_user", repair="sync.start", profiles=("runtime",), when="sync.enabled",
                       needs=("pod.workspace", "sync.config"))
 def test_per_user(pod, say):
     """Each sync maps one user's folder to that user's remote folder, never all of output/.
 
     {workspace}/<folder>/<user> must go to <remote>:<remote_root>/<folder>/<user>; judged from running
-    rclone command lines, the managed loop's settings and loop scripts matching process_pattern."""
+    rclone command lines, the managed loop's settings, and the shell loops and scripts that run rclone
+    (found by default; process_pattern adds more)."""
     s = _sync(pod)
     c = pod.config.pod
-    listing = procs.listing(pod)
     mappings = []  # (where it comes from, src, dst)
-    for p in listing:
-        if "rclone" in p.args:
-            transfer = rclone.parse_transfer(procs.argv(pod, p.pid) or [])
-            if transfer:
-                mappings.append((f"rclone pid {p.pid}", transfer.src, transfer.dst))
+    for job in syncjobs.find(pod, pattern=_pattern(pod)):
+        mappings += [(job.what, t.src, t.dst) for t in job.transfers]
     problems = []
     if syncloop.running_pid(pod):
         loop = (syncloop.status(pod) or {}).get("settings") or {}
@@ -166,13 +143,11 @@ def test_per_user(pod, say):
         elif loop:
             names = loop.get("users") or users(pod)
             mappings += [("podcheck sync loop", src, dst) for src, dst in syncloop.plan(loop, names)]
-    for p in _external(pod, s.process_pattern, listing):
-        for script in [a for a in procs.argv(pod, p.pid) or [] if a.endswith(".sh")]:
-            mappings += [(f"{script} (pid {p.pid})", t.src, t.dst) for t in _script_transfers(pod, script)]
     ours = (c.workspace.rstrip("/") + "/", c.comfyui_dir.rstrip("/") + "/")
     mappings = [m for m in mappings if (m[1].rstrip("/") + "/").startswith(ours)]  # this pod's folders only
     if not mappings and not problems:
-        pytest.skip("no sync to judge: no podcheck sync loop, no rclone transfer running, no loop script found")
+        pytest.skip("no sync to judge: no podcheck sync loop, no rclone transfer running, no shell loop or "
+                    "script running rclone with literal paths")
     for where, src, dst in mappings:
         why = syncloop.judge_mapping(c.workspace, c.comfyui_dir, s.remote, s.remote_root, src, dst)
         if why:
@@ -184,7 +159,8 @@ def test_per_user(pod, say):
 @pytest.mark.podcheck(id="sync.errors", when="sync.enabled",
                       remedy="the message names each error's fix (rclone dedupe, a Shared Drive, new credentials)")
 def test_errors(pod, say):
-    """The recent sync log has no quota errors, no 'Duplicate object found', no auth failures."""
+    """The recent sync log has no quota errors, no 'Duplicate object found', no auth or network failures
+    (told apart: a refused connection while fetching a token is the network, not the token)."""
     s = _sync(pod)
     ran = pod.run("tail", "-c", "262144", s.log)
     if not ran.ok:
@@ -192,15 +168,16 @@ def test_errors(pod, say):
     window = s.errors_window_minutes * 60
     found = rclone.log_problems(ran.stdout, procs.now(pod) - window)
     if not found:
-        say(f"{s.log}: no quota, duplicate or auth errors in the last {_ago(window)}")
+        say(f"{s.log}: no quota, duplicate, auth or network errors in the last {_ago(window)}")
         return
     parts = []
     advice = {
         "quota": "the service account has no storage of its own: sync to a Shared Drive (team_drive, see sync.config)",
         "auth": "rclone cannot log in: check the token or service-account key (see sync.config)",
+        "network": "rclone cannot reach Google: the pod's network, DNS or proxy fails, not the credentials",
     }
     for kind, hits in found.items():
-        example = rclone.redact_line(hits[-1][0])[:220]
+        example = rclone.redact_line(rclone.shorten(hits[-1][0]))[-300:]
         if kind == "duplicates":
             where = sorted({d for _, d in hits if d}) or [f"{s.remote}:{s.remote_root}"]
             fix = "; ".join(f"rclone dedupe --dedupe-mode newest {d} --config {s.rclone_config}" for d in where[:4])

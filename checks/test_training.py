@@ -18,7 +18,8 @@ def _gpu_facts(pod):
 def test_progress(pod, say):
     """Every running LoRA training makes progress (GPU busy, or new files in its output folder).
 
-    Trainings: kohya flux_train_network.py, train_network.py, sdxl_train*.py, or under accelerate launch.
+    Trainings: kohya flux_train_network.py, train_network.py, sdxl_train*.py, or under accelerate launch;
+    their output folder and --save_state as the process has them (expanded argv, cwd, --config_file TOML).
     Stuck: GPU utilisation below gpu_util_threshold for stuck_seconds (NVML samples), or, without GPU
     samples, no new log or checkpoint in its output folder for stuck_seconds."""
     cfg = pod.config.training
@@ -61,8 +62,13 @@ def test_progress(pod, say):
                 fine.append(f"{t.label}: last write {quiet:.0f} s ago{state}")
         if verdict:
             stuck.append(f"{what} looks stuck: {verdict}")
-        script, has = trainings.script_has_save_state(pod, t)
-        if not t.save_state:
+        if t.save_state:
+            pass
+        elif t.config_file:  # kohya_ss GUI: the settings are in its TOML, the command line has only --config_file
+            where = f"; set save_state = true in {t.config_file}"
+            warnings.append(f"{t.label} runs without --save_state, so it cannot be resumed, only restarted{where}")
+        else:
+            script, has = trainings.script_has_save_state(pod, t)
             where = f"; add it to {script}" if script and not has else ""
             warnings.append(f"{t.label} runs without --save_state, so it cannot be resumed, only restarted{where}")
     warning = (" Warning: " + "; ".join(warnings) + ".") if warnings else ""

@@ -49,7 +49,9 @@ class SyncConfig(Repair):
         try:
             remotes = rclone.dump(ctx.pod, path)
         except rclone.RcloneError as exc:
-            return Outcome.failed(f"{exc}: create it with `rclone config` (podcheck cannot make up credentials)")
+            if exc.kind == "missing":
+                return Outcome.failed(f"{exc}: create it with `rclone config` (podcheck cannot make up credentials)")
+            return Outcome.failed(str(exc))
         if s.remote not in remotes:
             return Outcome.failed(f"remote {s.remote!r} is not in {path}: add it with `rclone config` "
                                   "(podcheck cannot make up credentials)")
@@ -71,7 +73,8 @@ class SyncConfig(Repair):
             if failure:
                 return Outcome.failed(failure)
             done.append(f"{path}: mode {mode:03o} -> 600")
-        text = ctx.pod.read_text(path) or ""
+        locked = rclone.encrypted(ctx.pod, path)  # rewritten through rclone (it re-encrypts), never as text
+        text = "" if locked else ctx.pod.read_text(path) or ""
         for name, section in rclone.chain(remotes, s.remote):
             if section.get("type") != "drive":
                 continue
@@ -91,10 +94,15 @@ class SyncConfig(Repair):
                 failure = back_up()
                 if failure:
                     return Outcome.failed(failure)
-                text = set_keys(text, name, values)
-                ran = ctx.run("sh", "-c", _WRITE, "sh", path, text)
-                if not ran.ok:
-                    return Outcome.failed(f"cannot rewrite {path}: {ran.why()}")
+                if locked:
+                    failure = _update_encrypted(ctx, path, name, values)
+                    if failure:
+                        return Outcome.failed("; ".join(done + [failure]))
+                else:
+                    text = set_keys(text, name, values)
+                    ran = ctx.run("sh", "-c", _WRITE, "sh", path, text)
+                    if not ran.ok:
+                        return Outcome.failed(f"cannot rewrite {path}: {ran.why()}")
                 done.append(f"[{name}] " + ", ".join(f"{k} = {v or '(empty)'}" for k, v in values.items()))
         if not done:
             return Outcome.unchanged(f"{path}: nothing podcheck can fix locally")
@@ -105,7 +113,9 @@ class SyncConfig(Repair):
         team, root = str(section.get("team_drive") or "").strip(), str(section.get("root_folder_id") or "").strip()
         service_account = section.get("service_account_file") or section.get("service_account_credentials")
         if team and root:
-            return {"root_folder_id": ""}, None
+            # rclone keeps the team-drive scope with root_folder_id as the root: right when the folder is
+            # inside the Shared Drive. Only a root the config shows to be another drive's is emptied.
+            return ({"root_folder_id": ""} if rclone.root_outside_team_drive(team, root) else {}), None
         if team or not service_account:
             return {}, None
         ran = ctx.probe("rclone", "backend", "drives", f"{name}:", "--config", path, timeout=60)  # a query
@@ -122,6 +132,17 @@ class SyncConfig(Repair):
             return {}, (f"[{name}] needs team_drive, and the service account sees {len(drives)} Shared Drives "
                         f"({listed}): " + ("add it to one as a member" if not drives else "set team_drive to one of them"))
         return {"team_drive": str(drives[0].get("id")), "root_folder_id": ""}, None
+
+
+def _update_encrypted(ctx: Context, path: str, name: str, values: dict[str, str]) -> str | None:
+    """Set keys of an encrypted config with `rclone config update` (it decrypts with RCLONE_CONFIG_PASS
+    from the environment and writes the file encrypted again)."""
+    for key, value in values.items():
+        ran = ctx.run("rclone", "config", "update", name, key, value, "--non-interactive", "--config", path,
+                      env={"RCLONE_ASK_PASSWORD": "false"}, timeout=60)
+        if not ran.ok:
+            return f"cannot update [{name}] {key} in encrypted {path}: {rclone.redact_line(ran.why())[:300]}"
+    return None
 
 
 def _chmod(ctx: Context, path: str) -> str | None:

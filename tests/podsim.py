@@ -101,6 +101,20 @@ def layered_venv(dest: Path, *packages: str) -> Path:
     return dest / "bin" / "python"
 
 
+ACCELERATE_SPEC = "accelerate==1.15.0"
+
+
+def accelerate_venv() -> Path:
+    """A venv that sees the cached CPU-torch venv (a .pth file) plus real accelerate and its
+    dependencies (pip counts the torch it sees as installed): `save_state`, `load_state` and
+    `accelerate launch` as a kohya training uses them. Built once; its python."""
+    def build(tmp: Path) -> None:
+        _venv(tmp)
+        (site_packages(tmp) / "podcheck-torch.pth").write_text(str(site_packages(torch_venv().parent.parent)) + "\n")
+        pip(tmp / "bin" / "python", ACCELERATE_SPEC)
+    return cached("accelerate-venv-1.15.0", build) / "bin" / "python"
+
+
 def bare_venv(dest: Path) -> Path:
     """A venv with nothing in it (no torch)."""
     _venv(dest, with_pip=False)

@@ -423,3 +423,148 @@ def test_judge_mapping():
     assert syncloop.plan(settings, ["alice", "../evil"]) == [
         ("/w/output/alice", "g:output/alice"), ("/w/workflows/alice", "g:workflows/alice")]
 
+
+
+# --- what real users and real rclone 1.60 configs do ---------------------------------------------------
+
+def encrypt(conf: Path, password: str) -> None:
+    """Encrypt an rclone config with real rclone's own menu (`rclone config`: s, a). rclone 1.60 reads
+    the password from a terminal (it has no `config encryption set`), so a pty answers its prompts."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp("rclone", ["rclone", "config", "--config", str(conf)])
+    seen = b""
+    for prompt, answer in ((b"q>", "s"), (b"a/q>", "a"), (b"password:", password), (b"password:", password),
+                           (b"q>", "q"), (b"q>", "q")):
+        deadline = time.monotonic() + 20
+        while prompt not in seen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(fd, 4096)
+                except OSError:
+                    break
+        seen = b""
+        os.write(fd, (answer + "\n").encode())
+    os.waitpid(pid, 0)
+    os.close(fd)
+    assert "RCLONE_ENCRYPT_V0:" in conf.read_text(), conf.read_text()
+
+
+def _fix(pod, env=None):
+    run = pod.podcheck("--fix", "--select", "sync.config", "--json", "-", env=env)
+    return run, next(r for r in run.json["repairs"] if r["id"] == "sync.config")
+
+
+FOLDER_ID = "1AbCdEfGhIjKlMnOpQrStUvWxYz012345"  # a folder's ID (33 characters)
+OTHER_DRIVE = "0AZyxWvuTsrQpoNmlkj"                # a drive's own ID, not the team_drive
+
+
+def test_team_drive_with_a_root_folder_inside_it_is_left_alone(sync_pod, tmp_path):
+    """rclone takes root_folder_id as the root and keeps the Shared Drive's scope: right when the folder is
+    in it. podcheck cannot ask Google here; it empties root_folder_id only when the config shows it to be
+    another drive's root (a drive-shaped ID other than team_drive)."""
+    key = service_account(tmp_path / "sa.json")
+    text = (f"[gdrive]\ntype = drive\nscope = drive\nteam_drive = 0ABCdefGHIjklMNOpqr\n"
+            f"service_account_file = {key}\nroot_folder_id = {FOLDER_ID}\n")
+    conf = write_conf(tmp_path / "drive.conf", text)
+    sync_pod.configure(sync={"rclone_config": str(conf), "remote": "gdrive"})
+    run = sync_pod.podcheck(*SELECT)
+    assert run.status("sync.config") == "passed", run.result("sync.config")["message"]
+    run, fixed = _fix(sync_pod)
+    assert fixed["status"] == "unchanged", fixed
+    assert conf.read_text() == text and not list(tmp_path.glob("drive.conf.podcheck-*.bak"))
+
+    write_conf(conf, text.replace(FOLDER_ID, OTHER_DRIVE))
+    run = sync_pod.podcheck(*SELECT)
+    msg = run.result("sync.config")["message"]
+    assert run.status("sync.config") == "failed"
+    assert f"[gdrive] sets root_folder_id = {OTHER_DRIVE}, the root of another drive, with team_drive" in msg
+    run, fixed = _fix(sync_pod)
+    assert fixed["status"] == "changed" and "[gdrive] root_folder_id = (empty)" in fixed["message"], fixed
+    assert "root_folder_id = \n" in conf.read_text() and "team_drive = 0ABCdefGHIjklMNOpqr" in conf.read_text()
+    assert run.status("sync.config") == "passed"
+
+
+def test_an_encrypted_config_needs_its_password(sync_pod, tmp_path):
+    key = service_account(tmp_path / "sa.json")
+    conf = write_conf(tmp_path / "drive.conf", f"[gdrive]\ntype = drive\nscope = drive\nteam_drive = "
+                      f"0ABCdefGHIjklMNOpqr\nservice_account_file = {key}\nroot_folder_id = {OTHER_DRIVE}\n")
+    encrypt(conf, "hunter22")
+    sync_pod.configure(sync={"rclone_config": str(conf), "remote": "gdrive"})
+    unset = {"RCLONE_CONFIG_PASS": ""}  # rclone takes an empty one as none
+    run = sync_pod.podcheck(*SELECT, env=unset)
+    msg = run.result("sync.config")["message"]
+    assert run.status("sync.config") == "failed"
+    assert f"rclone config {conf} is encrypted (RCLONE_ENCRYPT_V0:) and RCLONE_CONFIG_PASS is not set" in msg, msg
+    _, fixed = _fix(sync_pod, env=unset)
+    assert fixed["status"] == "failed" and "set RCLONE_CONFIG_PASS" in fixed["message"]
+    assert "create it with" not in fixed["message"], fixed["message"]
+
+    run = sync_pod.podcheck(*SELECT, env={"RCLONE_CONFIG_PASS": "wrong"})
+    assert "RCLONE_CONFIG_PASS does not decrypt it" in run.result("sync.config")["message"]
+
+    # with its password: judged, and repaired through rclone, which writes it encrypted again
+    run = sync_pod.podcheck(*SELECT, env={"RCLONE_CONFIG_PASS": "hunter22"})
+    assert "the root of another drive" in run.result("sync.config")["message"]
+    run, fixed = _fix(sync_pod, env={"RCLONE_CONFIG_PASS": "hunter22"})
+    assert fixed["status"] == "changed", fixed
+    assert "RCLONE_ENCRYPT_V0:" in conf.read_text() and OTHER_DRIVE not in conf.read_text()
+    assert run.status("sync.config") == "passed"
+    assert "hunter22" not in run.stdout
+    (backup,) = tmp_path.glob("drive.conf.podcheck-*.bak")
+    assert "RCLONE_ENCRYPT_V0:" in backup.read_text()
+
+
+def test_a_refused_connection_is_a_network_error_not_an_auth_failure(sync_pod, tmp_path):
+    """Real rclone 1.60 syncing to Drive through a proxy that refuses: its token refresh fails with
+    "couldn't fetch token ... connect: connection refused"."""
+    conf = write_conf(tmp_path / "token.conf", (
+        "[gdrive]\ntype = drive\nscope = drive\nclient_id = 123.apps.googleusercontent.com\n"
+        "client_secret = GOCSPX-abcdef\nteam_drive = 0ABCdefGHIjklMNOpqr\ntoken = "
+        '{"access_token":"ya29.old","token_type":"Bearer","refresh_token":"1//0gabcdefghijklmnopqrstuvwxyz",'
+        '"expiry":"2020-01-01T00:00:00Z"}\n'))
+    log = Path(sync_pod.state_dir) / "sync.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["rclone", "sync", str(sync_pod.workspace / "output" / "alice"),
+                           "gdrive:ComfyUI-Output/output/alice", "--config", str(conf), "--log-file", str(log),
+                           "--retries", "1", "--low-level-retries", "1", "--contimeout", "5s"],
+                          env={**os.environ, "HTTPS_PROXY": "http://127.0.0.1:1"}, capture_output=True, timeout=60)
+    assert done.returncode != 0 and "connection refused" in log.read_text()
+    run = sync_pod.podcheck(*SELECT)
+    msg = run.result("sync.errors")["message"]
+    assert run.status("sync.errors") == "failed"
+    assert "x network error (rclone cannot reach Google" in msg and "auth error" not in msg, msg
+    assert "connect: connection refused" in msg, msg
+
+
+@pytest.mark.parametrize("how", ["bash -c", "script"])
+def test_a_users_own_sync_loop_is_judged_with_the_default_config(sync_pod, spawn, tmp_path, how):
+    """The seeds' privacy bug: a loop syncing all of output/ every few seconds, with no process_pattern set."""
+    ws = sync_pod.workspace
+    conf = sync_pod.config_path.parent / "rclone.conf"
+    body = f'while true; do rclone sync "{ws}/output" gdrive:ComfyUI-Output/output --config "{conf}"; sleep 3; done'
+    if how == "script":
+        script = tmp_path / "sync-outputs.sh"
+        script.write_text("#!/bin/bash\n" + body.replace("; ", "\n  ").replace("do\n  ", "do\n  ") + "\n")
+        spawn(["bash", str(script)])
+    else:
+        spawn(["bash", "-c", body])
+    podsim.wait_for(lambda: (sync_pod.drive / "ComfyUI-Output" / "output" / "alice").exists(), what="the loop's first pass")
+    run = sync_pod.podcheck(*SELECT)
+    msg = run.result("sync.per_user")["message"]
+    assert run.status("sync.per_user") == "failed", msg
+    assert f"syncs all of {ws}/output to gdrive:ComfyUI-Output/output" in msg
+    assert (f"{script} (pid" if how == "script" else "bash -c loop (pid") in msg, msg
+    assert run.status("sync.running") == "passed", run.result("sync.running")["message"]
+    assert "runs rclone (found by default)" in run.result("sync.running")["message"]
+
+
+def test_a_shell_that_runs_rclone_but_no_transfer_is_no_sync_loop(sync_pod, spawn):
+    spawn(["bash", "-c", "rclone version > /dev/null; rclone listremotes --config /dev/null; sleep 60"])
+    run = sync_pod.podcheck(*SELECT)
+    msg = run.result("sync.running")["message"]
+    assert run.status("sync.running") == "failed" and "no shell loop or script runs rclone" in msg, msg
+    assert run.status("sync.per_user") == "skipped"

@@ -9,9 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import podsim
 import pytest
+import trainsim
 
-from podcheck.domain import trainings
+from podcheck.domain import resume, trainings
 from podcheck.domain.samples import Samples, below_for
 
 DATA = Path(__file__).parent / "data" / "nvml"
@@ -101,6 +103,41 @@ def test_stand_in_progresses_then_gets_stuck(cpu_pod, spawn, tmp_path):
     assert f"latest state {out}/mylora-step" in msg and run.result("training.progress")["repair"] == "training.resume"
     assert "Warning:" in msg and "sdxl" not in msg.split("Warning:")[0]
     assert run.status("pod.workspace") == "passed" and run.status("disk.workspace") == "passed"
+
+
+def test_a_kohya_ss_gui_run_is_judged_by_its_config_file(cpu_pod, spawn, tmp_path):
+    """kohya_ss GUI starts `accelerate launch .../sd-scripts/train_network.py --config_file <toml>` from its own
+    folder (outside the pod's roots); save_state and output_dir are in the TOML, not on the command line."""
+    gui = tmp_path / "kohya_ss"            # outside the workspace
+    trainsim.install(gui)
+    trainer = gui / "sd-scripts" / "train_network.py"
+    trainer.write_text((gui / "sd-scripts" / "flux_train_network.py").read_text())
+    out = cpu_pod.workspace / "outputs" / "mylora"
+    out.mkdir(parents=True)
+    config = out / "config_lora-20261201-221500.toml"
+    config.write_text(f'output_dir = "{out}"\noutput_name = "mylora"\nsave_state = true\n'
+                      'save_every_n_epochs = 1\nmax_train_epochs = 1000\n')
+    env = trainsim.FluxGym(gui).env()
+    launched = spawn([str(gui / "env" / "bin" / "accelerate"), "launch", "--num_cpu_threads_per_process", "2",
+                      str(trainer), "--config_file", str(config)], cwd=gui, env=env)
+    podsim.wait_for(lambda: any(out.glob("mylora-*-state/random_states_0.pkl")), timeout=90,
+                    what="the first state of the kohya_ss run")
+    cpu_pod.configure(training={"stuck_seconds": 60})
+    run = cpu_pod.podcheck(*SELECT)
+    msg = run.result("training.progress")["message"]
+    assert run.status("training.progress") == "passed", msg
+    assert f"{out}: last write" in msg and f"latest state {out}/mylora-" in msg, msg
+    assert "Warning" not in msg, "save_state = true in the TOML is --save_state"
+    # no train.sh to relaunch: training.resume leaves it, and names the state to resume from
+    out_come = resume.resume(cpu_pod.live(), launched.pid, grace=0.5)
+    assert out_come.status == "skipped" and "was not started from a script" in out_come.message
+    assert re.search(rf"restart it by hand with --resume {re.escape(str(out))}/mylora-\d{{6}}-state", out_come.message), \
+        out_come.message
+    assert launched.poll() is None, "left running"
+
+    config.write_text(config.read_text().replace("save_state = true", "save_state = false"))
+    msg = cpu_pod.podcheck(*SELECT).result("training.progress")["message"]
+    assert f"Warning: {out} runs without --save_state" in msg and f"set save_state = true in {config}" in msg, msg
 
 
 # --- GPU samples and GPU ties on recorded facts -------------------------------------------------------

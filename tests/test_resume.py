@@ -49,15 +49,33 @@ def gone(pid: int) -> bool:
 
 # --- the launch script ------------------------------------------------------------------------------
 
-FLUXGYM_DEFAULT = trainsim.TRAIN_SH.format(root="/workspace/fluxgym", name="x")
+@pytest.fixture(scope="module")
+def fluxgym_default(tmp_path_factory):
+    """train.sh as FluxGym's gen_sh() writes it by default: it ends in "--loss_type l2 \\", no newline."""
+    return trainsim.gen_sh(tmp_path_factory.mktemp("fluxgym"), "x")
 
 
-def test_resume_is_appended_to_the_launch_command_wherever_it_ends():
-    # FluxGym's default script ends in "--loss_type l2 \" with no newline: still one command.
-    edited = trainscript.with_resume(FLUXGYM_DEFAULT, "/w/x-000002-state")
+def bash_argv(script: str, tmp_path) -> list[str]:
+    """The arguments real bash passes to `accelerate` when it runs `script` as FluxGym does (`bash train.sh`;
+    accelerate: an exported function that prints them)."""
+    path = tmp_path / "train.sh"
+    path.write_text(script)
+    printer = 'accelerate() { python3 -c "import json, sys; print(json.dumps(sys.argv[1:]))" "$@"; }'
+    done = subprocess.run(["bash", "-c", f'{printer}; export -f accelerate; bash "$0"', str(path)], capture_output=True, text=True,
+                          timeout=30, check=True)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_resume_is_appended_to_the_launch_command_wherever_it_ends(fluxgym_default, tmp_path):
+    assert fluxgym_default.endswith("--loss_type l2 \\")
+    edited = trainscript.with_resume(fluxgym_default, "/w/x-000002-state")
     args = [w.value for w in trainscript.arguments(trainscript.launch_command(edited))]
-    assert args[-2:] == ["--resume", "/w/x-000002-state"]
-    assert edited.startswith(FLUXGYM_DEFAULT.rsplit(" \\", 1)[0])
+    assert args[-4:] == ["--loss_type", "l2", "--resume", "/w/x-000002-state"]
+    assert edited.startswith(fluxgym_default.rsplit(" \\", 1)[0])
+    # what bash makes of it: no stray " " argument from a `\ ` left before the addition
+    ran = bash_argv(edited, tmp_path)
+    assert ran[-4:] == ["--loss_type", "l2", "--resume", "/w/x-000002-state"] and " " not in ran, ran
+    assert bash_argv(fluxgym_default, tmp_path)[-2:] == ["--loss_type", "l2"]
 
     piped = "cd /x\naccelerate launch a/train_network.py --a 1 \\\n  --b 2 2>&1 | tee 'run log' # note\necho done\n"
     edited = trainscript.with_resume(piped, "/s p/x-state")
@@ -67,8 +85,8 @@ def test_resume_is_appended_to_the_launch_command_wherever_it_ends():
     assert trainscript.with_resume(one_line, "/o/s") == "python sdxl_train_network.py --save_state --output_dir=o --resume /o/s\n"
 
 
-def test_resume_replaces_instead_of_stacking():
-    once = trainscript.with_resume(FLUXGYM_DEFAULT + "\n  --save_state", "/w/x-000002-state")
+def test_resume_replaces_instead_of_stacking(fluxgym_default):
+    once = trainscript.with_resume(fluxgym_default + "\n  --save_state", "/w/x-000002-state")
     twice = trainscript.with_resume(once, "/w/x-000004-state")
     words = [w.value for w in trainscript.arguments(trainscript.launch_command(twice))]
     assert words.count("--resume") == 1 and words[-2:] == ["--resume", "/w/x-000004-state"]
@@ -89,22 +107,13 @@ def test_flags_are_read_from_the_launch_command_only():
 
 # --- checkpoints ------------------------------------------------------------------------------------
 
-def make_state(folder, name, step=None, epoch=None, valid=True, mtime=None):
-    path = folder / name
-    path.mkdir(parents=True)
-    if valid:
-        (path / "train_state.json").write_text(json.dumps({"current_step": step, "current_epoch": epoch}))
-    if mtime is not None:
-        os.utime(path, (mtime, mtime))
-    return str(path)
-
-
 def test_newest_checkpoint_by_step_then_mtime(pod, tmp_path):
     out = tmp_path / "out"
     now = time.time()
+    make_state = trainsim.make_state
     make_state(out, "x-000002-state", step=20, epoch=2, mtime=now)
     make_state(out, "x-step00000030-state", step=30, epoch=2, mtime=now - 100)   # newer by step, older by mtime
-    make_state(out, "x-step00000099-state", valid=False)                         # no train_state.json
+    (out / "x-step00000099-state").mkdir()                                       # no train_state.json
     make_state(out, "y-step00000500-state", step=500, epoch=9)                   # another run's states
     (out / "x-step00000040-state").mkdir()
     (out / "x-step00000040-state" / "train_state.json").write_text("{torn")       # a torn save
@@ -117,6 +126,23 @@ def test_newest_checkpoint_by_step_then_mtime(pod, tmp_path):
     make_state(out, "x-state", step=32, epoch=4)                                 # end of training
     assert os.path.basename(resume.checkpoints(pod, str(out), "x")[-1].path) == "x-state"
     assert resume.checkpoints(pod, str(tmp_path / "missing"), "x") == []
+
+
+def test_a_state_counts_only_when_accelerate_finished_writing_it(pod, tmp_path):
+    out = tmp_path / "out"
+    trainsim.make_state(out, "x-000002-state", step=4, epoch=2)
+    # accelerate writes weights, optimizer, scheduler, then random states, after the hook's train_state.json
+    trainsim.make_state(out, "x-000003-state", step=6, epoch=3, parts=("model.safetensors",))
+    trainsim.make_state(out, "x-000004-state", step=8, epoch=4,
+                        parts=("model.safetensors", "optimizer.bin", "scheduler.bin"))
+    trainsim.make_state(out, "x-000005-state", step=10, epoch=5)
+    (out / "x-000005-state" / "random_states_0.pkl").write_bytes(b"")          # created, never written
+    rejected = []
+    found = resume.checkpoints(pod, str(out), "x", rejected)
+    assert [os.path.basename(c.path) for c in found] == ["x-000002-state"]
+    assert sorted(rejected) == ["x-000003-state (incomplete: no optimizer.bin, random_states_0.pkl)",
+                                "x-000004-state (incomplete: no random_states_0.pkl)",
+                                "x-000005-state (incomplete: no random_states_0.pkl)"]
 
 
 # --- the repair on real runs ------------------------------------------------------------------------
@@ -223,3 +249,46 @@ def test_runs_that_cannot_be_resumed_are_left_alone(pod, gym, tmp_path):
     assert not gone(stalled["pid"]) and proc.poll() is None
 
     assert resume.resume(pod, 2 ** 22 + 7).status == "skipped"  # no such process
+
+
+# --- faults the real programs make ------------------------------------------------------------------
+
+def test_a_save_that_hung_midway_is_passed_over(pod, gym):
+    """accelerate's save_state hangs writing the optimizer of epoch 3 (after train_state.json and the
+    weights): the run is stuck there, and resuming from that folder would fail in load_state."""
+    g = gym()
+    g.start(TRAIN_HANG_SAVING="3")
+    first = g.wait_stalled(1)
+    torn = g.run_dir / "my-lora-000003-state"
+    assert sorted(p.name for p in torn.iterdir()) == ["model.safetensors", "train_state.json"]
+    assert json.loads((torn / "train_state.json").read_text())["current_step"] == 6
+
+    out = resume.resume(pod, first["pid"], grace=0.5)
+    assert out.status == "changed", out.message
+    assert out.checkpoint == str(g.run_dir / "my-lora-000002-state"), out.message
+    assert "passed over my-lora-000003-state (incomplete: no optimizer.bin, random_states_0.pkl)" in out.message
+    second = g.wait_stalled(2)  # it hangs again at its third save, epoch 5
+    assert second["start_step"] == 4 and second["argv"][-2:] == ["--resume", out.checkpoint]
+
+
+@pytest.mark.parametrize("how", ["variable", "cd"])
+def test_the_output_folder_is_the_one_the_shell_passed(pod, gym, how):
+    """`--output_dir="$OUT"`, or `cd` and a relative --output_dir: the running trainer's expanded argv and
+    cwd say where the states are, not the script's text."""
+    base = gym()  # for FluxGym's real script and its folder
+    text = base.script.read_text()
+    out = str(base.run_dir)
+    if how == "variable":
+        text = f'OUT="{out}"\n' + text.replace(f'--output_dir "{out}"', '--output_dir="$OUT"')
+    else:
+        text = (f'cd "{base.root}/outputs"\n' + text.replace(f'--output_dir "{out}"', f"--output_dir {base.name}")
+                .replace("sd-scripts/flux_train_network.py", "../sd-scripts/flux_train_network.py"))
+    assert text != base.script.read_text()
+    base.script.write_text(text)
+    base.start(TRAIN_STALL_AFTER="4")
+    first = base.wait_stalled(1)
+    out = resume.resume(pod, first["pid"], grace=0.5)
+    assert out.status == "changed", out.message
+    assert out.checkpoint == str(base.run_dir / "my-lora-000002-state"), out.message
+    second = base.wait_stalled(2)
+    assert second["start_step"] == 4

@@ -50,17 +50,19 @@ def sim(tmp_path, torch_python):
 def test_watch_resumes_a_stuck_training_and_replaces_resume_on_the_next_stall(sim, watching):
     gym = trainsim.fluxgym(sim.workspace / "fluxgym")
     original = gym.script.read_text()
-    sim.configure(training={"stuck_seconds": 2, "kill_grace_seconds": 1.0},
+    # real accelerate launch takes 5-20 s to start a trainer on a loaded CI machine, and a relaunch
+    # writes nothing until then: stuck_seconds must exceed that, or watch resumes a run still loading
+    sim.configure(training={"stuck_seconds": 25, "kill_grace_seconds": 1.0},
                   watch={"repairs": ["training.resume"], "max_attempts_per_hour": 10})
     log = sim.state_dir / "watch.log"
     try:
         gym.start(TRAIN_STALL_AFTER="4")
         first = gym.wait_stalled(1)
         watching(sim, "--select", "training.progress", "--interval", "0.5")
-        second = gym.wait_stalled(2, timeout=40)
+        second = gym.wait_stalled(2, timeout=150)
         newest = str(gym.run_dir / "my-lora-000002-state")
         assert second["argv"][-2:] == ["--resume", newest] and second["fluxgym_env"] == "1"
-        third = gym.wait_stalled(3, timeout=40)
+        third = gym.wait_stalled(3, timeout=150)
         assert third["argv"].count("--resume") == 1 and third["start_step"] == 8
         assert trainscript.flag_value(gym.script.read_text(), "--resume") == str(gym.run_dir / "my-lora-000004-state")
         backups = sorted(gym.run_dir.glob("train.sh.bak-*"))

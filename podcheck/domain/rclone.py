@@ -47,7 +47,22 @@ TRANSFER_VERBS = ("sync", "copy", "move", "bisync")
 
 
 class RcloneError(Exception):
-    """The rclone config could not be read; the text is one line, without secrets."""
+    """The rclone config could not be read; the text is one line, without secrets. `kind`: missing (no
+    such file), no-rclone, encrypted (needs RCLONE_CONFIG_PASS, or it is wrong), or unreadable."""
+
+    def __init__(self, message: str, kind: str = "unreadable") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+#: The first line of an encrypted rclone config's payload (`rclone config`, s: set configuration password).
+ENCRYPTED_HEADER = "RCLONE_ENCRYPT_V0:"
+
+
+def encrypted(pod: Any, path: str) -> bool:
+    """Whether the config at `path` is encrypted (its RCLONE_ENCRYPT_V0: header)."""
+    ran = pod.run("head", "-c", "4096", "--", path)
+    return ran.ok and any(line.strip() == ENCRYPTED_HEADER for line in ran.stdout.splitlines())
 
 
 def redact(value: Any) -> Any:
@@ -73,12 +88,22 @@ def dump(pod: Any, path: str) -> dict[str, dict[str, Any]]:
     The result holds secrets in clear: pass it through redact() before showing any of it.
     """
     if not pod.exists(path):
-        raise RcloneError(f"rclone config {path} does not exist")
+        raise RcloneError(f"rclone config {path} does not exist", "missing")
     ran = pod.run("rclone", "config", "dump", "--config", path,
                   env={"RCLONE_ASK_PASSWORD": "false", "RCLONE_CONFIG": path})
     if ran.not_found:
-        raise RcloneError("rclone is not installed on the pod (not on PATH)")
+        raise RcloneError("rclone is not installed on the pod (not on PATH)", "no-rclone")
     if not ran.ok:
+        if encrypted(pod, path):
+            # rclone 1.60: "unable to decrypt configuration and not allowed to ask for password - set
+            # RCLONE_CONFIG_PASS ..."; after "Couldn't decrypt configuration, most likely wrong password."
+            wrong = "wrong password" in ran.stderr
+            raise RcloneError(
+                f"rclone config {path} is encrypted ({ENCRYPTED_HEADER}) and "
+                + ("RCLONE_CONFIG_PASS does not decrypt it (rclone: most likely wrong password)" if wrong
+                   else "RCLONE_CONFIG_PASS is not set")
+                + ": set RCLONE_CONFIG_PASS to its password where podcheck and the sync loop run "
+                "(or --password-command); podcheck never asks for it", "encrypted")
         raise RcloneError(f"cannot read rclone config {path}: {redact_line(ran.why())}")
     try:
         data = json.loads(ran.stdout or "{}")
@@ -160,6 +185,22 @@ def expand_path(pod: Any, path: str, config_path: str) -> str:
                   lambda m: var(m.group(1) or m.group(2)), path)
 
 
+#: The shape of a drive's own ID: a Shared Drive's (team_drive) and My Drive's root folder alike are
+#: "0A" and 17 more characters; folders have longer IDs (33 characters, or 28 starting "0B").
+DRIVE_ID = re.compile(r"^0A[A-Za-z0-9_-]{17}$")
+
+
+def root_outside_team_drive(team_drive: str, root_folder: str) -> bool:
+    """Whether root_folder_id, by the config alone, cannot lie inside the Shared Drive `team_drive`.
+
+    With both set, rclone (drive.go) takes root_folder_id as its root and keeps the team-drive scope
+    (driveId = team_drive), which is right when the folder is inside that Shared Drive. Without asking
+    Google, only this can be told: an ID shaped like a drive's own (see DRIVE_ID) other than team_drive
+    is the root of another drive (My Drive, or another Shared Drive), never a folder inside this one.
+    A folder ID may be inside or not; it is taken as the user set it."""
+    return root_folder != team_drive and DRIVE_ID.match(root_folder) is not None
+
+
 def drive_problems(pod: Any, name: str, section: dict[str, Any], config_path: str) -> list[str]:
     """What is wrong with one `type = drive` remote for unattended sync; [] when nothing is."""
     problems: list[str] = []
@@ -168,10 +209,11 @@ def drive_problems(pod: Any, name: str, section: dict[str, Any], config_path: st
     sa_file = str(section.get("service_account_file") or "").strip()
     sa_inline = str(section.get("service_account_credentials") or "").strip()
     drives_cmd = f"`rclone backend drives {name}:`"
-    if team_drive and root_folder:
+    if team_drive and root_folder and root_outside_team_drive(team_drive, root_folder):
         problems.append(
-            f"[{name}] sets both team_drive and root_folder_id = {root_folder}: rclone uses root_folder_id and "
-            f"ignores the Shared Drive; empty root_folder_id")
+            f"[{name}] sets root_folder_id = {root_folder}, the root of another drive, with team_drive = "
+            f"{team_drive}: rclone writes into root_folder_id but lists only the Shared Drive; empty "
+            "root_folder_id (or set team_drive to it)")
     if (sa_file or sa_inline) and not team_drive:
         if root_folder:
             problems.append(
@@ -231,8 +273,14 @@ def parse_transfer(argv: Iterable[str]) -> Transfer | None:
 
 # --- the sync log ---------------------------------------------------------------------------------
 
-#: What sync.errors looks for in a sync log, by kind.
+#: What sync.errors looks for in a sync log, by kind, in this order: a line is the first kind it matches.
+#: Network failures come first: rclone's "oauth2: cannot fetch token: Post ...: dial tcp ...: connect:
+#: connection refused" is the network failing while it refreshes a token, not a bad token.
 LOG_PROBLEMS = {
+    "network": re.compile(r"connection refused|connection reset by peer|no such host|network is unreachable"
+                          r"|no route to host|i/o timeout|TLS handshake timeout|proxyconnect tcp"
+                          r"|dial tcp[^:]*: lookup|server misbehaving|context deadline exceeded"
+                          r"|Client\.Timeout exceeded", re.I),
     "quota": re.compile(r"storageQuotaExceeded|do not have storage quota|quotaExceeded", re.I),
     "duplicates": re.compile(r"Duplicate object found", re.I),
     "auth": re.compile(r"invalid_grant|oauth2: cannot fetch token|couldn't fetch token|token (has been )?expired"
@@ -243,6 +291,15 @@ _LOG_TIME = re.compile(r"^(\d{4})/(\d{2})/(\d{2}) (\d{2}):(\d{2}):(\d{2})")
 _LOOP_LINE = re.compile(r"podcheck-syncloop: \S+ \S+: rclone \S+ \S+ (\S+)$")
 
 
+_QUERY = re.compile(r'("https?://[^"?\s]*)\?[^"\s]*"')
+
+
+def shorten(line: str) -> str:
+    """A log line with the query strings of quoted URLs cut (`"https://www.googleapis.com/drive/v3/files?…"`):
+    rclone puts a 600-character request URL before the cause, which is what a reader needs."""
+    return _QUERY.sub(r'\1?…"', line)
+
+
 def log_time(line: str) -> float | None:
     """The local time an rclone log line starts with ("2006/01/02 15:04:05"), as epoch seconds."""
     import time
@@ -251,8 +308,8 @@ def log_time(line: str) -> float | None:
     if not m:
         return None
     try:
-        y, mo, d, h, mi, s = (int(g) for g in m.groups())
-        return time.mktime((y, mo, d, h, mi, s, 0, 0, -1))
+        year, month, day, hour, minute, second = (int(g) for g in m.groups())
+        return time.mktime((year, month, day, hour, minute, second, 0, 0, -1))
     except (OverflowError, ValueError):
         return None
 

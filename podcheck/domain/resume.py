@@ -6,8 +6,10 @@ Given any pid of a stuck run, `resume(pod, pid)`:
 3. stops the run: its process group when the launcher leads one, otherwise its process tree (FluxGym
    starts train.sh inside its own UI's group, which must survive), TERM, then KILL after a grace
    period, and verifies every process is gone;
-4. picks the newest valid state checkpoint (`<name>-<epoch:06d>-state`, `<name>-step<step:08d>-state`,
-   `<name>-state`, each with a train_state.json) and writes `--resume <absolute path>` into the
+4. picks the newest complete state checkpoint (`<name>-<epoch:06d>-state`, `<name>-step<step:08d>-state`,
+   `<name>-state`, each with a train_state.json and the files accelerate writes after it, see
+   missing_parts) under the output folder the running trainer was given (its expanded argv and cwd)
+   and writes `--resume <absolute path>` into the
    script after a timestamped backup; no checkpoint: the script runs again from the beginning;
 5. relaunches the script detached (own session), with the stuck run's working directory and
    environment, output appended to podcheck-resume.log beside the script, and records the new pid.
@@ -85,19 +87,47 @@ class Run:
     script: str       # absolute path of the launch script
     cwd: str          # its working directory (FluxGym: the fluxgym folder)
     text: str = ""    # the script's text
+    live: trainings.Options | None = None  # the settings of its running trainer (expanded argv and cwd)
 
     @property
     def folder(self) -> str:
         return posixpath.dirname(self.script)
 
     @property
-    def output_dir(self) -> str:
+    def output_dir(self) -> str | None:
+        """Where the run writes its states: the running trainer's --output_dir (the shell expanded it,
+        relative to the trainer's own cwd); without one running, the script's literal value. None when
+        only the script is known and its value needs the shell (`"$OUT"`, or a `cd` before it)."""
+        if self.live and self.live.output_dir:
+            return self.live.output_dir
         value = trainscript.flag_value(self.text, "--output_dir")
-        return posixpath.normpath(posixpath.join(self.cwd, value)) if value else self.folder
+        if value is None:
+            return self.folder
+        if any(c in value for c in "$`") or (not value.startswith("/") and trainscript.changes_directory(self.text)):
+            return None
+        return posixpath.normpath(posixpath.join(self.cwd, value))
 
     @property
     def output_name(self) -> str | None:
-        return trainscript.flag_value(self.text, "--output_name")
+        if self.live and (self.live.output_name or self.live.output_dir):
+            return self.live.output_name
+        value = trainscript.flag_value(self.text, "--output_name")
+        return None if value and any(c in value for c in "$`") else value
+
+    @property
+    def save_state(self) -> bool:
+        return bool(self.live and self.live.save_state) or trainscript.has_flag(self.text, "--save_state")
+
+
+def trainer_options(pod, launcher: int, procs: dict[int, Proc]) -> trainings.Options | None:
+    """The settings of the training process under `launcher` (accelerate's child or itself), read from
+    its /proc argv and cwd: what the shell really passed, never the script's variables made up."""
+    for p in descendants(procs, launcher):
+        argv = cmdline(pod, p.pid)
+        if p.pid != launcher and argv and trainings.script_of(argv):
+            cwd = (pod.run("readlink", f"/proc/{p.pid}/cwd").stdout.strip() or "").removesuffix(" (deleted)")
+            return trainings.options(pod, argv, cwd or None)
+    return None
 
 
 def find_run(pod, pid: int, procs: dict[int, Proc] | None = None) -> Run | None:
@@ -110,7 +140,8 @@ def find_run(pod, pid: int, procs: dict[int, Proc] | None = None) -> Run | None:
         script = _script_of(argv)
         if script:
             cwd = (pod.run("readlink", f"/proc/{pid}/cwd").stdout.strip() or "/").removesuffix(" (deleted)")
-            return Run(pid, posixpath.normpath(posixpath.join(cwd, script)), cwd)
+            return Run(pid, posixpath.normpath(posixpath.join(cwd, script)), cwd,
+                       live=trainer_options(pod, pid, procs))
         pid = procs[pid].ppid
     return None
 
@@ -188,21 +219,52 @@ def _wait_gone(pod, watched: list[Proc], limit: float) -> list[Proc]:
 
 # --- checkpoints ------------------------------------------------------------------------------------
 
-_LIST_STATES = r'''
+_LIST_STATES = r"""
 for d in "$1"/*-state; do
   [ -f "$d/train_state.json" ] || continue
   printf '%s\0' "$d"; find "$d" -maxdepth 0 -printf '%T@\0'; head -c 4096 "$d/train_state.json"; printf '\0'
+  find "$d" -mindepth 1 -maxdepth 1 -printf '%y %s %f\n'; printf '\0'
 done; true
-'''
+"""
+
+#: What accelerate's save_state writes into a state folder, in this order (accelerate/checkpointing.py):
+#: the weights (`model.safetensors`, `model_1.safetensors`..., `pytorch_model*.bin`; FSDP/DeepSpeed: a
+#: `pytorch_model*` folder), `optimizer*.bin` (FSDP: an `optimizer_*` folder), `scheduler*.bin`,
+#: `sampler*.bin`, `scaler.pt`, and last `random_states_<process>.pkl`. sd-scripts' pre-hook writes
+#: train_state.json before all of them, so a save that died or hangs leaves a folder with
+#: train_state.json and only some of the rest, which `load_state` cannot load.
+_WEIGHTS = re.compile(r"^(?:model|pytorch_model)(?:_\d+)?\.(?:safetensors|bin)$|^pytorch_model\w*$")
+_OPTIMIZER = re.compile(r"^optimizer(?:_\d+)?(?:\.bin)?$")
+_RANDOM = re.compile(r"^random_states_\d+\.pkl$")
 
 
-def checkpoints(pod, output_dir: str, output_name: str | None = None) -> list[Checkpoint]:
-    """Valid state checkpoints in output_dir, oldest first: by step (train_state.json, else the name's
-    number), then epoch, then mtime. A folder without a readable train_state.json is no checkpoint."""
+def missing_parts(entries: dict[str, tuple[str, int]]) -> list[str]:
+    """What a state folder lacks for accelerate's load_state, given {name: (type f|d, size)}; [] when complete.
+
+    An empty file counts as missing (a write that never got its bytes)."""
+    def has(pattern: re.Pattern[str]) -> bool:
+        return any(pattern.match(name) and (kind == "d" or size > 0) for name, (kind, size) in entries.items())
+    out = []
+    if not has(_WEIGHTS):
+        out.append("model.safetensors")
+    deepspeed = any(name == "pytorch_model" and kind == "d" for name, (kind, _) in entries.items())
+    if not deepspeed and not has(_OPTIMIZER):
+        out.append("optimizer.bin")
+    if not has(_RANDOM):
+        out.append("random_states_0.pkl")
+    return out
+
+
+def checkpoints(pod, output_dir: str, output_name: str | None = None,
+                rejected: list[str] | None = None) -> list[Checkpoint]:
+    """Complete state checkpoints in output_dir, oldest first: by step (train_state.json, else the name's
+    number), then epoch, then mtime. A folder without a readable train_state.json, or without what
+    accelerate writes after it (missing_parts), is no checkpoint; such folders are described in `rejected`."""
     names = {output_name} if output_name else {"epoch", "at", "last"}  # kohya's defaults without --output_name
     fields = pod.run("sh", "-c", _LIST_STATES, "sh", output_dir).stdout.split("\0")
     found = []
-    for path, mtime, body in zip(fields[0::3], fields[1::3], fields[2::3]):
+    for path, mtime, body, listing in zip(fields[0::4], fields[1::4], fields[2::4], fields[3::4]):
+        path = path.lstrip("\n")
         match = STATE_DIR.match(posixpath.basename(path))
         if not match or match["name"] not in names:
             continue
@@ -210,8 +272,21 @@ def checkpoints(pod, output_dir: str, output_name: str | None = None) -> list[Ch
             data = json.loads(body)
             when = float(mtime)
         except ValueError:
+            if rejected is not None:
+                rejected.append(f"{posixpath.basename(path)} (train_state.json is not JSON)")
             continue
         if not isinstance(data, dict):
+            continue
+        entries = {}
+        for line in listing.splitlines():
+            kind, _, rest = line.partition(" ")
+            size, _, name = rest.partition(" ")
+            if name and size.isdigit():
+                entries[name] = (kind, int(size))
+        lacking = missing_parts(entries)
+        if lacking:
+            if rejected is not None:
+                rejected.append(f"{posixpath.basename(path)} (incomplete: no {', '.join(lacking)})")
             continue
         number = int(match["step"] or match["epoch"] or 0)
         final = not (match["step"] or match["epoch"])
@@ -344,7 +419,7 @@ def resume(pod, pid: int, grace: float | None = None, settle: float = 1.0, act=N
     run = find_run(pod, pid, procs)
     if run is None:
         return Outcome("skipped", f"training pid {pid} was not started from a script (train.sh): "
-                                  "nothing podcheck can relaunch; restart it by hand")
+                                  "nothing podcheck can relaunch; restart it by hand" + _by_hand(pod, pid, procs))
     if run.script.endswith(".bat"):
         return Outcome("skipped", f"{run.script} is a Windows script: not touched; "
                                   "stop the run and start it again with --resume <state folder>")
@@ -354,9 +429,13 @@ def resume(pod, pid: int, grace: float | None = None, settle: float = 1.0, act=N
     run.text = text
     if trainscript.launch_command(text) is None:
         return Outcome("skipped", f"{run.script} has no command that runs a training script: not touched")
-    if not trainscript.has_flag(text, "--save_state"):
+    if not run.save_state:
         return Outcome("skipped", f"{run.script} lacks --save_state, so this run cannot be resumed: "
                                   "left as it is; add --save_state (FluxGym: Advanced options) and restart it")
+    output_dir, output_name = run.output_dir, run.output_name
+    if output_dir is None:
+        return Outcome("skipped", f"cannot tell where {run.script} writes its states (its --output_dir needs the "
+                                  "shell, and no trainer of the run is running to read it from): left as it is")
     env_file = save_environment(pod, run.pid, run.folder, act)
     gone, stopped = stop(pod, run.pid, grace, act)
     if not gone:
@@ -364,7 +443,8 @@ def resume(pod, pid: int, grace: float | None = None, settle: float = 1.0, act=N
             act.run("rm", "-f", "--", env_file)
         return Outcome("failed", f"{stopped}; not relaunched while it runs")
 
-    states = checkpoints(pod, run.output_dir, run.output_name)
+    rejected: list[str] = []
+    states = checkpoints(pod, output_dir, output_name, rejected)
     newest = states[-1] if states else None
     new_text = trainscript.with_resume(text, newest.path if newest else None)
     saved = None
@@ -397,11 +477,28 @@ def resume(pod, pid: int, grace: float | None = None, settle: float = 1.0, act=N
         message = (f"{stopped}; resumed {run.script} from {posixpath.basename(newest.path)}{step} "
                    f"with --resume {newest.path}")
     else:
-        message = (f"{stopped}; no state checkpoint in {run.output_dir} yet: "
+        message = (f"{stopped}; no state checkpoint in {output_dir} yet: "
                    f"relaunched {run.script} from the beginning")
+    if rejected:
+        message += "; passed over " + ", ".join(rejected[:3]) + (f" and {len(rejected) - 3} more" if len(rejected) > 3 else "")
     message += (f"; backup {saved}" if saved else "") + f"; new pid {new_pid}, log {log}{env_note}"
     return Outcome("changed", message, pid=new_pid, checkpoint=newest.path if newest else None,
                    backup=saved, log=log)
+
+
+def _by_hand(pod, pid: int, procs: dict[int, Proc]) -> str:
+    """For a run podcheck cannot relaunch (kohya_ss GUI): the state to give its resume setting, if any."""
+    opts = None
+    for p in descendants(procs, pid):  # pid itself first
+        argv = cmdline(pod, p.pid)
+        if argv and trainings.script_of(argv):
+            cwd = (pod.run("readlink", f"/proc/{p.pid}/cwd").stdout.strip() or "").removesuffix(" (deleted)")
+            opts = trainings.options(pod, argv, cwd or None)
+            break
+    if opts is None or not opts.output_dir or not opts.save_state:
+        return ""
+    states = checkpoints(pod, opts.output_dir, opts.output_name)
+    return f" with --resume {states[-1].path} (resume = in its config)" if states else ""
 
 
 def repair(pod, act=None) -> tuple[str, str]:

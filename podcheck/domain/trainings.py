@@ -33,6 +33,7 @@ class Training:
     save_state: bool = False       # --save_state in the running argv
     launcher: str | None = None    # the shell script that started it (FluxGym's train.sh)
     logging_dir: str | None = None
+    config_file: str | None = None  # --config_file TOML it reads its settings from (kohya_ss GUI)
 
     @property
     def label(self) -> str:
@@ -52,13 +53,14 @@ def script_of(argv: list[str]) -> str | None:
 
 
 def option(argv: list[str], name: str) -> str | None:
-    """The value of `--name VALUE` or `--name=VALUE` in argv."""
+    """The value of `--name VALUE` or `--name=VALUE` in argv (the last one wins, as in argparse)."""
+    found = None
     for i, arg in enumerate(argv):
         if arg == name and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
+            found = argv[i + 1]
+        elif arg.startswith(name + "="):
+            found = arg.split("=", 1)[1]
+    return found
 
 
 def _inside(path: str | None, roots: list[str]) -> bool:
@@ -69,8 +71,68 @@ def _inside(path: str | None, roots: list[str]) -> bool:
                for r in roots)
 
 
+@dataclass
+class Options:
+    """A training's settings as the running process has them (absolute paths)."""
+
+    output_dir: str | None = None
+    output_name: str | None = None
+    save_state: bool = False
+    logging_dir: str | None = None
+    config_file: str | None = None   # --config_file, as read (None when not given)
+    config_error: str | None = None  # why the config file could not be read
+
+
+def _absolute(path: str | None, cwd: str | None) -> str | None:
+    if not path or path.startswith("/") or not cwd:
+        return path or None
+    return posixpath.normpath(posixpath.join(cwd, path))
+
+
+def _toml_settings(pod: Any, path: str) -> tuple[dict[str, Any], str | None]:
+    """sd-scripts' read_config_from_file: the TOML's tables flattened into one level ({}, why) on failure."""
+    import tomllib
+
+    text = pod.read_text(path)
+    if text is None:
+        return {}, f"cannot read {path}"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return {}, f"{path} is not valid TOML ({exc})"
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat.update(value if isinstance(value, dict) else {key: value})
+    return flat, None
+
+
+def options(pod: Any, argv: list[str], cwd: str | None) -> Options:
+    """The settings of a training from its expanded argv (what the shell passed: `--output_dir="$OUT"`
+    arrives as the folder) and working directory, beneath which `--config_file` TOML (kohya_ss GUI runs)
+    gives what the command line leaves out, as sd-scripts reads it (`.toml` added when missing,
+    tables flattened, the command line wins)."""
+    got = Options(output_dir=option(argv, "--output_dir"), output_name=option(argv, "--output_name"),
+                  save_state="--save_state" in argv, logging_dir=option(argv, "--logging_dir"))
+    given = option(argv, "--config_file")
+    if given:
+        config = _absolute(given if given.endswith(".toml") else given + ".toml", cwd) or given
+        got.config_file = config
+        settings, got.config_error = _toml_settings(pod, config)
+
+        def text(key: str) -> str | None:
+            value = settings.get(key)
+            return value if isinstance(value, str) and value else None
+        got.output_dir = got.output_dir or text("output_dir")
+        got.output_name = got.output_name or text("output_name")
+        got.logging_dir = got.logging_dir or text("logging_dir")
+        got.save_state = got.save_state or settings.get("save_state") is True
+    got.output_dir = _absolute(got.output_dir, cwd)
+    got.logging_dir = _absolute(got.logging_dir, cwd)
+    return got
+
+
 def find(pod: Any, roots: list[str]) -> list[Training]:
-    """Trainings running on the host whose output folder (or working directory) lies under `roots`."""
+    """Trainings running on the host whose output folder (or, without one, working directory) lies under `roots`."""
     listing = procs.listing(pod)
     found: dict[str, Training] = {}
     for p in listing:
@@ -78,23 +140,20 @@ def find(pod: Any, roots: list[str]) -> list[Training]:
             continue
         argv = procs.argv(pod, p.pid)
         script = script_of(argv) if argv else None
-        if not script:
+        if not argv or not script:
             continue
         cwd = procs.cwd(pod, p.pid)
-        out = option(argv, "--output_dir")
-        if out and cwd and not out.startswith("/"):
-            out = posixpath.normpath(posixpath.join(cwd, out))
+        opts = options(pod, argv, cwd)
+        out = opts.output_dir
         if not _inside(out or cwd, roots):
             continue
         key = out or f"{cwd}\0{script}"
         t = found.setdefault(key, Training(script=script, output_dir=out, cwd=cwd))
         t.pids.append(p.pid)
         t.elapsed = max(t.elapsed, p.elapsed)
-        t.save_state = t.save_state or "--save_state" in argv
-        logging_dir = option(argv, "--logging_dir")
-        if logging_dir and cwd and not logging_dir.startswith("/"):
-            logging_dir = posixpath.normpath(posixpath.join(cwd, logging_dir))
-        t.logging_dir = t.logging_dir or logging_dir
+        t.save_state = t.save_state or opts.save_state
+        t.config_file = t.config_file or opts.config_file
+        t.logging_dir = t.logging_dir or opts.logging_dir
         if t.launcher is None:
             t.launcher = _launcher(pod, listing, p.pid, cwd)
     return list(found.values())

@@ -46,8 +46,8 @@ def commands(text: str) -> list[list[Word]]:
         ch = text[i]
         if ch in " \t":
             i += 1
-        elif text.startswith("\\\n", i):
-            i += 2
+        elif text.startswith("\\\n", i) or (ch == "\\" and i + 1 == n):
+            i += 2  # a line continuation; a `\` at the very end (FluxGym's train.sh) is one too
         elif ch == "\n":
             end_command()
             i += 1
@@ -74,7 +74,7 @@ def _word(text: str, i: int) -> tuple[Word, int]:
         if ch in " \t\n" or ch in OPERATORS:
             break
         if ch == "\\":
-            if text.startswith("\\\n", i):
+            if text.startswith("\\\n", i) or i + 1 == n:  # bash drops a `\` that ends the file
                 i += 2
                 continue
             value.append(text[i + 1:i + 2])
@@ -119,6 +119,16 @@ def launch_command(text: str) -> list[Word] | None:
     return None
 
 
+def changes_directory(text: str) -> bool:
+    """Whether a `cd` or `pushd` runs before the launch command (its relative paths then depend on it)."""
+    for command in commands(text):
+        if any(TRAIN_SCRIPT.search(w.value) for w in command):
+            return False
+        if command[0].value in ("cd", "pushd"):
+            return True
+    return False
+
+
 def arguments(command: list[Word]) -> list[Word]:
     """The training script's own arguments: the words after its path."""
     for k, word in enumerate(command):
@@ -144,13 +154,19 @@ def has_flag(text: str, flag: str) -> bool:
     return any(w.value == flag for w in arguments(launch_command(text) or []))
 
 
+def _command(text: str) -> list[Word]:
+    command = launch_command(text)
+    if command is None:
+        raise ValueError("no command in it runs a training script (*train*.py)")
+    return command
+
+
 def with_resume(text: str, checkpoint: str | None) -> str:
     """The script with `--resume <checkpoint>` as the launch command's last argument, replacing any
     earlier `--resume`; with checkpoint None, the script with `--resume` removed."""
-    if launch_command(text) is None:
-        raise ValueError("no command in it runs a training script (*train*.py)")
+    _command(text)
     while True:  # drop every --resume (one at a time: spans move after each cut)
-        args = arguments(launch_command(text))
+        args = arguments(_command(text))
         cut = None
         for k, word in enumerate(args):
             if word.value == "--resume":
@@ -159,18 +175,18 @@ def with_resume(text: str, checkpoint: str | None) -> str:
                 cut = (k, k)
         if cut is None:
             break
-        command = launch_command(text)
+        command = _command(text)
         first, last = args[cut[0]], args[cut[1]]
         before = command[command.index(first) - 1]
         text = text[:before.end] + text[last.end:]
     if checkpoint is None:
         return text
-    command = launch_command(text)
+    command = _command(text)
     last = command[-1]
     line_start = text.rfind("\n", 0, last.start) + 1
     multiline = "\\\n" in text[command[0].start:last.start]
     if multiline:
-        indent = re.match(r"[ \t]*", text[line_start:]).group(0) or "  "
+        indent = re.match(r"[ \t]*", text[line_start:]).group(0) or "  "  # type: ignore[union-attr]  # always matches
         addition = f" \\\n{indent}--resume {shlex.quote(checkpoint)}"
     else:
         addition = f" --resume {shlex.quote(checkpoint)}"
