@@ -101,7 +101,7 @@ class Pod:
         seconds = time.monotonic() - started
         if "result" in box:
             r = box["result"]
-            return Ran(list(argv), r.rc, r.stdout, r.stderr, seconds, limit)
+            return Ran(list(argv), r.rc, _decoded(r.stdout_bytes), _decoded(r.stderr_bytes), seconds, limit)
         if "error" in box:
             return Ran(list(argv), 255, "", f"host error: {box['error']}", seconds, limit)
         return Ran(list(argv), 124, "", "host did not answer", seconds, limit)
@@ -113,6 +113,11 @@ class Pod:
         """A file's text on the host, or None when it cannot be read."""
         ran = self.run("cat", "--", path, timeout=timeout)
         return ran.stdout if ran.ok else None
+
+
+def _decoded(data: bytes | str) -> str:
+    """A command's output as text; bytes that are not UTF-8 become U+FFFD instead of raising."""
+    return data if isinstance(data, str) else data.decode("utf-8", errors="replace")
 
 
 def quote(argv: Sequence[str]) -> str:
