@@ -3,11 +3,11 @@ folders, launches ComfyUI for [pod] user and starts the sync loop for the rest. 
 (sim_comfyui), real rclone to an alias remote, real folders."""
 from __future__ import annotations
 
-import pytest
-
 import fixsim
-from podcheck import syncloop
+import pytest
 from sim_comfyui import comfy_pod, free_port
+
+from podcheck import syncloop
 
 NAMES = [(["alice", "bob", "../evil"], "'../evil' contains '/'"),
          ([], "'my pics' contains whitespace")]  # no [pod] users: the folders under output/ are the users
