@@ -165,11 +165,18 @@ def show_facts(
 ) -> None:
     """Print what the probe and NVML see, as JSON (to record a GPU machine's facts for tests)."""
 
+    cfg = load_config(config)
     try:
-        host = runner.Target.parse(hosts, ssh_config=as_str(ssh_config)).host()
+        target = runner.Target.parse(hosts, ssh_config=as_str(ssh_config))
+        host = target.host()
     except Exception as exc:  # testinfra raises plain RuntimeError/ValueError on bad host specs
         raise UsageFailure(f"--hosts {hosts}: {exc}") from None
-    default_redactor().write(None, json.dumps(facts.gather(Pod(load_config(config), host)).as_dict(), indent=2) + "\n")
+    if not target.is_local:
+        try:
+            runner.preflight(cfg, target)
+        except runner.RunError as exc:
+            raise UsageFailure(str(exc)) from None
+    default_redactor().write(None, json.dumps(facts.gather(Pod(cfg, host)).as_dict(), indent=2) + "\n")
 
 
 app.command("report")(outputs.report)

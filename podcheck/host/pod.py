@@ -103,7 +103,7 @@ class Pod:
             r = box["result"]
             return Ran(list(argv), r.rc, _decoded(r.stdout_bytes), _decoded(r.stderr_bytes), seconds, limit)
         if "error" in box:
-            return Ran(list(argv), 255, "", f"host error: {box['error']}", seconds, limit)
+            return Ran(list(argv), 255, "", host_error(box["error"]), seconds, limit)
         return Ran(list(argv), 124, "", "host did not answer", seconds, limit)
 
     def exists(self, path: str) -> bool:
@@ -113,6 +113,18 @@ class Pod:
         """A file's text on the host, or None when it cannot be read."""
         ran = self.run("cat", "--", path, timeout=timeout)
         return ran.stdout if ran.ok else None
+
+
+def host_error(exc: BaseException) -> str:
+    """One line on why the backend failed. testinfra's ssh backend raises its CommandResult when ssh
+    itself exits 255: ssh's own message (its stderr) is the line, not the object's repr."""
+    result = exc.args[0] if exc.args else None
+    raw = getattr(result, "stderr_bytes", None) or getattr(result, "_stderr", None)
+    if raw:
+        lines = [ln.strip() for ln in _decoded(raw).splitlines() if ln.strip()]
+        if lines:
+            return lines[-1]
+    return f"host error: {' '.join(str(exc).split())[:300]}"
 
 
 def _decoded(data: bytes | str) -> str:
