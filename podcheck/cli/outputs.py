@@ -22,7 +22,7 @@ from podcheck.cli.common import (
     load_config,
 )
 from podcheck.domain import manifest as manifest_mod
-from podcheck.host.files import write_atomic
+from podcheck.host.files import umask_mode, write_atomic
 from podcheck.host.pod import Pod
 from podcheck.plugin import PROFILES
 from podcheck.reports import bundle as bundle_mod
@@ -50,7 +50,7 @@ def write_check_outputs(reports: list[Report], fmt: str = "table", json_out: Opt
     for path, render in ((json_out, json_report.render), (junit_xml, junit.render), (prometheus_out, prometheus.render)):
         if path:
             with _writable(path):
-                clean.write(path, render(reports))
+                clean.write(path, render(reports), mode=umask_mode())
 
 
 def report(
@@ -91,7 +91,7 @@ def report(
 
     def written(doc: Any) -> None:
         if output:
-            redactor.write(output, render(doc))
+            redactor.write(output, render(doc), mode=umask_mode())
 
     with _writable(output):
         doc = diagnostics.collect(pod, redactor, lambda: runner.run(cfg, target, profile=profile), on_update=written)
@@ -118,15 +118,22 @@ def manifest(
     if output is None:
         typer.echo(text, nl=False)
         return
-    write_atomic(output, text)
+    with _writable(output):
+        write_atomic(output, text, mode=umask_mode())
     count = sum(len(files) for files in doc["sources"].values())
     typer.echo(f"podcheck: {count} file(s) of {len(sources)} source(s) in {output}", err=True)
 
 
 @contextmanager
 def _writable(path: Any) -> Iterator[None]:
-    """A file that cannot be written is one line and exit 2, not a traceback."""
+    """A file that cannot be written is one line and exit 2, not a traceback. Missing parent folders
+    are created, and one stderr line says so (the same for every output)."""
     try:
+        if path is not None and str(path) != "-":
+            parent = Path(os.path.abspath(path)).parent
+            if not parent.exists():
+                parent.mkdir(parents=True, exist_ok=True)
+                typer.echo(f"podcheck: created the folder {parent} for {path}", err=True)
         yield
     except OSError as exc:
         raise UsageFailure(f"cannot write {path}: {exc.strerror or exc}") from None

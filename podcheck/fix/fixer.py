@@ -13,13 +13,14 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Callable, TextIO
 
 from podcheck import runner
 from podcheck.config import Config
 from podcheck.fix import markers as markers_mod
 from podcheck.fix import planner, worker
-from podcheck.fix.lock import LockBusy, LockError, VolumeLock, _alive, describe
+from podcheck.fix.lock import TIME_FORMAT, LockBusy, LockError, VolumeLock, _alive, describe
 from podcheck.fix.registry import registry
 from podcheck.fix.repair import Context, Outcome, Repair, shown_command
 from podcheck.host.pod import Pod
@@ -426,12 +427,18 @@ def render_status(data: dict[str, Any]) -> str:
     if last:
         counts = ", ".join(f"{v} {k}" for k, v in (last.get("summary") or {}).items() if v)
         repairs = ", ".join(f"{k} {v}" for k, v in last["repairs"].items())
-        lines.append(f"last --fix: {last.get('started')}: {counts or 'no checks'}" + (f"; {repairs}" if repairs else ""))
+        lines.append(f"last --fix: {_when(last.get('started'))}: {counts or 'no checks'}" + (f"; {repairs}" if repairs else ""))
     return "\n".join(lines) + "\n"
 
 
 def _when(stamp: Any) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if isinstance(stamp, (int, float)) else "never"
+    """Every time `status` prints, in one format (local time): a unix stamp or an ISO 8601 string."""
+    if isinstance(stamp, str):
+        try:
+            stamp = datetime.fromisoformat(stamp).timestamp()
+        except ValueError:
+            return stamp
+    return time.strftime(TIME_FORMAT, time.localtime(stamp)) if isinstance(stamp, (int, float)) else "never"
 
 
 def reset(pod: Pod, ids: list[str]) -> list[str]:

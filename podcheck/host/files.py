@@ -7,8 +7,25 @@ import tempfile
 from pathlib import Path
 
 
+def umask_mode() -> int:
+    """The mode a plain `open(path, "w")` would give a new file: 0666 less the umask. For outputs that
+    people and tools read (reports, JUnit, JSON, the Prometheus textfile)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o022)  # no /proc: read it the old way (and put it back at once)
+    os.umask(current)
+    return 0o666 & ~current
+
+
 def write_atomic(path: str | os.PathLike, text: str | bytes, mode: int | None = None) -> None:
     """Replace `path` with `text` in one step; readers see the old or the new file, never a mix.
+
+    `mode` None keeps the temp file's 0600 (state, pid files); pass umask_mode() for outputs others read.
 
     A symlink is written through (its target is replaced, the link stays); a target that is not a
     regular file (`--json /dev/null`, a FIFO) is written in place, never renamed over.

@@ -163,9 +163,12 @@ def _disk(ctx: _Context, s: Section) -> None:
             s.rows["inodes"] = f"{cols[2]} used of {cols[1]}, {cols[3]} free ({cols[4]})"
 
 
-_NODES = ('for d in "$1"/*/; do [ -d "$d" ] || continue; '
-          'c=$(git -c safe.directory="*" -C "$d" rev-parse --short HEAD 2>/dev/null) || c=-; '
-          'printf "%s\\t%s\\n" "$(basename "$d")" "$c"; done')
+#: Every custom node ComfyUI loads: a folder (a link to one too) or a single `.py` file, not
+#: __pycache__ nor a hidden entry; with its git commit, `-` when it has none.
+_NODES = ('for d in "$1"/*; do n=$(basename "$d"); case "$n" in __pycache__|__init__.py) continue;; esac; '
+          'if [ -d "$d" ]; then c=$(git -c safe.directory="*" -C "$d" rev-parse --short HEAD 2>/dev/null) || c=-; '
+          'elif [ "${n%.py}" != "$n" ] && [ -f "$d" ]; then c=file; else continue; fi; '
+          'printf "%s\\t%s\\n" "$n" "$c"; done')
 
 
 def _comfyui(ctx: _Context, s: Section) -> None:
@@ -242,7 +245,8 @@ def _oom(ctx: _Context, s: Section) -> None:
 
 def _logs(ctx: _Context, s: Section) -> None:
     logs = {"comfyui": ctx.cfg.comfyui.log, "sync": ctx.cfg.sync.log,
-            "podcheck": f"{ctx.cfg.pod.state_dir}/podcheck.log"}
+            "podcheck": f"{ctx.cfg.pod.state_dir}/podcheck.log",
+            "fix": f"{ctx.cfg.pod.state_dir}/fix.log"}  # the last --fix: every command it ran, with its tail
     for name, path in logs.items():
         ran = ctx.run("tail", "-c", str(RAW_LOG_BYTES), "--", path)
         if not ran.ok:
