@@ -21,7 +21,7 @@ def podcheck_umask(pod, umask: str, *args: str) -> podsim.Run:
     env = {**os.environ, "PODCHECK_CONFIG": str(pod.config_path), **pod.env}
     env.pop("PODCHECK_WORKSPACE", None)
     done = subprocess.run(["sh", "-c", f'umask {umask} && exec "$0" -m podcheck "$@"', sys.executable, *args],
-                          capture_output=True, text=True, env=env, cwd=pod.root, timeout=300)
+                          check=False, capture_output=True, text=True, env=env, cwd=pod.root, timeout=300)
     return podsim.Run(done.returncode, done.stdout, done.stderr)
 
 
