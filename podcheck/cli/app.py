@@ -15,6 +15,7 @@ except ImportError:  # pragma: no cover
 
 from podcheck import __version__, facts, runner
 from podcheck.cli import outputs
+from podcheck.cli.choices import CheckFormat, Profile, value
 from podcheck.cli.common import (
     ConfigOpt,
     HostOpt,
@@ -27,7 +28,6 @@ from podcheck.cli.common import (
 from podcheck.fix import fixer
 from podcheck.fix.registry import registry
 from podcheck.host.pod import Pod
-from podcheck.plugin import PROFILES
 from podcheck.services import serve, watch
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -45,7 +45,7 @@ def _version(value: bool) -> None:
 def check(
     ctx: typer.Context,
     config: Optional[Path] = ConfigOpt,
-    profile: str = typer.Option("runtime", "--profile", help="image | boot | runtime"),
+    profile: Profile = typer.Option("runtime", "--profile", help="which checks run"),
     select: List[str] = typer.Option([], "--select", help="check id, area or glob; repeatable"),
     hosts: str = typer.Option("local://", "--hosts", help="testinfra host URLs, comma-separated (ssh://pod, chroot:///rootfs)"),
     ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="ssh_config for ssh:// hosts"),
@@ -53,7 +53,7 @@ def check(
     json_out: Optional[str] = typer.Option(None, "--json", metavar="FILE|-", help="write the JSON report; - prints only JSON"),
     junit_xml: Optional[Path] = typer.Option(None, "--junit-xml", help="write JUnit XML (one testcase per check)"),
     prometheus: Optional[Path] = typer.Option(None, "--prometheus", help="write a Prometheus textfile (node_exporter)"),
-    fmt: str = typer.Option("table", "--format", help="what to print: table | json | md | html | junit | prometheus"),
+    fmt: CheckFormat = typer.Option("table", "--format", help="what to print"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="print failures only"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="print durations and descriptions"),
     fix: bool = typer.Option(False, "--fix", help="repair what fails (also installs a bare pod), then check again"),
@@ -67,12 +67,13 @@ def check(
     if ctx.invoked_subcommand:
         return
 
-    if profile not in PROFILES:
-        raise UsageFailure(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    profile, fmt = value(profile), value(fmt)
     cfg = load_config(config)
-    specs = [h for h in hosts.split(",") if h.strip()] or ["local://"]
-    targets = [runner.Target.parse(h, ssh_config=as_str(ssh_config), ssh_identity_file=as_str(ssh_identity_file))
-               for h in specs]
+    try:
+        targets = [runner.Target.parse(h, ssh_config=as_str(ssh_config), ssh_identity_file=as_str(ssh_identity_file))
+                   for h in hosts.split(",")]
+    except ValueError as exc:
+        raise UsageFailure(str(exc)) from None
     if (dry_run or safe_only or background is not None) and not fix:
         raise UsageFailure("--dry-run, --safe-only and --background apply only with --fix")
     try:
@@ -202,13 +203,13 @@ def serve_cmd(
     config: Optional[Path] = ConfigOpt,
     port: Optional[int] = typer.Option(None, "--port", help="TCP port (default [serve] port, 8765)"),
     listen: Optional[str] = typer.Option(None, "--listen", help="address to listen on (default 127.0.0.1; 0.0.0.0 widens it)"),
-    profile: str = typer.Option("runtime", "--profile", help="image | boot | runtime"),
+    profile: Profile = typer.Option("runtime", "--profile", help="which checks run"),
     select: List[str] = typer.Option([], "--select", help="check id, area or glob; repeatable"),
 ) -> None:
     """Serve /healthz, /api/status and a status page (read-only) until SIGTERM/SIGINT."""
 
     try:
-        raise typer.Exit(serve.main(load_config(config), port, listen, select, profile, echo=typer.echo))
+        raise typer.Exit(serve.main(load_config(config), port, listen, select, value(profile), echo=typer.echo))
     except watch.CannotStart as exc:
         raise UsageFailure(str(exc)) from None
 

@@ -12,6 +12,7 @@ from typing import Any, Iterator, List, Optional
 import typer
 
 from podcheck import runner
+from podcheck.cli.choices import Profile, ReportFormat, value
 from podcheck.cli.common import (
     ConfigOpt,
     SshConfigOpt,
@@ -58,14 +59,15 @@ def report(
     hosts: str = typer.Option("local://", "--hosts", help="one testinfra host URL (ssh://pod, chroot:///rootfs)"),
     ssh_config: Optional[Path] = SshConfigOpt,
     ssh_identity_file: Optional[Path] = SshIdentityOpt,
-    profile: str = typer.Option("runtime", "--profile", help="which checks to include: image | boot | runtime"),
-    fmt: str = typer.Option("md", "--format", help="md (for a GitHub issue) | html | json"),
+    profile: Profile = typer.Option("runtime", "--profile", help="which checks to include"),
+    fmt: ReportFormat = typer.Option("md", "--format", help="md (for a GitHub issue), html or json"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="write here (kept up to date while collecting)"),
     bundle: Optional[Path] = typer.Option(None, "--bundle", metavar="FILE.tar.gz",
                                           help="also write the report and the raw logs it quoted, redacted"),
     no_redact_uuids: bool = typer.Option(False, "--no-redact-uuids", help="keep GPU UUIDs"),
 ) -> None:
     """A diagnostic report to attach to a bug report: pod, GPUs, versions, logs, and every check."""
+    profile, fmt = value(profile), value(fmt)
     if fmt not in REPORT_FORMATS:
         raise UsageFailure(f"--format must be one of {', '.join(REPORT_FORMATS)}, got {fmt!r}")
     if profile not in PROFILES:
@@ -73,8 +75,8 @@ def report(
     if "," in hosts:
         raise UsageFailure("report takes one host; run it once per host")
     cfg = load_config(config)
-    target = runner.Target.parse(hosts, ssh_config=as_str(ssh_config), ssh_identity_file=as_str(ssh_identity_file))
     try:
+        target = runner.Target.parse(hosts, ssh_config=as_str(ssh_config), ssh_identity_file=as_str(ssh_identity_file))
         if not target.is_local:
             runner.preflight(cfg, target)
         pod = Pod(cfg, target.host())

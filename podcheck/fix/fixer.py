@@ -425,7 +425,7 @@ def render_status(data: dict[str, Any]) -> str:
             lines.extend(f"    {ln}" for ln in run["log_tail"])
     last = data.get("last_fix")
     if last:
-        counts = ", ".join(f"{v} {k}" for k, v in (last.get("summary") or {}).items() if v)
+        counts = ", ".join(f"{v} {k}" for k, v in (last.get("summary") or {}).items() if v and isinstance(v, int))
         repairs = ", ".join(f"{k} {v}" for k, v in last["repairs"].items())
         lines.append(f"last --fix: {_when(last.get('started'))}: {counts or 'no checks'}" + (f"; {repairs}" if repairs else ""))
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from podcheck import __version__, facts, runner, syncloop
-from podcheck.domain import cgroup, comfyui, memory
+from podcheck.domain import cgroup, comfyui, memory, toolchain
 from podcheck.host import procs
 from podcheck.host.pod import Pod, quote
 from podcheck.results import Report
@@ -30,7 +30,7 @@ RAW_LOG_BYTES = 1 << 20  # log bytes kept for the bundle
 ENV_PREFIXES = ("RUNPOD_", "PODCHECK_", "CUDA_", "NVIDIA_", "PYTORCH_", "TORCH", "TRITON_", "HF_", "HUGGING",
                 "CIVITAI_", "COMFY", "RCLONE_", "AWS_", "XDG_CACHE", "LD_LIBRARY_PATH")
 #: Presentation order of the sections; collection runs the cheap parts first and the probe last.
-ORDER = ("checks", "python", "gpus", "identity", "system", "resources", "disk", "comfyui", "sync", "oom", "logs")
+ORDER = ("toolchain", "checks", "python", "gpus", "identity", "system", "resources", "disk", "comfyui", "sync", "oom", "logs")
 
 
 @dataclass
@@ -326,6 +326,14 @@ def fill_gpus(s: Section, nvml: dict[str, Any]) -> None:
                 f"pid {p.get('pid')}: {_mib(p.get('used_memory'))}" for p in procs)
 
 
+def _toolchain(ctx: _Context, s: Section) -> None:
+    """The header: one row per tool, from the facts and the ComfyUI section's version (read once)."""
+    facts = dict(_facts(ctx))
+    comfy = next((x for x in ctx.doc.sections if x.key == "comfyui"), None)
+    facts["comfyui_version"] = facts.get("comfyui_version") or (comfy.rows.get("version") if comfy else None)
+    s.rows.update(toolchain.rows(facts))
+
+
 def _facts(ctx: _Context) -> dict[str, Any]:
     """The facts the checks gathered; gathered here when no check needed them."""
     if ctx.doc.facts is None:
@@ -346,6 +354,7 @@ PARTS: tuple[tuple[str, str, Callable[[_Context, Section], None]], ...] = (
     ("checks", "Checks", _checks),
     ("python", "Pod python", _python),
     ("gpus", "GPUs", _gpus),
+    ("toolchain", "Toolchain", _toolchain),
 )
 
 
