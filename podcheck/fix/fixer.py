@@ -111,7 +111,7 @@ def _rounds(config, target, pod, repairs, book, plan, ctx, lock, opts, say):
     results = list(ctx.before.values())
     done: dict[str, RepairResult] = {}
     progress = Progress(pod, BACKGROUND if opts.worker else FOREGROUND, lock.token, list(opts.force))
-    ctx.token, ctx.log = lock.token, progress.log
+    ctx.token, ctx.log, ctx.progress = lock.token, progress.log, progress.watcher(say)
     spawned = False
     deferred: list[str] = []
     for round_no in range(ROUNDS):
@@ -202,7 +202,7 @@ def run_one(config: Config, repair_id: str, target: runner.Target | None = None,
     try:
         with lock.held(float(config.fix.lock_wait_seconds), on_wait=lambda h: say(f"waiting: {describe(h)}")):
             progress = Progress(pod, FOREGROUND, lock.token)
-            ctx.token, ctx.log = lock.token, progress.log
+            ctx.token, ctx.log, ctx.progress = lock.token, progress.log, progress.watcher(say)
             step = planner.Step(repairs[repair_id], "asked for")
             result = run_steps([step], repairs, markers_mod.Markers(pod), ctx, set(), progress, lock, say, config)[0]
             progress.finish()
@@ -325,8 +325,21 @@ class Progress:
         self.log(f"--- {rid}: {status}: {message}")
         self._save()
 
+    def watcher(self, say: Callable[[str], None]) -> Callable[[dict[str, Any] | None], None]:
+        """For Context.progress: print the command a repair runs, a heartbeat with its elapsed time and
+        last output line, and keep the same in the document (`running`) for status and serve."""
+        def seen(running: dict[str, Any] | None) -> None:
+            if running is not None and not running["elapsed_s"]:
+                say(f"  $ {running['command']}")
+            elif running is not None:
+                line = f": {running['last_line']}" if running.get("last_line") else ""
+                say(f"  ... still running after {elapsed(running['elapsed_s'])}{line}")
+            self.data["running"] = running
+            self._save()
+        return seen
+
     def finish(self) -> None:
-        self.data.update(finished=time.time(), current=None, state="done")
+        self.data.update(finished=time.time(), current=None, state="done", running=None)
         self._save()
 
     def log(self, text: str) -> None:
@@ -416,10 +429,14 @@ def render_status(data: dict[str, Any]) -> str:
         if state == "running" and run.get("alive") is False:
             state = "died (its process is gone; the next --fix takes over)"
         current = f", now {run['current']}" if run.get("current") else ""
+        now = run.get("running") if run.get("state") == "running" else None
         done = ", ".join(f"{s['id']} {s['status']}" for s in steps if s.get("status") != "running")
         queue = f", queue {', '.join(run['queue'])}" if run.get("queue") else ""
         lines.append(f"{key} run: {state} (pid {run.get('pid')} on {run.get('host')}, started "
                      f"{_when(run.get('started'))}{current}{queue})" + (f": {done}" if done else ""))
+        if now:
+            last = f", last line: {now['last_line']}" if now.get("last_line") else ""
+            lines.append(f"  running: $ {now['command']} ({elapsed(now.get('elapsed_s') or 0)}{last})")
         if run.get("log_tail"):
             lines.append(f"  log {run.get('log')}:")
             lines.extend(f"    {ln}" for ln in run["log_tail"])
@@ -429,6 +446,12 @@ def render_status(data: dict[str, Any]) -> str:
         repairs = ", ".join(f"{k} {v}" for k, v in last["repairs"].items())
         lines.append(f"last --fix: {_when(last.get('started'))}: {counts or 'no checks'}" + (f"; {repairs}" if repairs else ""))
     return "\n".join(lines) + "\n"
+
+
+def elapsed(seconds: float) -> str:
+    """'45 s', '9 min 12 s'."""
+    seconds = int(seconds)
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
 
 def _when(stamp: Any) -> str:

@@ -18,11 +18,14 @@ local://, ssh:// and a chroot. Other helpers register more repairs the same way
 """
 from __future__ import annotations
 
+import os
 import shlex
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
+from podcheck.host import stream
 from podcheck.host.pod import Pod, Ran
 from podcheck.results import CheckResult
 
@@ -30,6 +33,8 @@ from podcheck.results import CheckResult
 ORDER = ("ffmpeg", "venv", "torch", "comfyui", "sage", "isolation.unlink", "isolation.user_dirs",
          "comfyui.launch", "comfyui.relaunch", "sync.config", "sync.start", "caches.clear", "memory.free")
 BLAST_RADII = ("safe", "restarts-service", "deletes-cache", "replaces-packages")
+#: Seconds between two "still running" lines of a command a repair runs.
+HEARTBEAT_SECONDS = float(os.environ.get("PODCHECK_HEARTBEAT_SECONDS") or 15)
 TOKEN_ENV = "PODCHECK_FIX_TOKEN"  # marks every command of one fixer, so a dead fixer's leftovers can be found
 
 
@@ -133,6 +138,8 @@ class Context:
     marker: Any = None  # the repair's marker before this run (podcheck.fix.markers.Marker), or None
     log: Callable[[str], None] = lambda text: None
     commands: list[str] = field(default_factory=list)
+    #: told what command runs now ({"command", "elapsed_s", "last_line"}), and None when it ends
+    progress: Callable[[dict[str, Any] | None], None] | None = None
 
     @property
     def cfg(self) -> Any:
@@ -148,9 +155,39 @@ class Context:
         shown = shown_command(argv)
         self.commands.append(shown)
         started = time.monotonic()
-        ran = self.pod.run(*argv, timeout=timeout, env=full_env or None)
+        ran = self._watched(argv, shown, timeout, full_env or None, stream_output=tagged)
         tail = "\n".join((ran.stdout + ran.stderr).strip().splitlines()[-15:])
         self.log(f"$ {shown}\n  -> rc {ran.rc} in {time.monotonic() - started:.1f} s" + (f"\n{tail}" if tail else ""))
+        return ran
+
+    def _watched(self, argv: tuple[str, ...], shown: str, timeout: float | None, env: dict[str, str] | None,
+                 stream_output: bool) -> Ran:
+        """pod.run, telling `progress` what runs: the command at once, then every HEARTBEAT_SECONDS its
+        elapsed time and, for a long command on a local pod (an install: its limit is above
+        [pod] command_timeout), the last line of its output; then its end. Detached services
+        (`stream_output` False) keep pod.run: their daemons must not share our pipes."""
+        if self.progress is None:
+            return self.pod.run(*argv, timeout=timeout, env=env)
+        started, last, done = time.monotonic(), [""], threading.Event()
+        self.progress({"command": shown, "elapsed_s": 0.0, "last_line": ""})
+
+        def beat() -> None:
+            while not done.wait(HEARTBEAT_SECONDS):
+                self.progress({"command": shown, "elapsed_s": round(time.monotonic() - started, 1),
+                               "last_line": last[0][-200:]})
+
+        heart = threading.Thread(target=beat, name="podcheck-heartbeat", daemon=True)
+        heart.start()
+        try:
+            limit = float(timeout if timeout is not None else self.cfg.pod.command_timeout)
+            if self.pod.is_local and stream_output and limit > float(self.cfg.pod.command_timeout):
+                ran = stream.run(list(argv), limit, env, lambda line: last.__setitem__(0, line))
+            else:
+                ran = self.pod.run(*argv, timeout=timeout, env=env)
+        finally:
+            done.set()
+            heart.join(1)
+        self.progress(None)
         return ran
 
     def probe(self, *argv: str, timeout: float | None = None) -> Ran:
