@@ -20,14 +20,7 @@ from podcheck import runner
 from podcheck.config import Config
 from podcheck.fix import markers as markers_mod
 from podcheck.fix import planner, worker
-from podcheck.fix.lock import (
-    TIME_FORMAT,
-    LockBusy,
-    LockError,
-    VolumeLock,
-    _alive,
-    describe,
-)
+from podcheck.fix.lock import TIME_FORMAT, LockBusy, LockError, VolumeLock, _alive, describe
 from podcheck.fix.registry import registry
 from podcheck.fix.repair import Context, Outcome, Repair, shown_command
 from podcheck.host.pod import Pod

@@ -228,6 +228,10 @@ def _run_html(name: str, run: Any) -> str:
     e = html.escape
     steps = "".join(f"<li>{e(str(s.get('id')))}: {e(str(s.get('status')))} {e(str(s.get('message') or ''))}</li>"
                     for s in run.get("steps") or [])
+    now = run.get("running") or {}
+    if now.get("command"):  # the command a repair runs now, as `podcheck status` shows it
+        steps += (f"<li class=\"running\">running: <code>$ {e(str(now['command']))}</code> "
+                  f"({e(str(now.get('elapsed_s') or 0))} s){': ' + e(str(now['last_line'])) if now.get('last_line') else ''}</li>")
     return (f"<h3>{e(name)} repairs <small>pid {e(str(run.get('pid')))}; now: {e(str(run.get('current') or '-'))}; "
             f"queued: {e(', '.join(map(str, run.get('queue') or [])) or '-')}</small></h3>"
             f"<ul>{steps}</ul><pre>{e(chr(10).join(map(str, run.get('log_tail') or [])))}</pre>")
