@@ -264,3 +264,22 @@ def test_watch_log_is_redacted(sim, tmp_path, monkeypatch):
                                                         "https://me:pw123456@host/x")
     text = (tmp_path / "w.log").read_text()
     assert "plain-looking-secret-value-42" not in text and "pw123456" not in text and "sync.start" in text
+
+
+def test_watch_prints_its_events_to_stdout_as_the_boot_script_redirects_it(sim, procs, tmp_path):
+    """`podcheck watch >> watch.out` (the README's boot script): every watch.log event, one line each."""
+    log, out = sim.root / "state" / "watch.log", tmp_path / "watch.out"
+    env = {**os.environ, "PODCHECK_CONFIG": str(sim.config_path)}
+    with out.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "podcheck", "watch", "--select", "pod.workspace",
+                                 "--interval", "0.3"], env=env, cwd=sim.root, stdout=sink, stderr=subprocess.PIPE)
+    procs.append(proc)
+    podsim.wait_for(lambda: any(e["event"] == "start" for e in entries(log)))
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=5)
+    printed = out.read_text().splitlines()
+    logged = entries(log)
+    assert len(printed) == len(logged) >= 2
+    assert [ln.split()[1] for ln in printed] == [e["event"] for e in logged]
+    assert printed[0].startswith(logged[0]["time"] + " start") and printed[-1].endswith("signal=SIGTERM")
