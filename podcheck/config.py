@@ -1,14 +1,22 @@
-"""podcheck.toml: discovery, defaults for a RunPod pod, validation and `{placeholder}` expansion.
+"""podcheck.toml: discovery, typed sections with defaults for a RunPod pod, validation and
+`{placeholder}` expansion, and where each value came from.
 
 >>> cfg = load(env={"PODCHECK_WORKSPACE": "/tmp/ws"})
 >>> cfg.pod.comfyui_dir
 '/tmp/ws/ComfyUI'
+>>> cfg.origin("pod", "workspace")
+'env PODCHECK_WORKSPACE'
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import math
 import os
 import re
+import stat
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -17,93 +25,154 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-#: Every key podcheck knows, with its default. A value's type is its default's type;
-#: CHOICES narrows a string key to a fixed set.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "pod": {
-        "workspace": "/workspace",
-        "comfyui_dir": "{workspace}/ComfyUI",
-        "python": "{workspace}/venv/bin/python",
-        "user": "",
-        "users": [],
-        "gpu": "required",
-        "state_dir": "{workspace}/.podcheck",
-        "probe_timeout": 60.0,
-        "probe_reuse_seconds": 600.0,  # watch and serve reuse the probe's facts this long (NVML is always fresh)
-        "command_timeout": 10.0,
-    },
-    "torch": {
-        "cuda": "12.9",
-        "spec": "torch",
-        "index_url": "https://download.pytorch.org/whl/cu129",
-    },
-    "attention": {"sage": "required", "sage_spec": "sageattention"},
-    "comfyui": {
-        "enabled": True,
-        "port": 8188,
-        "listen": "0.0.0.0",
-        "repo": "https://github.com/comfyanonymous/ComfyUI",
-        "ref": "master",
-        "extra_args": [],
-        "log": "{state_dir}/comfyui.log",
-        "http_timeout": 5.0,
-    },
-    "sync": {
-        "enabled": True,
-        "rclone_config": "/root/.config/rclone/rclone.conf",
-        "remote": "gdrive",
-        "remote_root": "ComfyUI-Output",
-        "log": "{state_dir}/sync.log",
-        "max_age_minutes": 15.0,
-        "process_pattern": "",
-        "folders": ["output"],
-        "interval_seconds": 60,
-        "transfers": 8,
-        "checkers": 8,
-        "tpslimit": 10,
-        "min_age": "30s",
-        "mode": "sync",
-        "excludes": ["*.tmp", "*.partial"],
-        "pass_timeout_seconds": 3600.0,
-        "errors_window_minutes": 60.0,
-    },
-    "memory": {"min_ram_available_gib": 4.0, "min_vram_free_gib": 2.0, "cgroup_root": "/sys/fs/cgroup"},
-    "disk": {"min_free_gib": 10.0, "min_free_inodes": 10000},
-    "training": {"gpu_util_threshold": 5.0, "stuck_seconds": 300, "roots": ["{workspace}/fluxgym/outputs"],
-                 "kill_grace_seconds": 15.0},
-    "watch": {
-        "interval_seconds": 30.0,
-        "select": ["sync.running", "sync.errors", "memory", "comfyui.running", "training.progress"],
-        "repairs": ["sync.start", "memory.free", "training.resume", "comfyui.launch"],  # unattended
-        "max_attempts_per_hour": 3,
-        "backoff_seconds": 60.0,
-        "repair_timeout_seconds": 900.0,
-        "log": "{state_dir}/watch.log",
-    },
-    "serve": {"port": 8765, "listen": "127.0.0.1", "cache_seconds": 5.0},
-    # Image validation (--profile image): path in the image -> source it was built from (a local
-    # checkout, or its name in the manifest); relative sources are relative to the config file.
-    "image": {"sources": {}, "manifest": "", "start_scripts": [], "required_flags": []},
-    "fix": {
-        "background": False,  # `--fix` runs slow repairs detached (as `--background`)
-        "base_python": "python3",  # the interpreter the `venv` repair creates the pod venv with
-        "ffmpeg_install": ["apt-get", "-o", "DPkg::Lock::Timeout=120", "install", "-y", "-q", "ffmpeg"],
-        "pip_args": [],  # extra `pip install` arguments for every install (e.g. --find-links, --no-compile)
-        "install_timeout": 1800.0,  # one pip, git or package-manager command
-        "launch_timeout": 180.0,  # until a launched ComfyUI answers /system_stats
-        "kernel_cache_dir": "/tmp/podcheck-kernel-cache",  # local disk for a launched ComfyUI's Triton/Inductor caches
-        "lock_wait_seconds": 1800.0,  # a second fixer waits this long for the first
-        "lock_lease_seconds": 120.0,  # a lock whose heartbeat is older than this is taken over
-        "legacy_markers": "{workspace}/.install_markers",
-        "legacy_state_env": "{workspace}/runpodTools/state.env",
-    },
+MAX_BYTES = 1 << 20  # a podcheck.toml is small; anything larger is not one
+
+
+def _list(*items: str) -> Any:
+    return field(default_factory=lambda: list(items))
+
+
+@dataclass
+class PodSection:
+    workspace: str = "/workspace"
+    comfyui_dir: str = "{workspace}/ComfyUI"
+    python: str = "{workspace}/venv/bin/python"
+    user: str = ""
+    users: list[str] = _list()
+    gpu: str = "required"
+    state_dir: str = "{workspace}/.podcheck"
+    probe_timeout: float = 60.0
+    probe_reuse_seconds: float = 600.0  # watch and serve reuse the probe's facts this long (NVML is always fresh)
+    command_timeout: float = 10.0
+
+
+@dataclass
+class TorchSection:
+    cuda: str = "12.9"
+    spec: str = "torch"
+    index_url: str = "https://download.pytorch.org/whl/cu129"
+
+
+@dataclass
+class AttentionSection:
+    sage: str = "required"
+    sage_spec: str = "sageattention"
+
+
+@dataclass
+class ComfyUISection:
+    enabled: bool = True
+    port: int = 8188
+    listen: str = "0.0.0.0"
+    repo: str = "https://github.com/comfyanonymous/ComfyUI"
+    ref: str = "master"
+    extra_args: list[str] = _list()
+    log: str = "{state_dir}/comfyui.log"
+    http_timeout: float = 5.0
+
+
+@dataclass
+class SyncSection:
+    enabled: bool = True
+    rclone_config: str = "/root/.config/rclone/rclone.conf"
+    remote: str = "gdrive"
+    remote_root: str = "ComfyUI-Output"
+    log: str = "{state_dir}/sync.log"
+    max_age_minutes: float = 15.0
+    process_pattern: str = ""
+    folders: list[str] = _list("output")
+    interval_seconds: int = 60
+    transfers: int = 8
+    checkers: int = 8
+    tpslimit: int = 10
+    min_age: str = "30s"
+    mode: str = "sync"
+    excludes: list[str] = _list("*.tmp", "*.partial")
+    pass_timeout_seconds: float = 3600.0
+    errors_window_minutes: float = 60.0
+
+
+@dataclass
+class MemorySection:
+    min_ram_available_gib: float = 4.0
+    min_vram_free_gib: float = 2.0
+    cgroup_root: str = "/sys/fs/cgroup"
+
+
+@dataclass
+class DiskSection:
+    min_free_gib: float = 10.0
+    min_free_inodes: int = 10000
+
+
+@dataclass
+class TrainingSection:
+    gpu_util_threshold: float = 5.0
+    stuck_seconds: int = 300
+    roots: list[str] = _list("{workspace}/fluxgym/outputs")
+    kill_grace_seconds: float = 15.0
+
+
+@dataclass
+class WatchSection:
+    interval_seconds: float = 30.0
+    select: list[str] = _list("sync.running", "sync.errors", "memory", "comfyui.running", "training.progress")
+    repairs: list[str] = _list("sync.start", "memory.free", "training.resume", "comfyui.launch")  # unattended
+    max_attempts_per_hour: int = 3
+    backoff_seconds: float = 60.0
+    repair_timeout_seconds: float = 900.0
+    log: str = "{state_dir}/watch.log"
+
+
+@dataclass
+class ServeSection:
+    port: int = 8765
+    listen: str = "127.0.0.1"
+    cache_seconds: float = 5.0
+
+
+@dataclass
+class ImageSection:
+    """Image validation (--profile image): path in the image -> source it was built from (a local
+    checkout, or its name in the manifest); relative sources are relative to the config file."""
+
+    sources: dict[str, str] = field(default_factory=dict)
+    manifest: str = ""
+    start_scripts: list[str] = _list()
+    required_flags: list[str] = _list()
+
+
+@dataclass
+class FixSection:
+    background: bool = False  # `--fix` runs slow repairs detached (as `--background`)
+    base_python: str = "python3"  # the interpreter the `venv` repair creates the pod venv with
+    ffmpeg_install: list[str] = _list("apt-get", "-o", "DPkg::Lock::Timeout=120", "install", "-y", "-q", "ffmpeg")
+    pip_args: list[str] = _list()  # extra `pip install` arguments for every install (e.g. --find-links, --no-compile)
+    install_timeout: float = 1800.0  # one pip, git or package-manager command
+    launch_timeout: float = 180.0  # until a launched ComfyUI answers /system_stats
+    kernel_cache_dir: str = "/tmp/podcheck-kernel-cache"  # local disk for a launched ComfyUI's Triton/Inductor caches
+    lock_wait_seconds: float = 1800.0  # a second fixer waits this long for the first
+    lock_lease_seconds: float = 120.0  # a lock whose heartbeat is older than this is taken over
+    legacy_markers: str = "{workspace}/.install_markers"
+    legacy_state_env: str = "{workspace}/runpodTools/state.env"
+
+
+#: The sections of podcheck.toml and their types: every key, with its default and its type.
+SECTIONS: dict[str, type] = {
+    "pod": PodSection, "torch": TorchSection, "attention": AttentionSection, "comfyui": ComfyUISection,
+    "sync": SyncSection, "memory": MemorySection, "disk": DiskSection, "training": TrainingSection,
+    "watch": WatchSection, "serve": ServeSection, "image": ImageSection, "fix": FixSection,
 }
+#: Every key podcheck knows, with its default (read from SECTIONS).
+DEFAULTS: dict[str, dict[str, Any]] = {name: dataclasses.asdict(cls()) for name, cls in SECTIONS.items()}
 
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("pod", "gpu"): ("required", "optional", "absent"),
     ("attention", "sage"): ("required", "optional", "off"),
     ("sync", "mode"): ("sync", "copy"),
 }
+#: Environment variables that override a key (after the file).
+ENV_KEYS: dict[str, tuple[str, str]] = {"PODCHECK_WORKSPACE": ("pod", "workspace"), "PODCHECK_USER": ("pod", "user")}
 
 PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
@@ -112,31 +181,31 @@ class ConfigError(Exception):
     """A config problem, worded as one line that names the file and the key."""
 
 
-class Section:
-    """One table of the config; keys read as attributes (`cfg.pod.workspace`)."""
-
-    def __init__(self, name: str, values: dict[str, Any]):
-        self._name = name
-        self.__dict__.update(values)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-
-    def __repr__(self) -> str:
-        return f"Section({self._name!r}, {self.as_dict()!r})"
-
-
+@dataclass
 class Config:
     """The validated, expanded config. `source` is the file it came from, or None for defaults."""
 
-    def __init__(self, data: dict[str, dict[str, Any]], source: str | None):
-        self.source = source
-        self._data = data
-        for name, values in data.items():
-            setattr(self, name, Section(name, values))
+    pod: PodSection = field(default_factory=PodSection)
+    torch: TorchSection = field(default_factory=TorchSection)
+    attention: AttentionSection = field(default_factory=AttentionSection)
+    comfyui: ComfyUISection = field(default_factory=ComfyUISection)
+    sync: SyncSection = field(default_factory=SyncSection)
+    memory: MemorySection = field(default_factory=MemorySection)
+    disk: DiskSection = field(default_factory=DiskSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
+    watch: WatchSection = field(default_factory=WatchSection)
+    serve: ServeSection = field(default_factory=ServeSection)
+    image: ImageSection = field(default_factory=ImageSection)
+    fix: FixSection = field(default_factory=FixSection)
+    source: str | None = None
+    origins: dict[str, str] = field(default_factory=dict)  # "section.key" -> "file" | "env NAME" (else default)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
-        return {name: dict(values) for name, values in self._data.items()}
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+    def origin(self, section: str, key: str) -> str:
+        """Where a value came from: 'default', 'file' or 'env NAME'."""
+        return self.origins.get(f"{section}.{key}", "default")
 
 
 def find(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Path | None:
@@ -155,23 +224,30 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
     """Read, validate and expand the config; raise ConfigError with a one-line reason."""
     env = os.environ if env is None else env
     found = find(str(path) if path else None, env)
-    raw: dict[str, Any] = {}
-    if found is not None:
-        raw = _read(found)
+    raw: dict[str, Any] = _read(found) if found is not None else {}
     where = str(found) if found else "defaults"
     data = _validate(raw, where)
-    if env.get("PODCHECK_WORKSPACE"):
-        data["pod"]["workspace"] = env["PODCHECK_WORKSPACE"]
-    if env.get("PODCHECK_USER"):
-        data["pod"]["user"] = env["PODCHECK_USER"]
+    origins = {f"{s}.{k}": "file" for s, keys in raw.items() for k in keys}
+    for var, (section, key) in ENV_KEYS.items():
+        if env.get(var):
+            data[section][key] = env[var]
+            origins[f"{section}.{key}"] = f"env {var}"
     _expand(data, where, env)
-    return Config(data, str(found) if found else None)
+    sections = {name: SECTIONS[name](**values) for name, values in data.items()}
+    return Config(**sections, source=str(found) if found else None, origins=origins)
 
 
 def _read(path: Path) -> dict[str, Any]:
+    """A regular file of bounded size, parsed as TOML (a FIFO or a device would hang or never end)."""
     try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: not a regular file")
+        if info.st_size > MAX_BYTES:
+            raise ConfigError(f"{path}: {info.st_size} bytes is too large for a config file (at most {MAX_BYTES})")
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            text = fh.read(MAX_BYTES + 1)
+        return tomllib.loads(text.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (PermissionError, IsADirectoryError, OSError) as exc:
@@ -180,20 +256,36 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML ({_one_line(str(exc))})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not valid TOML (not UTF-8 text)") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML (values nested too deeply)") from None
 
 
 def _validate(raw: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
     data = {name: dict(keys) for name, keys in DEFAULTS.items()}
     for section, values in raw.items():
         if section not in DEFAULTS:
-            raise ConfigError(f"{where}: unknown section [{_show(section)}] (known: {', '.join(DEFAULTS)})")
+            raise ConfigError(f"{where}: unknown section [{_show(section)}]{_did_you_mean(section, DEFAULTS)}"
+                              f" (known: {', '.join(DEFAULTS)})")
         if not isinstance(values, dict):
             raise ConfigError(f"{where}: [{section}] must be a table, got {_type_name(values)}")
         for key, value in values.items():
             if key not in DEFAULTS[section]:
-                raise ConfigError(f"{where}: unknown key [{section}] {_show(key)}")
+                raise ConfigError(f"{where}: unknown key [{section}] {_show(key)}{_did_you_mean(key, DEFAULTS[section])}")
             data[section][key] = _checked(section, key, value, where)
     return data
+
+
+def _did_you_mean(word: Any, known: Any) -> str:
+    close = difflib.get_close_matches(str(word), list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+#: Limits where 0 would turn the limit off or make a loop spin (besides every *timeout* and *interval*).
+POSITIVE = {"lock_lease_seconds", "max_age_minutes", "errors_window_minutes", "stuck_seconds"}
+
+
+def _must_be_positive(key: str) -> bool:
+    return "timeout" in key or "interval" in key or key in POSITIVE
 
 
 def _checked(section: str, key: str, value: Any, where: str) -> Any:
@@ -216,9 +308,15 @@ def _checked(section: str, key: str, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {name} must be {_type_name(default, article=True)}, got {_type_name(value)}")
     choices = CHOICES.get((section, key))
     if choices and value not in choices:
-        raise ConfigError(f"{where}: {name} must be one of {', '.join(choices)}, got {_show(value)}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-        raise ConfigError(f"{where}: {name} must not be negative, got {value}")
+        raise ConfigError(f"{where}: {name} must be one of {', '.join(choices)}, got {_show(value)}"
+                          f"{_did_you_mean(value, choices)}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {name} must be a finite number, got {value}")
+        if value < 0:
+            raise ConfigError(f"{where}: {name} must not be negative, got {value}")
+        if value == 0 and _must_be_positive(key):
+            raise ConfigError(f"{where}: {name} must be more than 0 (0 would turn the limit off), got {value}")
     return value
 
 

@@ -59,6 +59,7 @@ class Report:
     repairs: list[RepairResult] = field(default_factory=list)
     before: list[CheckResult] | None = None  # results before `--fix`, when repairs ran
     facts: dict[str, Any] | None = None
+    config: str | None = None  # the podcheck.toml in use (None: defaults)
 
     @property
     def summary(self) -> dict[str, int]:
@@ -80,6 +81,7 @@ class Report:
             "schema": SCHEMA,
             "host": self.host,
             "profile": self.profile,
+            "config": self.config,
             "started": datetime.fromtimestamp(self.started, timezone.utc).isoformat(timespec="seconds"),
             "duration_s": round(self.duration_s, 3),
             "results": [r.as_dict() for r in self.results],

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import podcheck.checks
+
 from podcheck import plugin
 from podcheck.config import Config
 from podcheck.domain import toolchain
@@ -97,7 +99,6 @@ class _Session:
 
 
 def checks_dir() -> Path:
-    import podcheck.checks
     return Path(podcheck.checks.__file__).parent
 
 
@@ -144,7 +145,7 @@ def run(config: Config, target: Target | None = None, profile: str = "runtime",
         facts["comfyui_version"] = toolchain.comfyui_version(
             pod.read_text(f"{config.pod.comfyui_dir}/comfyui_version.py", timeout=10))
     return Report(host=host, profile=profile, started=started, duration_s=duration, results=results,
-                  facts=facts)
+                  facts=facts, config=config.source)
 
 
 def _other_profiles(config: Config, select: list[str] | None, profile: str) -> str:

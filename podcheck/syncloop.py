@@ -146,7 +146,7 @@ def judge_mapping(workspace: str, comfyui_dir: str, remote: str, remote_root: st
 
 def status(pod: Any) -> dict[str, Any] | None:
     """The loop's status document (pid, started, last_success, last_pass, users, settings), or None."""
-    from podcheck.host.state import State
+    from podcheck.host.state import State  # host side only: not shipped with the pod-side loop
     return State(pod).read(names(pod.config)["status"])
 
 
@@ -157,7 +157,7 @@ def running_pid(pod: Any) -> int | None:
         pid = int((text or "").split()[0])
     except (IndexError, ValueError):
         return None
-    from podcheck.host import procs
+    from podcheck.host import procs  # host side only: not shipped with the pod-side loop
     return pid if procs.alive(pod, pid, MARKER) else None
 
 
@@ -170,7 +170,7 @@ class Started:
 
 def start(pod: Any, wait: float = 10.0) -> Started:
     """Start the loop detached on the pod's host unless it already runs; wait until it reports in."""
-    from podcheck.host.state import State
+    from podcheck.host.state import State  # host side only: not shipped with the pod-side loop
 
     pid = running_pid(pod)
     if pid:
@@ -190,7 +190,7 @@ def start(pod: Any, wait: float = 10.0) -> Started:
         raise SyncLoopError(f"cannot start the sync loop: {ran.why()}")
     pid = int(ran.stdout.strip())
     deadline = time.monotonic() + wait
-    from podcheck.host import procs
+    from podcheck.host import procs  # host side only: not shipped with the pod-side loop
     while time.monotonic() < deadline:
         current = status(pod) or {}
         if current.get("pid") == pid and not current.get("stopped"):
@@ -204,7 +204,7 @@ def start(pod: Any, wait: float = 10.0) -> Started:
 
 def stop(pod: Any, timeout: float = 10.0) -> int | None:
     """Stop this pod's loop (TERM to its process group, KILL after `timeout`); its pid, or None if none ran."""
-    from podcheck.host import procs
+    from podcheck.host import procs  # host side only: not shipped with the pod-side loop
 
     pid = running_pid(pod)
     if pid is None:

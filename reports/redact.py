@@ -76,6 +76,8 @@ def is_secret_name(name: str) -> bool:
     if _ENV_NAME.match(name):
         return any(word in name for word in ENV_WORDS) or name.startswith(ENV_PREFIXES)
     parts = [p.lower() for p in _WORDS.findall(name)]
+    if parts[-1:] != ["pass"] and "pass" in parts and not set(parts) - {"pass"} & NAME_PARTS:
+        parts = [p for p in parts if p != "pass"]  # `pass_timeout_seconds` is a time, `db_pass` a password
     return any(p in NAME_PARTS for p in parts) or "".join(parts) in NAME_PARTS
 
 

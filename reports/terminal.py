@@ -21,7 +21,8 @@ def render(report: Report, quiet: bool = False, verbose: bool = False, colour: b
     """The table for one host; `quiet` keeps failures only, `verbose` adds durations and descriptions."""
     rows = [r for r in report.results if not quiet or r.status in ("failed", "error")]
     width = max((len(r.id) for r in rows), default=0)
-    lines = [] if quiet else [f"podcheck: {report.host}, profile {report.profile}, {report.duration_s:.1f} s"]
+    config = f"config {report.config}" if report.config else "default config"
+    lines = [] if quiet else [f"podcheck: {report.host}, profile {report.profile}, {config}, {report.duration_s:.1f} s"]
     if verbose and not quiet and report.facts:
         lines += ["toolchain", *toolchain.render(report.facts)]
     lines += repairs_section(report)

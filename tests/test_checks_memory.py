@@ -2,7 +2,6 @@
 recorded sample trees, VRAM judged on recorded NVML facts, thresholds by config."""
 from __future__ import annotations
 
-import doctest
 import json
 import os
 import shutil
@@ -138,9 +137,3 @@ def test_oom_kill_lines_and_vram():
     assert memory.low_vram(h100, 2 * memory.GIB) == []
     assert memory.low_vram(busy, 2 * memory.GIB) == busy
 
-
-def test_module_examples():
-    """The examples in the modules' docstrings hold."""
-    for module in (memory,):
-        result = doctest.testmod(module)
-        assert result.attempted and not result.failed, module.__name__

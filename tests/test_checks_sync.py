@@ -2,7 +2,6 @@
 loop, drive sections for the config rules, the managed loop started and killed for real."""
 from __future__ import annotations
 
-import doctest
 import json
 import os
 import signal
@@ -312,9 +311,3 @@ def test_judge_mapping():
     assert syncloop.plan(settings, ["alice", "../evil"]) == [
         ("/w/output/alice", "g:output/alice"), ("/w/workflows/alice", "g:workflows/alice")]
 
-
-def test_module_examples():
-    """The examples in the modules' docstrings hold."""
-    for module in (rclone,):
-        result = doctest.testmod(module)
-        assert result.attempted and not result.failed, module.__name__

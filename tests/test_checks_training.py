@@ -2,7 +2,6 @@
 progressing; GPU utilisation history and GPU-to-training ties judged on recorded NVML facts."""
 from __future__ import annotations
 
-import doctest
 import json
 import os
 import re
@@ -151,9 +150,3 @@ def test_gpu_tie_by_pid_environment_or_default(cpu_pod, spawn):
 def test_script_of(argv, script):
     assert trainings.script_of(argv) == script
 
-
-def test_module_examples():
-    """The examples in the modules' docstrings hold."""
-    for module in (samples, trainings,):
-        result = doctest.testmod(module)
-        assert result.attempted and not result.failed, module.__name__

@@ -1,18 +1,19 @@
 """Config contract and CLI bad input: always one line on stderr and exit 2, never a traceback."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 
+import podsim
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from podcheck import config
 from podcheck.cli import main
-
-import podsim
 
 
 def cli(*args, env=None, cwd=None):
@@ -192,3 +193,113 @@ def test_facts_command_prints_what_the_probe_sees(cpu_pod):
     assert facts["torch"]["version"] == "2.13.0+cpu" and facts["torch"]["cuda"] is None
     assert facts["probe_error"] is None and facts["nvml"]["available"] is False
     assert_one_line_error(cli("facts", "--hosts", "bogus://x"))
+
+
+# --- config input that is not a small, finite, sane file (issue 11) -------------------------------
+
+def test_a_fifo_or_device_as_config_is_one_line_not_a_hang(tmp_path):
+    fifo = tmp_path / "cfg.fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/zero", "/dev/urandom"):
+        with pytest.raises(config.ConfigError, match=r"not a regular file$"):
+            config.load(path, env={})
+    assert_one_line_error(cli("list", "--config", str(fifo)))
+
+
+def test_an_oversized_config_is_refused(tmp_path):
+    big = tmp_path / "big.toml"
+    big.write_text("# " + "x" * (2 << 20) + "\n")
+    with pytest.raises(config.ConfigError, match="too large for a config file"):
+        config.load(big, env={})
+
+
+@pytest.mark.parametrize("body, says", [
+    ("[disk]\nmin_free_gib = nan\n", "[disk] min_free_gib must be a finite number, got nan"),
+    ("[pod]\ncommand_timeout = nan\n", "[pod] command_timeout must be a finite number"),
+    ("[memory]\nmin_ram_available_gib = inf\n", "must be a finite number, got inf"),
+    ("[pod]\nprobe_timeout = 0\n", "[pod] probe_timeout must be more than 0"),
+    ("[watch]\ninterval_seconds = 0\n", "[watch] interval_seconds must be more than 0"),
+])
+def test_non_finite_numbers_and_zero_timeouts_are_one_line(tmp_path, body, says):
+    path = tmp_path / "c.toml"
+    path.write_text(body)
+    with pytest.raises(config.ConfigError) as exc:
+        config.load(path, env={})
+    assert says in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("depth", [2000, 5000])
+def test_deeply_nested_toml_is_one_line(tmp_path, depth):
+    for body in (f"[pod]\nusers = {'[' * depth}{']' * depth}\n", f"x = {'{a = ' * depth}1{'}' * depth}\n"):
+        path = tmp_path / "deep.toml"
+        path.write_text(body)
+        with pytest.raises(config.ConfigError) as exc:
+            config.load(path, env={})
+        assert "\n" not in str(exc.value)
+        assert_one_line_error(cli("list", "--config", str(path)))
+
+
+def test_typos_get_did_you_mean(tmp_path):
+    path = tmp_path / "c.toml"
+    for body, says in (("[pod]\nworkspce = '/w'\n", "unknown key [pod] 'workspce'; did you mean workspace?"),
+                       ("[comfyiu]\nport = 1\n", "unknown section ['comfyiu']; did you mean comfyui?"),
+                       ("[pod]\ngpu = 'requird'\n", "got 'requird'; did you mean required?")):
+        path.write_text(body)
+        with pytest.raises(config.ConfigError) as exc:
+            config.load(path, env={})
+        assert says in str(exc.value)
+
+
+def test_sections_are_typed_and_know_where_each_value_came_from(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[comfyui]\nport = 8190\n")
+    cfg = config.load(path, env={"PODCHECK_USER": "alice"})
+    assert isinstance(cfg.comfyui, config.ComfyUISection) and cfg.comfyui.port == 8190
+    assert cfg.origin("comfyui", "port") == "file" and cfg.origin("pod", "user") == "env PODCHECK_USER"
+    assert cfg.origin("disk", "min_free_gib") == "default"
+
+
+# --- podcheck init / podcheck config ---------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["gpu", "cpu", "nosync"])
+def test_init_writes_a_config_that_loads_as_its_kind(tmp_path, kind):
+    out = tmp_path / "podcheck.toml"
+    done = cli("init", "--kind", kind, "--user", "alice", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    cfg = config.load(out, env={})
+    assert cfg.pod.user == "alice"
+    assert (cfg.pod.gpu, cfg.torch.cuda, cfg.attention.sage) == (
+        ("absent", "cpu", "off") if kind == "cpu" else ("required", "12.9", "required"))
+    assert cfg.torch.index_url.endswith("/whl/cpu" if kind == "cpu" else "/whl/cu129")
+    assert cfg.sync.enabled is (kind != "nosync")
+    assert out.read_text().startswith("# podcheck.toml for a"), "the file explains itself"
+
+
+def test_init_never_overwrites_without_a_backup(tmp_path):
+    out = tmp_path / "podcheck.toml"
+    out.write_text("[pod]\nuser = 'mine'\n")
+    assert_one_line_error(cli("init", "-o", str(out)))
+    assert out.read_text() == "[pod]\nuser = 'mine'\n"
+    assert cli("init", "--force", "-o", str(out)).returncode == 0
+    backups = list(tmp_path.glob("podcheck.toml.bak-*"))
+    assert len(backups) == 1 and backups[0].read_text() == "[pod]\nuser = 'mine'\n"
+    assert_one_line_error(cli("init", "--user", "../x", "-o", str(tmp_path / "other.toml")))
+
+
+def test_config_shows_every_key_its_origin_and_redacts(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[torch]\nindex_url = "https://user:s3cretPassw0rd@wheels.example/simple"\n')
+    done = subprocess.run([sys.executable, "-m", "podcheck", "config", "--config", str(path)], capture_output=True,
+                          text=True, env={**os.environ, "PODCHECK_USER": "alice"}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"# config: {path}\n")
+    assert 'user = "alice"' in done.stdout and "# env PODCHECK_USER" in done.stdout
+    assert re.search(r'index_url = "https://user:\S*@wheels.example/simple"\s+# file', done.stdout)
+    assert "s3cretPassw0rd" not in done.stdout
+    keys = sum(len(v) for v in config.DEFAULTS.values())
+    assert len(re.findall(r"  # (default|file|env \w+)$", done.stdout, re.M)) == keys
+    js = subprocess.run([sys.executable, "-m", "podcheck", "config", "--config", str(path), "--json"],
+                        capture_output=True, text=True, timeout=60)
+    doc = json.loads(js.stdout)
+    assert doc["config"] == str(path) and doc["sections"]["torch"]["index_url"]["origin"] == "file"
+    assert doc["sections"]["disk"]["min_free_gib"] == {"value": 10.0, "origin": "default"}

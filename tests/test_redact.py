@@ -88,3 +88,9 @@ def test_data_walks_reports_and_keeps_types():
     assert clean.results[0].message == "rclone.conf has client_secret = [REDACTED]"
     assert clean.facts == {"env": {"HF_TOKEN": REDACTED, "count": 3, "ok": True}}
     assert clean.summary == report.summary
+
+
+def test_pass_as_a_word_of_a_time_is_no_secret():
+    from podcheck.reports.redact import is_secret_name
+    assert not is_secret_name("pass_timeout_seconds") and not is_secret_name("passed")
+    assert is_secret_name("db_pass") and is_secret_name("RCLONE_CONFIG_PASS") and is_secret_name("pass")

@@ -14,7 +14,7 @@ except ImportError:  # pragma: no cover
     from click.exceptions import ClickException
 
 from podcheck import __version__, facts, runner
-from podcheck.cli import outputs
+from podcheck.cli import outputs, setup
 from podcheck.cli.choices import CheckFormat, Profile, value
 from podcheck.cli.common import (
     ConfigOpt,
@@ -180,6 +180,8 @@ def show_facts(
     default_redactor().write(None, json.dumps(facts.gather(Pod(cfg, host)).as_dict(), indent=2) + "\n")
 
 
+app.command("init")(setup.init)
+app.command("config")(setup.show_config)
 app.command("report")(outputs.report)
 app.command("manifest")(outputs.manifest)
 

@@ -1,8 +1,12 @@
 """What paths on the pod are (folder, file, symlink and where it leads), asked in one command for many.
 
->>> entries = inspect(pod, ["/workspace/ComfyUI/output", "/workspace/output/alice"])
->>> entries["/workspace/ComfyUI/output"].kind, entries["/workspace/ComfyUI/output"].resolved
-('link', '/workspace/output/alice')
+>>> (workspace / "output" / "alice").mkdir(parents=True)
+>>> (workspace / "ComfyUI").mkdir()
+>>> (workspace / "ComfyUI" / "output").symlink_to(workspace / "output" / "alice")
+>>> entries = inspect(pod, [f"{workspace}/ComfyUI/output", f"{workspace}/output/alice"])
+>>> link = entries[f"{workspace}/ComfyUI/output"]
+>>> link.kind, link.resolved == f"{workspace}/output/alice", entries[f"{workspace}/output/alice"].kind
+('link', True, 'dir')
 """
 from __future__ import annotations
 
