@@ -105,7 +105,10 @@ class Gathering:
     def start(self) -> None:
         if self._thread is None and self.facts is None:
             def work() -> None:
-                self.facts = gather(self.pod, self.cache)
+                try:
+                    self.facts = gather(self.pod, self.cache)
+                except Exception as exc:  # noqa: BLE001 - a bug must read as one, not as a probe timeout
+                    self.facts = Facts.broken(f"facts gathering failed: {type(exc).__name__}: {exc}")
 
             self._thread = threading.Thread(target=work, name="podcheck-facts", daemon=True)
             self._thread.start()
@@ -135,6 +138,7 @@ def run_probe(pod) -> Facts:
     timeout = config.pod.probe_timeout
     ran = pod.run(python, "-c", PROBE_SOURCE.read_text(), json.dumps(probe_args(config)), timeout=timeout)
     facts, stage = parse_probe_output(ran.stdout)
+    rejected, facts.probe_error = facts.probe_error, None
     if ran.ok and stage == "done":
         return facts
     where = f" during {stage}" if stage and stage != "done" else ""
@@ -149,23 +153,43 @@ def run_probe(pod) -> Facts:
         facts.probe_error = f"pod python exited {ran.rc}{where}: {tail}"
     else:
         facts.probe_error = "probe printed no facts (output was not podcheck JSON)"
+    if rejected:
+        facts.probe_error += f"; it printed {rejected.removeprefix('probe printed ')}"
     return facts
 
 
+#: A probe line longer than this is not read: the real probe's longest section is a few KiB, and
+#: a flooding interpreter must not cost minutes of parsing and redaction.
+MAX_LINE = 256 * 1024
+SECTIONS = ("python", "torch", "sage", "requirements")
+
+
 def parse_probe_output(stdout: str) -> tuple[Facts, str | None]:
-    """Collect the sections the probe printed; return them with the last stage it reached."""
-    facts, stage = Facts(), None
+    """Collect the sections the probe printed; return them with the last stage it reached.
+
+    A marked line that is too long, not JSON or not a JSON object is skipped, and the first such
+    line is named in `Facts.probe_error` when the probe gave nothing usable."""
+    facts, stage, rejected = Facts(), None, None
     for line in stdout.splitlines():
         if not line.startswith(MARK):
+            continue
+        if len(line) > MAX_LINE:
+            rejected = rejected or f"a marked line of {len(line) / 2**20:.1f} MiB (limit {MAX_LINE // 1024} KiB)"
             continue
         try:
             obj = json.loads(line[len(MARK):])
         except ValueError:
+            rejected = rejected or "a marked line that is not JSON"
             continue
-        if "stage" in obj:
-            stage = obj["stage"]
-        elif obj.get("section") in ("python", "torch", "sage", "requirements"):
-            setattr(facts, obj["section"], obj.get("data") or {})
+        if not isinstance(obj, dict):
+            rejected = rejected or f"a marked line that is a JSON {type(obj).__name__}, not an object"
+        elif "stage" in obj:
+            stage = obj["stage"] if isinstance(obj["stage"], str) else None
+        elif obj.get("section") in SECTIONS:
+            data = obj.get("data")
+            setattr(facts, obj["section"], data if isinstance(data, dict) else {})
+    if rejected:
+        facts.probe_error = f"probe printed {rejected}"
     return facts, stage
 
 

@@ -87,7 +87,7 @@ class Report:
             "duration_s": round(self.duration_s, 3),
             "results": [r.as_dict() for r in self.results],
             "repairs": [r.as_dict() for r in self.repairs],
-            "summary": self.summary,
+            "summary": {**self.summary, "root_causes": [r.id for r in self.failures]},
         }
         if self.unreachable:
             out["unreachable"] = self.unreachable

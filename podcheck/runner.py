@@ -12,6 +12,7 @@ import pytest
 import podcheck.checks
 from podcheck import plugin
 from podcheck.config import Config
+from podcheck.domain import toolchain
 from podcheck.facts import ProbeCache
 from podcheck.host import containers
 from podcheck.host.pod import Pod
@@ -33,7 +34,14 @@ class Target:
 
     @classmethod
     def parse(cls, spec: str, **kw) -> "Target":
+        """A Target for one host URL; ValueError for an empty one or a scheme testinfra has no backend for."""
         spec = spec.strip()
+        if not spec:
+            raise ValueError("--hosts is empty: give a host URL such as local://, ssh://root@pod or chroot:///rootfs")
+        scheme = spec.split("://", 1)[0] if "://" in spec else None
+        if scheme is not None and scheme not in host_schemes():
+            raise ValueError(f"unknown host scheme {scheme + '://'!r} in {spec!r}; valid: "
+                             + ", ".join(f"{s}://" for s in host_schemes()))
         return cls(spec, container=containers.parse(spec), **kw)
 
     def _testinfra_spec(self) -> str:
@@ -65,6 +73,13 @@ class Target:
         if self.ssh_identity_file:
             args.append(f"--ssh-identity-file={self.ssh_identity_file}")
         return args
+
+
+def host_schemes() -> list[str]:
+    """The URL schemes --hosts takes: testinfra's backends."""
+    from testinfra.backend import BACKENDS
+
+    return sorted(BACKENDS)
 
 
 @dataclass
@@ -122,15 +137,33 @@ def run(config: Config, target: Target | None = None, profile: str = "runtime",
         raise RunError("; ".join(session.errors))
     if code == pytest.ExitCode.NO_TESTS_COLLECTED or (code == pytest.ExitCode.OK and not results):
         what = ", ".join(select or []) or "any check"
-        raise RunError(f"no check matches {what} in profile {profile} (see `podcheck list`)")
+        raise RunError(f"no check matches {what} in profile {profile}{_other_profiles(config, select, profile)} "
+                       "(see `podcheck list`)")
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         lines = [ln for ln in sink.getvalue().splitlines() if ln.strip()]
         raise RunError(lines[-1] if lines else f"pytest stopped with exit code {int(code)}")
     host = "local" if target.is_local else target.spec
     gatherings = session.pytest_config.stash.get(plugin.GATHERINGS, {})
     gathered = [g.facts for g in gatherings.values() if g.facts is not None]  # only if a check asked
+    facts = gathered[0].as_dict() if gathered else None
+    if facts is not None:  # for the toolchain header: one file read next to the probe's torch import
+        pod = Pod(config, target.host())
+        facts["comfyui_version"] = toolchain.comfyui_version(
+            pod.read_text(f"{config.pod.comfyui_dir}/comfyui_version.py", timeout=10))
     return Report(host=host, profile=profile, started=started, duration_s=duration, results=results,
-                  facts=gathered[0].as_dict() if gathered else None, config=config.source)
+                  facts=facts, config=config.source)
+
+
+def _other_profiles(config: Config, select: list[str] | None, profile: str) -> str:
+    """'; add --profile image (image.source_fresh is in image)' when the selection is in another profile."""
+    if not select:
+        return ""
+    found = [s for s in catalogue(config) if plugin.matches(s.id, select)]
+    profiles = [p for p in plugin.PROFILES if p != profile and any(p in s.profiles for s in found)]
+    if not profiles:
+        return ""
+    ids = ", ".join(s.id for s in found[:3]) + (" ..." if len(found) > 3 else "")
+    return f"; add --profile {profiles[0]} ({ids} {'is' if len(found) == 1 else 'are'} in {', '.join(profiles)})"
 
 
 def preflight(config: Config, target: Target) -> None:

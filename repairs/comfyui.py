@@ -141,7 +141,8 @@ class ComfyUI(Repair):
         ran = ctx.run("git", "clone", "--quiet", c.repo, partial, timeout=ctx.install_timeout(),
                       env={"GIT_TERMINAL_PROMPT": "0"})
         if not ran.ok:
-            return f"git clone {c.repo} failed: {_last(ran)}"
+            return (f"git clone {c.repo} failed: {_last(ran)}; next: check the pod reaches it, or point "
+                    "[comfyui] repo at a mirror or a local repository (a path or file:// URL) and run --fix again")
         ran = ctx.run("git", "-C", partial, "checkout", "--quiet", c.ref, timeout=120)
         if not ran.ok:
             return f"{c.repo} has no ref {c.ref}: {_last(ran)}"

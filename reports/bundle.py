@@ -13,7 +13,7 @@ ROOT = "podcheck-report"
 
 
 def write(path: str | os.PathLike, members: dict[str, str], redactor: Redactor) -> None:
-    """Write `members` (name inside the bundle -> text), each redacted, as `path` (atomically)."""
+    """Write `members` (name inside the bundle -> text), each redacted, as `path` (atomically, mode 0600)."""
     buffer = io.BytesIO()
     now = time.time()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
@@ -22,4 +22,4 @@ def write(path: str | os.PathLike, members: dict[str, str], redactor: Redactor) 
             info = tarfile.TarInfo(f"{ROOT}/{name}")
             info.size, info.mtime, info.mode = len(data), now, 0o644
             tar.addfile(info, io.BytesIO(data))
-    write_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue(), mode=0o600)  # it holds raw logs: the owner's only, whatever the umask

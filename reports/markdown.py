@@ -20,6 +20,10 @@ def render(reports: list[Report], doc: Any = None) -> str:
         out += [f"podcheck {_version()} · started {_when(doc.started)} · {doc.duration_s:.1f} s", ""]
         if not doc.complete:
             out += [f"> **Incomplete:** still collecting {doc.collecting} when this was written.", ""]
+    tools = next((x for x in doc.sections if x.key == "toolchain" and x.rows), None) if doc is not None else None
+    if tools is not None:  # the header, like flutter doctor's: what runs here, before what is wrong
+        out += ["## Toolchain", "", "| | |", "|---|---|",
+                *(f"| {_cell(k)} | {_cell(_show(v))} |" for k, v in tools.rows.items()), ""]
     out += ["## Summary", ""]
     for report in reports:
         out.append(f"- **{report.host}** ({report.profile}): {_inline(summary(report))}")
@@ -45,7 +49,7 @@ def render(reports: list[Report], doc: Any = None) -> str:
             out.append(f"| {ICONS[r.status]} {LABELS[r.status]} | `{r.id}` | {_cell(r.message)} |")
         out.append("")
     for section in doc.ordered() if doc is not None else []:
-        if section.key == "checks" and not section.missing:
+        if section.key in ("checks", "toolchain") and not section.missing:
             continue  # shown above
         out += [f"## {section.title}", ""]
         if section.rows:

@@ -228,14 +228,14 @@ class Redactor:
             return m.group(0)
         return _replace_value(m.group(2), m.group(1), m.group(4), m.group(0))
 
-    def write(self, target: str | os.PathLike | None, text: str) -> None:
-        """Write `text`, redacted, to a file (atomically) or to stdout (`None` or "-")."""
+    def write(self, target: str | os.PathLike | None, text: str, mode: int | None = None) -> None:
+        """Write `text`, redacted, to a file (atomically, `mode` as write_atomic's) or to stdout (`None` or "-")."""
         clean = self.text(text)
         if target is None or str(target) == "-":
             sys.stdout.write(clean)
             sys.stdout.flush()
         else:
-            write_atomic(target, clean)
+            write_atomic(target, clean, mode=mode)
 
     # --- data ---------------------------------------------------------------------------------
 

@@ -33,23 +33,42 @@ def render_status(data: dict[str, Any]) -> str:
         if state == "running" and run.get("alive") is False:
             state = "died (its process is gone; the next --fix takes over)"
         current = f", now {run['current']}" if run.get("current") else ""
+        now = run.get("running") if run.get("state") == "running" else None
         done = ", ".join(f"{s['id']} {s['status']}" for s in steps if s.get("status") != "running")
         queue = f", queue {', '.join(run['queue'])}" if run.get("queue") else ""
         lines.append(f"{key} run: {state} (pid {run.get('pid')} on {run.get('host')}, started "
                      f"{_when(run.get('started'))}{current}{queue})" + (f": {done}" if done else ""))
+        if now:
+            last_line = f", last line: {now['last_line']}" if now.get("last_line") else ""
+            lines.append(f"  running: $ {now['command']} ({elapsed(now.get('elapsed_s') or 0)}{last_line})")
         if run.get("log_tail"):
             lines.append(f"  log {run.get('log')}:")
             lines.extend(f"    {ln}" for ln in run["log_tail"])
     last = data.get("last_fix")
     if last:
-        counts = ", ".join(f"{v} {k}" for k, v in (last.get("summary") or {}).items() if v)
+        counts = ", ".join(f"{v} {k}" for k, v in (last.get("summary") or {}).items() if v and isinstance(v, int))
         repairs = ", ".join(f"{k} {v}" for k, v in last["repairs"].items())
-        lines.append(f"last --fix: {last.get('started')}: {counts or 'no checks'}" + (f"; {repairs}" if repairs else ""))
+        lines.append(f"last --fix: {_when(last.get('started'))}: {counts or 'no checks'}" + (f"; {repairs}" if repairs else ""))
     return "\n".join(lines) + "\n"
 
 
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def elapsed(seconds: float) -> str:
+    """'45 s', '9 min 12 s'."""
+    seconds = int(seconds)
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
 def _when(stamp: Any) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if isinstance(stamp, (int, float)) else "never"
+    """Every time `status` prints, in one format (local time): a unix stamp or an ISO 8601 string."""
+    if isinstance(stamp, str):
+        try:
+            stamp = datetime.fromisoformat(stamp).timestamp()
+        except ValueError:
+            return stamp
+    return time.strftime(TIME_FORMAT, time.localtime(stamp)) if isinstance(stamp, (int, float)) else "never"
 
 
 # --- serve's page ------------------------------------------------------------------------------------
@@ -61,6 +80,10 @@ def run_html(name: str, run: Any) -> str:
     e = html.escape
     steps = "".join(f"<li>{e(str(s.get('id')))}: {e(str(s.get('status')))} {e(str(s.get('message') or ''))}</li>"
                     for s in run.get("steps") or [])
+    now = run.get("running") or {}
+    if now.get("command"):  # the command a repair runs now, as `podcheck status` shows it
+        steps += (f"<li class=\"running\">running: <code>$ {e(str(now['command']))}</code> "
+                  f"({e(elapsed(now.get('elapsed_s') or 0))}){': ' + e(str(now['last_line'])) if now.get('last_line') else ''}</li>")
     return (f"<h3>{e(name)} repairs <small>pid {e(str(run.get('pid')))}; now: {e(str(run.get('current') or '-'))}; "
             f"queued: {e(', '.join(map(str, run.get('queue') or [])) or '-')}</small></h3>"
             f"<ul>{steps}</ul><pre>{e(chr(10).join(map(str, run.get('log_tail') or [])))}</pre>")

@@ -6,6 +6,7 @@ import sys
 from itertools import groupby
 from typing import TextIO
 
+from podcheck.domain import toolchain
 from podcheck.results import CheckResult, Report
 
 LABELS = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP", "error": "ERROR"}
@@ -22,6 +23,8 @@ def render(report: Report, quiet: bool = False, verbose: bool = False, colour: b
     width = max((len(r.id) for r in rows), default=0)
     config = f"config {report.config}" if report.config else "default config"
     lines = [] if quiet else [f"podcheck: {report.host}, profile {report.profile}, {config}, {report.duration_s:.1f} s"]
+    if verbose and not quiet and report.facts:
+        lines += ["toolchain", *toolchain.render(report.facts)]
     lines += repairs_section(report)
     for area, results in groupby(rows, key=lambda r: r.area):  # rows come in catalogue order
         lines.append(area)
@@ -70,8 +73,10 @@ def _row(r: CheckResult, width: int, verbose: bool, colour: bool) -> str:
     if colour:
         label = f"\033[{COLOURS[r.status]}m{label}\033[0m"
     extra = f"  [{r.duration_s:.2f} s]" if verbose else ""
-    message = r.message or (r.description if verbose else "")
-    return f"  {label}  {r.id:<{width}}  {message}{extra}".rstrip()
+    line = f"  {label}  {r.id:<{width}}  {r.message}{extra}".rstrip()
+    if verbose and r.description:  # what the check verifies, under its row
+        line += "\n" + " " * (11 + width) + r.description
+    return line
 
 
 def summary(report: Report) -> str:

@@ -33,7 +33,7 @@ def test_healthy_cpu_pod_passes(cpu_pod, tmp_path):
         "gpu.driver": "skipped", "gpu.torch_sees_gpu": "skipped", "attention.sage_import": "skipped"}
     assert run.result("gpu.torch_build")["message"].startswith("torch 2.13.0+cpu (CPU build)")
     assert run.result("system.ffmpeg")["message"].startswith("ffmpeg ")
-    assert data["summary"] == {"passed": 3, "failed": 0, "skipped": 3, "error": 0}
+    assert data["summary"] == {"passed": 3, "failed": 0, "skipped": 3, "error": 0, "root_causes": []}
     assert all(set(r) >= {"id", "area", "status", "message", "repair", "blocked_by", "duration_s"}
                for r in data["results"])
     suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")

@@ -82,7 +82,7 @@ def test_user_dirs_replaces_bad_links_by_folders_and_reports_bad_names(pod):
     run = fixsim.fix_as_planned(pod, "--select", "isolation.user_dirs")
     assert run.rc == 1  # the bad name needs a person
     dirs = repairs(run)["isolation.user_dirs"]
-    assert dirs["status"] == "failed"
+    assert dirs["status"] == "changed"  # the valid users are served; the check keeps failing on the bad name
     assert "'../evil' contains '/'" in dirs["message"]
     assert f"replaced the symlink {ws}/output/bob -> {ws}/output/alice by a real folder" in dirs["message"]
     moved = quarantined(pod) / str(ws / "workflows" / "alice").lstrip("/")

@@ -205,3 +205,23 @@ def test_comfyui_link_follows_the_way_the_page_was_reached():
     assert serve.comfyui_link("[::1]:8765", cfg, 8765) == "http://[::1]:8188/"
     assert serve.comfyui_link('"><script>x', cfg, 8765) == "http://127.0.0.1:8188/"
     assert serve.comfyui_link(None, cfg, 8765) == "http://127.0.0.1:8188/"
+
+
+def test_the_command_a_repair_runs_now_is_on_the_page(sim, served):
+    """The same `running` record `podcheck status` prints (written by --fix's heartbeat)."""
+    import testinfra
+
+    from podcheck.fix import fixer
+    from podcheck.host.pod import Pod
+
+    pod = Pod(config_mod.load(sim.config_path, env={}), testinfra.get_host("local://"))
+    progress = fixer.Progress(pod, fixer.FOREGROUND, token="t1", queue=[])  # this process runs it
+    progress.step("torch", "running", "pip install torch")
+    progress.watcher(lambda line: None)({"command": "pip install torch==2.13.0", "elapsed_s": 312.5,
+                                         "last_line": "Downloading torch-2.13.0.whl (800 MB)"})
+    base = served(sim, "--select", "pod")
+    page = get(base + "/")[1]
+    assert "running: <code>$ pip install torch==2.13.0</code> (312.5 s): Downloading torch-2.13.0.whl (800 MB)" in page
+    assert json.loads(get(base + "/api/status")[1])["fix"]["foreground"]["running"]["elapsed_s"] == 312.5
+    progress.finish()
+    assert "running: <code>" not in get(base + "/")[1]

@@ -33,3 +33,16 @@ def test_unreachable_host_is_no_verdict(cpu_pod):
 def test_chroot_target_that_does_not_exist(cpu_pod, tmp_path):
     run = cpu_pod.podcheck("--hosts", f"chroot://{tmp_path}/no-rootfs", "--select", "system.ffmpeg")
     assert run.rc == 2 and "cannot reach chroot://" in run.stderr
+
+
+@pytest.mark.parametrize("command", [["--select", "system.ffmpeg"], ["status"], ["report"], ["facts"]],
+                         ids=["check", "status", "report", "facts"])
+def test_unreachable_host_prints_ssh_own_message(cpu_pod, command):
+    """A real ssh to a closed loopback port: one line with ssh's message, never testinfra's repr."""
+    port = sshd.free_port()
+    run = cpu_pod.podcheck(*command, "--hosts", f"ssh://root@127.0.0.1:{port}")
+    assert run.rc == 2 and run.stdout == ""
+    (line,) = run.stderr.strip().splitlines()
+    assert line.endswith(f"cannot reach ssh://root@127.0.0.1:{port}: "
+                         f"ssh: connect to host 127.0.0.1 port {port}: Connection refused"), line
+    assert "CommandResult" not in line and "object at 0x" not in line

@@ -299,3 +299,22 @@ def test_watch_refuses_a_planted_log_link_in_one_line(sim, tmp_path):
     assert run.rc == 2 and "Traceback" not in run.stderr, run.stderr
     assert run.stderr.strip().endswith("watch.log: it is a symlink podcheck did not make (remove it, then run again)")
     assert victim.read_text() == "keep"
+
+
+def test_watch_prints_its_events_to_stdout_as_the_boot_script_redirects_it(sim, procs, tmp_path):
+    """`podcheck watch >> watch.out` (the README's boot script): every watch.log event, one line each."""
+    log, out = sim.root / "state" / "watch.log", tmp_path / "watch.out"
+    env = {**os.environ, "PODCHECK_CONFIG": str(sim.config_path)}
+    with out.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "podcheck", "watch", "--select", "pod.workspace",
+                                 "--interval", "0.3"], env=env, cwd=sim.root, stdout=sink, stderr=subprocess.PIPE)
+    procs.append(proc)
+    podsim.wait_for(lambda: any(e["event"] == "start" for e in entries(log)))
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=5)
+    printed = out.read_text().splitlines()
+    logged = entries(log)
+    assert len(printed) == len(logged) >= 2
+    assert [ln.split()[1] for ln in printed] == [e["event"] for e in logged]
+    assert printed[0].startswith(logged[0]["time"] + " start") and printed[-1].endswith("signal=SIGTERM")

@@ -19,6 +19,7 @@ from podcheck import __version__, facts, gates, runner
 from podcheck import config as config_mod
 from podcheck.cli import fleet as fleet_cli
 from podcheck.cli import outputs, setup
+from podcheck.cli.choices import CheckFormat, Profile, value
 from podcheck.cli.common import (
     ConfigOpt,
     HostOpt,
@@ -35,7 +36,6 @@ from podcheck.fleet import inventory, sshmux
 from podcheck.fleet.run import config_of
 from podcheck.host import containers
 from podcheck.host.pod import Pod
-from podcheck.plugin import PROFILES
 from podcheck.reports.status import render_status
 from podcheck.services import fleet_serve, serve, watch
 
@@ -54,7 +54,7 @@ def _version(value: bool) -> None:
 def check(
     ctx: typer.Context,
     config: Optional[Path] = ConfigOpt,
-    profile: str = typer.Option("runtime", "--profile", help="image | boot | runtime"),
+    profile: Profile = typer.Option("runtime", "--profile", help="which checks run"),
     select: List[str] = typer.Option([], "--select", help="check id, area or glob; repeatable"),
     hosts: str = typer.Option("local://", "--hosts", help="testinfra host URLs, comma-separated (ssh://pod, chroot:///rootfs)"),
     ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="ssh_config for ssh:// hosts"),
@@ -62,7 +62,7 @@ def check(
     json_out: Optional[str] = typer.Option(None, "--json", metavar="FILE|-", help="write the JSON report; - prints only JSON"),
     junit_xml: Optional[Path] = typer.Option(None, "--junit-xml", help="write JUnit XML (one testcase per check)"),
     prometheus: Optional[Path] = typer.Option(None, "--prometheus", help="write a Prometheus textfile (node_exporter)"),
-    fmt: str = typer.Option("table", "--format", help="what to print: table | json | md | html | junit | prometheus"),
+    fmt: CheckFormat = typer.Option("table", "--format", help="what to print"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="print failures only"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="print durations and descriptions"),
     fix: bool = typer.Option(False, "--fix", help="repair what fails (also installs a bare pod), then check again"),
@@ -82,8 +82,7 @@ def check(
     if ctx.invoked_subcommand:
         return
 
-    if profile not in PROFILES:
-        raise UsageFailure(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    profile, fmt = value(profile), value(fmt)  # type: ignore[assignment]  # plain strings from here on
     cfg = load_config(config)
     if (dry_run or safe_only or background is not None) and not fix:
         raise UsageFailure("--dry-run, --safe-only and --background apply only with --fix")
@@ -98,13 +97,16 @@ def check(
         outputs.write_check_outputs(reports, fmt, json_out, junit_xml, prometheus, quiet=quiet, verbose=verbose,
                                     fleet=True, cfg=cfg)
         raise typer.Exit(fleet_cli.exit_code(reports))
-    specs = [h for h in hosts.split(",") if h.strip()] or ["local://"]
+    specs = hosts.split(",")  # an empty one is an error (Target.parse), not the local pod
     detached = fix and (cfg.fix.background if background is None else background)
     with sshmux.Multiplexer() as mux:  # one ssh connection per host, closed at the end
         muxed = not detached  # a background repair outlives this process and its ssh masters
-        targets = [runner.Target.parse(h, ssh_config=mux.wrap(as_str(ssh_config)) if muxed and sshmux.uses_ssh(h)
-                                       else as_str(ssh_config),
-                                       ssh_identity_file=as_str(ssh_identity_file)) for h in specs]
+        try:
+            targets = [runner.Target.parse(h, ssh_config=mux.wrap(as_str(ssh_config)) if muxed and sshmux.uses_ssh(h)
+                                           else as_str(ssh_config),
+                                           ssh_identity_file=as_str(ssh_identity_file)) for h in specs]
+        except ValueError as exc:
+            raise UsageFailure(str(exc)) from None
         try:
             if fix:
                 for target in targets:
@@ -214,11 +216,18 @@ def show_facts(
 ) -> None:
     """Print what the probe and NVML see, as JSON (to record a GPU machine's facts for tests)."""
 
+    cfg = load_config(config)
     try:
-        host = runner.Target.parse(hosts, ssh_config=as_str(ssh_config)).host()
+        target = runner.Target.parse(hosts, ssh_config=as_str(ssh_config))
+        host = target.host()
     except Exception as exc:  # testinfra raises plain RuntimeError/ValueError on bad host specs
         raise UsageFailure(f"--hosts {hosts}: {exc}") from None
-    default_redactor().write(None, json.dumps(facts.gather(Pod(load_config(config), host)).as_dict(), indent=2) + "\n")
+    if not target.is_local:
+        try:
+            runner.preflight(cfg, target)
+        except runner.RunError as exc:
+            raise UsageFailure(str(exc)) from None
+    default_redactor().write(None, json.dumps(facts.gather(Pod(cfg, host)).as_dict(), indent=2) + "\n")
 
 
 app.command("init")(setup.init)
@@ -246,7 +255,7 @@ def serve_cmd(
     config: Optional[Path] = ConfigOpt,
     port: Optional[int] = typer.Option(None, "--port", help="TCP port (default [serve] port, 8765)"),
     listen: Optional[str] = typer.Option(None, "--listen", help="address to listen on (default 127.0.0.1; 0.0.0.0 widens it)"),
-    profile: str = typer.Option("runtime", "--profile", help="image | boot | runtime"),
+    profile: Profile = typer.Option("runtime", "--profile", help="which checks run"),
     select: List[str] = typer.Option([], "--select", help="check id, area or glob; repeatable"),
     hosts: Optional[str] = typer.Option(None, "--hosts", help="a fleet (URLs, @FILE, ssh://GLOB, ansible://GROUP): serve its fleet view"),
     ssh_config: Optional[Path] = SshConfigOpt,
@@ -265,7 +274,7 @@ def serve_cmd(
         except watch.CannotStart as exc:
             raise UsageFailure(str(exc)) from None
     try:
-        raise typer.Exit(serve.main(load_config(config), port, listen, select, profile, echo=typer.echo))
+        raise typer.Exit(serve.main(load_config(config), port, listen, select, value(profile), echo=typer.echo))
     except watch.CannotStart as exc:
         raise UsageFailure(str(exc)) from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ import typer
 
 from podcheck import runner
 from podcheck.cli import fleet as fleet_cli
+from podcheck.cli.choices import Profile, ReportFormat, value
 from podcheck.cli.common import (
     ConfigOpt,
     SshConfigOpt,
@@ -22,7 +24,7 @@ from podcheck.cli.common import (
     load_config,
 )
 from podcheck.domain import manifest as manifest_mod
-from podcheck.host.files import write_atomic
+from podcheck.host.files import umask_mode, write_atomic
 from podcheck.host.pod import Pod
 from podcheck.plugin import PROFILES
 from podcheck.reports import bundle as bundle_mod
@@ -53,7 +55,7 @@ def write_check_outputs(reports: list[Report], fmt: str = "table", json_out: Opt
     for path, render in ((json_out, json_render), (junit_xml, junit.render), (prometheus_out, prometheus.render)):
         if path:
             with _writable(path):
-                clean.write(path, render(reports))
+                clean.write(path, render(reports), mode=umask_mode())
 
 
 def report(
@@ -61,8 +63,8 @@ def report(
     hosts: str = typer.Option("local://", "--hosts", help="one testinfra host URL (ssh://pod, chroot:///rootfs)"),
     ssh_config: Optional[Path] = SshConfigOpt,
     ssh_identity_file: Optional[Path] = SshIdentityOpt,
-    profile: str = typer.Option("runtime", "--profile", help="which checks to include: image | boot | runtime"),
-    fmt: str = typer.Option("md", "--format", help="md (for a GitHub issue) | html | json"),
+    profile: Profile = typer.Option("runtime", "--profile", help="which checks to include"),
+    fmt: ReportFormat = typer.Option("md", "--format", help="md (for a GitHub issue), html or json"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="write here (kept up to date while collecting)"),
     bundle: Optional[Path] = typer.Option(None, "--bundle", metavar="FILE.tar.gz",
                                           help="also write the report and the raw logs it quoted, redacted"),
@@ -72,6 +74,7 @@ def report(
     parallel: Optional[int] = typer.Option(None, "--parallel", min=1, help="with --fleet: hosts checked at once (default 8)"),
 ) -> None:
     """A diagnostic report to attach to a bug report: pod, GPUs, versions, logs, and every check."""
+    profile, fmt = value(profile), value(fmt)  # type: ignore[assignment]  # plain strings from here on
     if fmt not in REPORT_FORMATS:
         raise UsageFailure(f"--format must be one of {', '.join(REPORT_FORMATS)}, got {fmt!r}")
     if profile not in PROFILES:
@@ -88,8 +91,8 @@ def report(
     if "," in hosts:
         raise UsageFailure("report takes one host; run it once per host")
     cfg = load_config(config)
-    target = runner.Target.parse(hosts, ssh_config=as_str(ssh_config), ssh_identity_file=as_str(ssh_identity_file))
     try:
+        target = runner.Target.parse(hosts, ssh_config=as_str(ssh_config), ssh_identity_file=as_str(ssh_identity_file))
         if not target.is_local:
             runner.preflight(cfg, target)
         pod = Pod(cfg, target.host(), target=target.spec if target.container else None)
@@ -107,7 +110,7 @@ def report(
 
     def written(doc: Any) -> None:
         if output:
-            redactor.write(output, render(doc))
+            redactor.write(output, render(doc), mode=umask_mode())
 
     with _writable(output):
         doc = diagnostics.collect(pod, redactor, lambda: runner.run(cfg, target, profile=profile), on_update=written)
@@ -134,15 +137,22 @@ def manifest(
     if output is None:
         typer.echo(text, nl=False)
         return
-    write_atomic(output, text)
+    with _writable(output):
+        write_atomic(output, text, mode=umask_mode())
     count = sum(len(files) for files in doc["sources"].values())
     typer.echo(f"podcheck: {count} file(s) of {len(sources)} source(s) in {output}", err=True)
 
 
 @contextmanager
 def _writable(path: Any) -> Iterator[None]:
-    """A file that cannot be written is one line and exit 2, not a traceback."""
+    """A file that cannot be written is one line and exit 2, not a traceback. Missing parent folders
+    are created, and one stderr line says so (the same for every output)."""
     try:
+        if path is not None and str(path) != "-":
+            parent = Path(os.path.abspath(path)).parent
+            if not parent.exists():
+                parent.mkdir(parents=True, exist_ok=True)
+                typer.echo(f"podcheck: created the folder {parent} for {path}", err=True)
         yield
     except OSError as exc:
         raise UsageFailure(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -186,7 +186,7 @@ def with_resume(text: str, checkpoint: str | None) -> str:
     line_start = text.rfind("\n", 0, last.start) + 1
     multiline = "\\\n" in text[command[0].start:last.start]
     if multiline:
-        indent = re.match(r"[ \t]*", text[line_start:]).group(0) or "  "  # type: ignore[union-attr]  # always matches
+        indent = re.match(r"[ \t]*", text[line_start:]).group(0) or "  "  # always matches
         addition = f" \\\n{indent}--resume {shlex.quote(checkpoint)}"
     else:
         addition = f" --resume {shlex.quote(checkpoint)}"

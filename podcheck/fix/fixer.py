@@ -115,7 +115,7 @@ def _rounds(config, target, pod, repairs, book, plan, ctx, lock, opts, say):
     results = list(ctx.before.values())
     done: dict[str, RepairResult] = {}
     progress = Progress(pod, BACKGROUND if opts.worker else FOREGROUND, lock.token, list(opts.force))
-    ctx.token, ctx.log = lock.token, progress.log
+    ctx.token, ctx.log, ctx.progress = lock.token, progress.log, progress.watcher(say)
     spawned = False
     deferred: list[str] = []
     for round_no in range(ROUNDS):
@@ -207,7 +207,7 @@ def run_one(config: Config, repair_id: str, target: runner.Target | None = None,
     try:
         with lock.held(float(config.fix.lock_wait_seconds), on_wait=lambda h: say(f"waiting: {describe(h)}")):
             progress = Progress(pod, FOREGROUND, lock.token)
-            ctx.token, ctx.log = lock.token, progress.log
+            ctx.token, ctx.log, ctx.progress = lock.token, progress.log, progress.watcher(say)
             step = planner.Step(repairs[repair_id], "asked for")
             result = run_steps([step], repairs, markers_mod.Markers(pod), ctx, set(), progress, lock, say, config)[0]
             progress.finish()

@@ -199,11 +199,15 @@ class LockBusy(Exception):
         super().__init__(f"{describe(holder)} still holds the fix lock after {waited:g} s; nothing was repaired")
 
 
+#: The one format of a time shown to people (status, the lock holder).
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
 def describe(holder: dict[str, Any]) -> str:
-    """'podcheck --fix (pid 123 on pod-a, since 12:00:03, heartbeat 2 s ago)'."""
+    """'podcheck --fix (pid 123 on pod-a, since 2026-01-02 12:00:03, heartbeat 2 s ago)'."""
     if not holder:
         return "another fixer"
-    since = time.strftime("%H:%M:%S", time.localtime(holder["started"])) if holder.get("started") else "?"
+    since = time.strftime(TIME_FORMAT, time.localtime(holder["started"])) if holder.get("started") else "?"
     beat = f", heartbeat {time.time() - holder['heartbeat']:.0f} s ago" if holder.get("heartbeat") else ""
     return f"{holder.get('what', 'a fixer')} (pid {holder.get('pid')} on {holder.get('host')}, since {since}{beat})"
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any
+from typing import Any, Callable
 
 from podcheck.host.files import append_text
 from podcheck.host.pod import Pod
 from podcheck.host.state import State
 from podcheck.reports.redact import Redactor
+from podcheck.reports.status import elapsed
 
 FOREGROUND, BACKGROUND = "fix-progress", "background"
 
@@ -57,8 +58,21 @@ class Progress:
         self.log(f"--- {rid}: {status}: {message}")
         self._save()
 
+    def watcher(self, say: Callable[[str], None]) -> Callable[[dict[str, Any] | None], None]:
+        """For Context.progress: print the command a repair runs, a heartbeat with its elapsed time and
+        last output line, and keep the same in the document (`running`) for status and serve."""
+        def seen(running: dict[str, Any] | None) -> None:
+            if running is not None and not running["elapsed_s"]:
+                say(f"  $ {running['command']}")
+            elif running is not None:
+                line = f": {running['last_line']}" if running.get("last_line") else ""
+                say(f"  ... still running after {elapsed(running['elapsed_s'])}{line}")
+            self.data["running"] = running
+            self._save()
+        return seen
+
     def finish(self) -> None:
-        self.data.update(finished=time.time(), current=None, state="done")
+        self.data.update(finished=time.time(), current=None, state="done", running=None)
         self._save()
 
     def log(self, text: str) -> None:

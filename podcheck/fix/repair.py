@@ -24,12 +24,15 @@ Where a step needs what a skipped change would have made (a pid, a file), `apply
 """
 from __future__ import annotations
 
+import os
 import shlex
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 from podcheck import gates
+from podcheck.host import stream
 from podcheck.host.actor import planned_ran
 from podcheck.host.pod import Pod, Ran
 from podcheck.results import CheckResult
@@ -49,6 +52,8 @@ real_root=$(cd -P -- "$root" && pwd) && real=$(cd -P -- "$dest" && pwd) || exit 
 [ "$real" = "$real_root/$rest" ] || { echo "refusing to quarantine into $dest: it resolves to $real" >&2; exit 3; }
 """
 
+#: Seconds between two "still running" lines of a command a repair runs.
+HEARTBEAT_SECONDS = float(os.environ.get("PODCHECK_HEARTBEAT_SECONDS") or 15)
 TOKEN_ENV = "PODCHECK_FIX_TOKEN"  # marks every command of one fixer, so a dead fixer's leftovers can be found
 
 
@@ -171,6 +176,8 @@ class Context:
     log: Callable[[str], None] = lambda text: None
     commands: list[str] = field(default_factory=list)
     dry_run: bool = False  # check mode: run() and do() record, change nothing; probe() still reads
+    #: told what command runs now ({"command", "elapsed_s", "last_line"}), and None when it ends
+    progress: Callable[[dict[str, Any] | None], None] | None = None
 
     @property
     def cfg(self) -> Any:
@@ -189,7 +196,7 @@ class Context:
         if self.dry_run:
             return planned_ran(argv, timeout)
         started = time.monotonic()
-        ran = self.pod.run(*argv, timeout=timeout, env=full_env or None)
+        ran = self._watched(argv, shown, timeout, full_env or None, stream_output=tagged)
         tail = "\n".join((ran.stdout + ran.stderr).strip().splitlines()[-15:])
         self.log(f"$ {shown}\n  -> rc {ran.rc} in {time.monotonic() - started:.1f} s" + (f"\n{tail}" if tail else ""))
         return ran
@@ -202,6 +209,36 @@ class Context:
             return planned
         self.log(f"$ {shown}")
         return action()
+
+    def _watched(self, argv: tuple[str, ...], shown: str, timeout: float | None, env: dict[str, str] | None,
+                 stream_output: bool) -> Ran:
+        """pod.run, telling `progress` what runs: the command at once, then every HEARTBEAT_SECONDS its
+        elapsed time and, for a long command on a local pod (an install: its limit is above
+        [pod] command_timeout), the last line of its output; then its end. Detached services
+        (`stream_output` False) keep pod.run: their daemons must not share our pipes."""
+        if self.progress is None:
+            return self.pod.run(*argv, timeout=timeout, env=env)
+        started, last, done = time.monotonic(), [""], threading.Event()
+        self.progress({"command": shown, "elapsed_s": 0.0, "last_line": ""})
+
+        def beat() -> None:
+            while not done.wait(HEARTBEAT_SECONDS):
+                self.progress({"command": shown, "elapsed_s": round(time.monotonic() - started, 1),
+                               "last_line": last[0][-200:]})
+
+        heart = threading.Thread(target=beat, name="podcheck-heartbeat", daemon=True)
+        heart.start()
+        try:
+            limit = float(timeout if timeout is not None else self.cfg.pod.command_timeout)
+            if self.pod.is_local and stream_output and limit > float(self.cfg.pod.command_timeout):
+                ran = stream.run(list(argv), limit, env, lambda line: last.__setitem__(0, line))
+            else:
+                ran = self.pod.run(*argv, timeout=timeout, env=env)
+        finally:
+            done.set()
+            heart.join(1)
+        self.progress(None)
+        return ran
 
     def probe(self, *argv: str, timeout: float | None = None, env: dict[str, str] | None = None) -> Ran:
         """A read-only command (an existence test, a version query): not part of the record; it runs

@@ -9,6 +9,21 @@ import tempfile
 from pathlib import Path
 
 
+def umask_mode() -> int:
+    """The mode a plain `open(path, "w")` would give a new file: 0666 less the umask. For outputs that
+    people and tools read (reports, JUnit, JSON, the Prometheus textfile)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o022)  # no /proc: read it the old way (and put it back at once)
+    os.umask(current)
+    return 0o666 & ~current
+
+
 class LinkRefused(OSError):
     """A path podcheck writes in its own folder is a symlink (or not a regular file) it did not make."""
 

@@ -138,9 +138,9 @@ class Pod:
         if "result" in box:
             r = box["result"]
             rc = 124 if reaped and not _timed_out(r, limit, seconds) else r.rc
-            return Ran(list(argv), rc, r.stdout, r.stderr + reaped, seconds, limit)
+            return Ran(list(argv), rc, _decoded(r.stdout_bytes), _decoded(r.stderr_bytes) + reaped, seconds, limit)
         if "error" in box:
-            return Ran(list(argv), 255, "", f"host error: {box['error']}", seconds, limit)
+            return Ran(list(argv), 255, "", host_error(box["error"]), seconds, limit)
         return Ran(list(argv), 124, "", "host did not answer" + reaped, seconds, limit)
 
     def _reap(self, tag: str, worker: threading.Thread) -> str:
@@ -166,6 +166,23 @@ class Pod:
 
 def _timed_out(result: Any, limit: float, seconds: float) -> bool:
     return result is not None and Ran([], result.rc, "", "", seconds, limit).timed_out
+
+
+def host_error(exc: BaseException) -> str:
+    """One line on why the backend failed. testinfra's ssh backend raises its CommandResult when ssh
+    itself exits 255: ssh's own message (its stderr) is the line, not the object's repr."""
+    result = exc.args[0] if exc.args else None
+    raw = getattr(result, "stderr_bytes", None) or getattr(result, "_stderr", None)
+    if raw:
+        lines = [ln.strip() for ln in _decoded(raw).splitlines() if ln.strip()]
+        if lines:
+            return lines[-1]
+    return f"host error: {' '.join(str(exc).split())[:300]}"
+
+
+def _decoded(data: bytes | str) -> str:
+    """A command's output as text; bytes that are not UTF-8 become U+FFFD instead of raising."""
+    return data if isinstance(data, str) else data.decode("utf-8", errors="replace")
 
 
 def quote(argv: Sequence[str]) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from podcheck import __version__, facts, runner, syncloop
-from podcheck.domain import cgroup, comfyui, memory
+from podcheck.domain import cgroup, comfyui, memory, toolchain
 from podcheck.host import procs
 from podcheck.host.pod import Pod, quote
 from podcheck.results import Report
@@ -125,9 +125,12 @@ def _disk(ctx: Context, s: Section) -> None:
             s.rows["inodes"] = f"{cols[2]} used of {cols[1]}, {cols[3]} free ({cols[4]})"
 
 
-_NODES = ('for d in "$1"/*/; do [ -d "$d" ] || continue; '
-          'c=$(git -c safe.directory="*" -C "$d" rev-parse --short HEAD 2>/dev/null) || c=-; '
-          'printf "%s\\t%s\\n" "$(basename "$d")" "$c"; done')
+#: Every custom node ComfyUI loads: a folder (a link to one too) or a single `.py` file, not
+#: __pycache__ nor a hidden entry; with its git commit, `-` when it has none.
+_NODES = ('for d in "$1"/*; do n=$(basename "$d"); case "$n" in __pycache__|__init__.py) continue;; esac; '
+          'if [ -d "$d" ]; then c=$(git -c safe.directory="*" -C "$d" rev-parse --short HEAD 2>/dev/null) || c=-; '
+          'elif [ "${n%.py}" != "$n" ] && [ -f "$d" ]; then c=file; else continue; fi; '
+          'printf "%s\\t%s\\n" "$n" "$c"; done')
 
 
 def _comfyui(ctx: Context, s: Section) -> None:
@@ -204,7 +207,8 @@ def _oom(ctx: Context, s: Section) -> None:
 
 def _logs(ctx: Context, s: Section) -> None:
     logs = {"comfyui": ctx.cfg.comfyui.log, "sync": ctx.cfg.sync.log,
-            "podcheck": f"{ctx.cfg.pod.state_dir}/podcheck.log"}
+            "podcheck": f"{ctx.cfg.pod.state_dir}/podcheck.log",
+            "fix": f"{ctx.cfg.pod.state_dir}/fix.log"}  # the last --fix: every command it ran, with its tail
     for name, path in logs.items():
         ran = ctx.run("tail", "-c", str(RAW_LOG_BYTES), "--", path)
         if not ran.ok:
@@ -284,6 +288,14 @@ def fill_gpus(s: Section, nvml: dict[str, Any]) -> None:
                 f"pid {p.get('pid')}: {mib(p.get('used_memory'))}" for p in procs)
 
 
+def _toolchain(ctx: Context, s: Section) -> None:
+    """The header: one row per tool, from the facts and the ComfyUI section's version (read once)."""
+    facts = dict(_facts(ctx))
+    comfy = next((x for x in ctx.doc.sections if x.key == "comfyui"), None)
+    facts["comfyui_version"] = facts.get("comfyui_version") or (comfy.rows.get("version") if comfy else None)
+    s.rows.update(toolchain.rows(facts))
+
+
 def _facts(ctx: Context) -> dict[str, Any]:
     """The facts the checks gathered; gathered here when no check needed them."""
     if ctx.doc.facts is None:
@@ -304,6 +316,7 @@ PARTS: tuple[tuple[str, str, Callable[[Context, Section], None]], ...] = (
     ("checks", "Checks", _checks),
     ("python", "Pod python", _python),
     ("gpus", "GPUs", _gpus),
+    ("toolchain", "Toolchain", _toolchain),
 )
 
 

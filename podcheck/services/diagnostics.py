@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the report's Redactor, taught the secret values met on the 
     from podcheck.reports.redact import Redactor
 
 #: Presentation order of the sections; collection runs the cheap parts first and the probe last.
-ORDER = ("checks", "python", "gpus", "identity", "system", "resources", "disk", "comfyui", "sync", "oom", "logs")
+ORDER = ("toolchain", "checks", "python", "gpus", "identity", "system", "resources", "disk", "comfyui", "sync", "oom", "logs")
 
 
 @dataclass

@@ -82,9 +82,10 @@ class Settings:
 class Log:
     """watch.log: one JSON object per line, appended in one write; secrets redacted."""
 
-    def __init__(self, path: Path, redactor: Any = None):
+    def __init__(self, path: Path, redactor: Any = None, echo: Any = None):
         self.path, self.host = path, socket.gethostname()
         self.redactor = redactor
+        self.echo = echo  # a text stream that gets each event as one line too (watch's stdout)
 
     def write(self, event: str, **fields: Any) -> dict[str, Any]:
         entry = {"time": iso(time.time()), "host": self.host, "event": event,
@@ -99,7 +100,19 @@ class Log:
         except FileNotFoundError:
             pass
         append_text(self.path, line)
+        if self.echo is not None:
+            self._echo(entry)
         return entry
+
+    def _echo(self, entry: dict[str, Any]) -> None:
+        """'2026-01-02T12:00:00Z repair repair=ffmpeg outcome=changed message=...' on the echo stream."""
+        rest = " ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in entry.items()
+                        if k not in ("time", "host", "event"))
+        try:
+            self.echo.write(f"{entry['time']} {entry['event']}{' ' + rest if rest else ''}\n")
+            self.echo.flush()
+        except (OSError, ValueError):  # a closed or full stdout never stops the watch
+            pass
 
 
 def redactor_for(cfg: Config):
@@ -350,7 +363,8 @@ class Watch:
 def main(cfg: Config, interval: float | None = None, select: list[str] | None = None) -> int:
     """`podcheck watch`: run until stopped; AlreadyRunning when this pod has a watch."""
     settings = Settings.from_config(cfg, interval, select)
-    return Watch(cfg, settings).run()
+    # stdout taken now: the check runs redirect sys.stdout while pytest runs
+    return Watch(cfg, settings, log=Log(settings.log, redactor_for(cfg), echo=sys.stdout)).run()
 
 
 # --- the repair process: python -m podcheck.services.watch --repair ID ... -----------------------------------
