@@ -7,6 +7,8 @@ from podcheck import comfyui, paths
 from podcheck.users import invalid_reason
 
 USER_FOLDERS = comfyui.USER_FOLDERS
+#: Judged by gpu.torch_set, which comfyui.installed needs (one root cause, one failure).
+TORCH_SET = ("torch", "torchvision", "torchaudio")
 
 
 def skip_unless_enabled(pod):
@@ -22,14 +24,16 @@ def running(pod):
     return procs
 
 
-@pytest.mark.podcheck(id="comfyui.installed", repair="comfyui", needs=("pod.workspace",))
+@pytest.mark.podcheck(id="comfyui.installed", repair="comfyui", needs=("pod.workspace", "gpu.torch_set"))
 def test_installed(pod, facts, say):
-    """ComfyUI is in comfyui_dir (main.py, comfy/cli_args.py) and the pod python meets its requirements.txt."""
+    """ComfyUI is in comfyui_dir (main.py, comfy/cli_args.py, custom_nodes/), the pod python meets its
+    requirements.txt and imports what ComfyUI imports at start (the requirements' modules, requests)."""
     skip_unless_enabled(pod)
     root = pod.config.pod.comfyui_dir
     cli_args = pod.read_text(f"{root}/comfy/cli_args.py")
     missing = [name for name, there in (("main.py", pod.exists(f"{root}/main.py")),
-                                        ("comfy/cli_args.py", cli_args is not None)) if not there]
+                                        ("comfy/cli_args.py", cli_args is not None),
+                                        ("custom_nodes/", pod.is_dir(f"{root}/custom_nodes"))) if not there]
     assert not missing, f"no ComfyUI in {root}: {' and '.join(missing)} missing (repair: comfyui)"
     if pod.config.attention.sage == "required":
         assert "--use-sage-attention" in comfyui.flag_names(cli_args), (
@@ -42,11 +46,47 @@ def test_installed(pod, facts, say):
     assert not unmet, (
         f"the pod python {pod.config.pod.python} does not meet {root}/requirements.txt: {'; '.join(unmet)} "
         "(repair: comfyui installs them)")
+    failures = {m: why for m, why in (req.get("import_failures") or {}).items() if m not in TORCH_SET}
+    assert not failures, (
+        f"ComfyUI cannot start: the pod python {pod.config.pod.python} cannot import "
+        + "; ".join(f"{module} ({why})" for module, why in failures.items()) + " (repair: comfyui installs them)")
     unparsed = req.get("unparsed") or []
     say(f"ComfyUI in {root}; requirements met" + (f" ({len(unparsed)} line(s) not judged)" if unparsed else ""))
 
 
-@pytest.mark.podcheck(id="comfyui.running", repair="comfyui.launch", profiles=("runtime",), needs=("pod.workspace",))
+@pytest.mark.podcheck(id="comfyui.upstream", repair="comfyui", needs=("comfyui.installed",))
+def test_upstream(pod, say):
+    """When [comfyui] ref names a branch, the checkout is at that branch's newest upstream commit.
+
+    Policy: `--fix` fast-forwards a clean checkout to it (and reinstalls the requirements); a checkout
+    with local changes or local commits is left as it is. One `git ls-remote`, bounded by
+    [pod] command_timeout; an upstream that cannot be reached is not judged."""
+    skip_unless_enabled(pod)
+    c, root = pod.config.comfyui, pod.config.pod.comfyui_dir
+    if not pod.is_dir(f"{root}/.git"):
+        pytest.skip(f"{root} is not a git checkout: nothing to compare with {c.repo}")
+    remote = pod.run("git", "ls-remote", "--heads", "--", c.repo, f"refs/heads/{c.ref}",
+                     env={"GIT_TERMINAL_PROMPT": "0"})
+    if not remote.ok:
+        pytest.skip(f"cannot ask {c.repo} for its branches: {remote.why()}")
+    newest = next((line.split()[0] for line in remote.stdout.splitlines() if line.strip()), None)
+    if newest is None:
+        pytest.skip(f"[comfyui] ref {c.ref} is not a branch of {c.repo} (a tag or commit does not move)")
+    head = pod.run("git", "-C", root, "rev-parse", "HEAD")
+    assert head.ok, f"cannot read the commit of {root}: {head.why()}"
+    mine = head.stdout.strip()
+    if mine != newest and pod.run("git", "-C", root, "merge-base", "--is-ancestor", newest, mine).ok:
+        say(f"{root} at {mine[:10]} is ahead of {c.repo} {c.ref} ({newest[:10]}): local commits, left as they are")
+        return
+    assert mine == newest, (
+        f"{c.repo} {c.ref} has a newer commit {newest[:10]}; {root} is at {mine[:10]} "
+        "(repair: comfyui fast-forwards a clean checkout and reinstalls the requirements; a checkout with "
+        "local changes is left as it is)")
+    say(f"{root} is at the newest commit of {c.repo} {c.ref} ({mine[:10]})")
+
+
+@pytest.mark.podcheck(id="comfyui.running", repair="comfyui.launch", profiles=("runtime",),
+                      needs=("pod.workspace", "comfyui.installed"))
 def test_running(pod, say):
     """A ComfyUI runs main.py of comfyui_dir and answers GET /system_stats on its port in time."""
     skip_unless_enabled(pod)
@@ -82,15 +122,19 @@ def _young(proc):
 @pytest.mark.podcheck(id="comfyui.launch_flags", repair="comfyui.relaunch", profiles=("runtime",),
                       needs=("comfyui.running",))
 def test_launch_flags(pod, say):
-    """Every ComfyUI has --use-sage-attention (if required) and its own per-user output, input and temp folders.
+    """Every ComfyUI has --use-sage-attention (if required), its own per-user output, input, temp and user
+    folders, and its database in its user folder (ComfyUI with --database-url).
 
     No two ComfyUI processes share one of these folders, and the argv /system_stats reports is the process's own."""
     skip_unless_enabled(pod)
     cfg = pod.config
     procs = running(pod)
     problems, served, lines = [], {}, []
+    has_database = comfyui.DATABASE_FLAG in comfyui.flag_names(pod.read_text(f"{cfg.pod.comfyui_dir}/comfy/cli_args.py"))
     for proc in procs:
         wrong, users = _own_folders(proc, cfg.pod.workspace, cfg.pod.comfyui_dir)
+        if has_database:
+            wrong += _own_database(proc, cfg.pod.comfyui_dir)
         if cfg.attention.sage == "required" and not proc.args.use_sage_attention:
             wrong.insert(0, "no --use-sage-attention" + (f" (it asks for {proc.args.attention})" if proc.args.attention else ""))
         wrong += _answering_process(pod, proc)
@@ -129,6 +173,17 @@ def _own_folders(proc, workspace, comfyui_dir):
     if len(users) > 1:
         wrong.append(f"its folders belong to different users ({', '.join(sorted(users))})")
     return wrong, users
+
+
+def _own_database(proc, comfyui_dir):
+    """A sqlite database outside the process's own --user-directory (shared by every user on the volume)."""
+    db = comfyui.database_path(proc, comfyui_dir)
+    user_dir = proc.dirs(comfyui_dir).user
+    if db is None or paths.inside(db, user_dir):
+        return []
+    given = "its --database-url" if proc.args.has(comfyui.DATABASE_FLAG) else "without --database-url, its"
+    return [f"{given} database {db} is not in its user folder {user_dir} (ComfyUI keeps it in "
+            f"{comfyui_dir}/user/{comfyui.DATABASE_FILE} whatever --user-directory says)"]
 
 
 def _user_of(path, root):

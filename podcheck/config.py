@@ -35,7 +35,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "torch": {
         "cuda": "12.9",
         "spec": "torch",
-        "index_url": "https://download.pytorch.org/whl/cu129",
+        # torchvision and torchaudio are installed with torch, as one set from one index ("" leaves one out)
+        "vision_spec": "torchvision",
+        "audio_spec": "torchaudio",
+        # "auto": PyTorch's index for [torch] cuda (cu129, cu130, cpu ...); "": pip's own index; or a URL
+        "index_url": "auto",
     },
     "attention": {"sage": "required", "sage_spec": "sageattention"},
     "comfyui": {

@@ -48,6 +48,12 @@ class CheckSpec:
     profiles: tuple[str, ...]
     needs: tuple[str, ...]
     description: str
+    #: Whether the check applies under a config (None: always). One that does not apply skips itself
+    #: and pulls in no prerequisites, so a failing prerequisite is not reported for it.
+    applies: Any = None
+
+    def applies_to(self, cfg: Any) -> bool:
+        return self.applies is None or bool(self.applies(cfg))
 
     @property
     def area(self) -> str:
@@ -71,7 +77,8 @@ def spec_of(item: pytest.Item) -> CheckSpec | None:
     if unknown:
         raise pytest.UsageError(f"{item.nodeid}: unknown profile(s) {sorted(unknown)}")
     doc = (getattr(item, "function", None).__doc__ or "").strip().splitlines()
-    spec = CheckSpec(check_id, kw.pop("repair", None), profiles, tuple(kw.pop("needs", ())), doc[0] if doc else "")
+    spec = CheckSpec(check_id, kw.pop("repair", None), profiles, tuple(kw.pop("needs", ())), doc[0] if doc else "",
+                     kw.pop("applies", None))
     if kw:
         raise pytest.UsageError(f"{item.nodeid}: unknown podcheck marker argument(s) {sorted(kw)}")
     item.stash[SPEC] = spec
@@ -121,12 +128,14 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     selectors = [s.strip() for arg in config.getoption("pod_select") for s in arg.split(",") if s.strip()]
     by_id = {s.id: s for s in specs.values() if s}
     wanted = {cid for cid in by_id if not selectors or matches(cid, selectors)}
-    stack = list(wanted)
+    cfg = _config(config)
+    stack = [cid for cid in wanted if by_id[cid].applies_to(cfg)]
     while stack:  # a selected check brings its prerequisites, so blocking still works
         for need in by_id[stack.pop()].needs:
             if need in by_id and need not in wanted:
                 wanted.add(need)
-                stack.append(need)
+                if by_id[need].applies_to(cfg):
+                    stack.append(need)
     no_gpu = gpu_checks(by_id.values()) if profile == "image" else set()
     kept, dropped = [], []
     for item in items:
@@ -197,6 +206,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return
     if NOT_RUN in item.stash:
         pytest.skip(item.stash[NOT_RUN])
+    if not spec.applies_to(_config(item.config)):
+        return  # it skips itself, saying why; a failing prerequisite is not its failure
     outcomes = item.config.stash[OUTCOMES]
     for need in spec.needs:
         status, root = outcomes.get((_host_key(item), need), (None, None))

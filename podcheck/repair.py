@@ -83,6 +83,11 @@ class Repair:
         """The commands `apply` would run now, for `--dry-run` (reads only)."""
         return []
 
+    def blocker(self, ctx: "Context") -> str | None:
+        """Why this repair will fail whatever runs before it (a config value it needs is missing), told
+        when the plan is made, before any slow repair runs; None when nothing is known to stop it."""
+        return None
+
     def apply(self, ctx: "Context") -> Outcome:
         raise NotImplementedError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
+from podcheck import gpu
 from podcheck.pod import Ran
 from podcheck.repair import Context, Outcome, Repair, register
 
@@ -96,12 +97,16 @@ class Venv(Repair):
 
 
 class _PipRepair(Repair):
-    """A distribution installed from a configured spec; reinstalled when its checks fail."""
+    """Distributions installed from configured specs in one pip command; reinstalled when their checks fail."""
 
     dist: str
 
     def spec(self, ctx: Context) -> str:
         raise NotImplementedError
+
+    def specs(self, ctx: Context) -> list[str]:
+        """Every spec installed together (the first is `spec`)."""
+        return [self.spec(ctx)]
 
     def index(self, ctx: Context) -> str:
         return ""
@@ -110,19 +115,24 @@ class _PipRepair(Repair):
         return {"spec": self.spec(ctx), "index_url": self.index(ctx)}
 
     def _argvs(self, ctx: Context, installed: str | None) -> list[list[str]]:
-        spec, index = self.spec(ctx), self.index(ctx)
+        specs, index = self.specs(ctx), self.index(ctx)
         if installed and ctx.failing(self.id):  # installed but broken (a torn install, the wrong build)
-            return [pip_install(ctx, "--force-reinstall", "--no-deps", "--no-cache-dir", spec, index_url=index),
-                    pip_install(ctx, spec, index_url=index)]
-        return [pip_install(ctx, spec, index_url=index)]
+            return [pip_install(ctx, "--force-reinstall", "--no-deps", "--no-cache-dir", *specs, index_url=index),
+                    pip_install(ctx, *specs, index_url=index)]
+        return [pip_install(ctx, *specs, index_url=index)]
 
     def commands(self, ctx: Context) -> list[list[str]]:
         return self._argvs(ctx, installed_version(ctx, self.dist))
 
+    def _met(self, ctx: Context, installed: str | None) -> bool:
+        return satisfies(self.spec(ctx), self.dist, installed) and all(
+            satisfies(spec, requirement_name(spec), installed_version(ctx, requirement_name(spec)))
+            for spec in self.specs(ctx)[1:])
+
     def apply(self, ctx: Context) -> Outcome:
-        spec = self.spec(ctx)
+        spec = " ".join(self.specs(ctx))
         installed = installed_version(ctx, self.dist)
-        if installed and not ctx.failing(self.id) and satisfies(spec, self.dist, installed):
+        if installed and not ctx.failing(self.id) and self._met(ctx, installed):
             return Outcome.unchanged(f"{self.dist} {installed} is installed and satisfies {spec}")
         argvs = self._argvs(ctx, installed)
         for argv in argvs:
@@ -144,11 +154,21 @@ class _PipRepair(Repair):
         return None
 
 
+def requirement_name(spec: str) -> str:
+    """The distribution a spec names ('torchvision==0.28.0' -> 'torchvision'), or the spec itself."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    try:
+        return Requirement(spec).name
+    except InvalidRequirement:
+        return spec
+
+
 @register
 class Torch(_PipRepair):
     id = "torch"
     dist = "torch"
-    description = "pip install the configured torch build ([torch] spec from [torch] index_url) into the pod python"
+    description = ("pip install the torch set ([torch] spec, vision_spec, audio_spec) in one command from one "
+                   "index ([torch] index_url, by default PyTorch's index for [torch] cuda) into the pod python")
     needs = ("venv",)
     slow = True
     blast = "replaces-packages"
@@ -156,8 +176,33 @@ class Torch(_PipRepair):
     def spec(self, ctx: Context) -> str:
         return ctx.cfg.torch.spec
 
+    def specs(self, ctx: Context) -> list[str]:
+        t = ctx.cfg.torch
+        return [t.spec] + [s for s in (t.vision_spec, t.audio_spec) if s]
+
     def index(self, ctx: Context) -> str:
-        return ctx.cfg.torch.index_url
+        return gpu.torch_index(ctx.cfg.torch.cuda, ctx.cfg.torch.index_url)
+
+    def inputs(self, ctx: Context) -> dict[str, Any]:
+        return {"spec": " ".join(self.specs(ctx)), "index_url": self.index(ctx)}
+
+    def verify(self, ctx: Context) -> str | None:
+        """The set must import together and be built for one another (the gpu.torch_set judgement)."""
+        problems = torch_set_problems(ctx)
+        if not problems:
+            return None
+        where = self.index(ctx) or "pip's own index"
+        return (f"installed {' '.join(self.specs(ctx))} from {where}, but the torch set does not work together: "
+                f"{'; '.join(problems)}")
+
+
+def torch_set_problems(ctx: Context) -> list[str]:
+    """What is wrong with the pod python's torch, torchvision and torchaudio together (gpu.torch_set)."""
+    from podcheck import facts
+    found = facts.run_probe(ctx.pod, {"gpu": False, "sage": False, "requirements": None, "torchset": True})
+    if found.torch.get("error"):
+        return [f"import torch fails: {found.torch['error'][:300]}"]
+    return gpu.torch_set_problems(found.torch, found.torchset, ctx.cfg)
 
 
 @register

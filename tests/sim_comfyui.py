@@ -24,7 +24,7 @@ SAGE_SPECS = ("sageattention==1.0.6", "triton==3.9.0")
 #: Targets that reach the same machine: locally, and through commands only (chroot of /, which needs root).
 HOSTS = ("local://", "chroot:///") if os.geteuid() == 0 else ("local://",)
 #: The per-user folders a pod has: {workspace}/<kind>/<user>.
-USER_KINDS = ("output", "input", "workflows", "temp")
+USER_KINDS = ("output", "input", "workflows", "temp", "user")
 
 
 def sage_python() -> Path:

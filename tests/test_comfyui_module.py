@@ -145,7 +145,8 @@ def test_dirs_follow_comfyuis_folder_rules():
 
 def test_user_options_are_what_launch_flags_asks():
     assert comfyui.user_options("/w", "alice") == ["--output-directory", "/w/output/alice", "--input-directory",
-                                                    "/w/input/alice", "--temp-directory", "/w/temp/alice"]
+                                                    "/w/input/alice", "--temp-directory", "/w/temp/alice",
+                                                        "--user-directory", "/w/user/alice"]
     with pytest.raises(ValueError, match="invalid user name '../evil'"):
         comfyui.user_options("/w", "../evil")
 
