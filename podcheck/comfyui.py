@@ -672,7 +672,8 @@ def node_failures(lines: Sequence[str]) -> list[NodeFailure]:
 
 
 #: What torch logs when a CUDA allocation fails during a generation (ComfyUI prints the exception).
-OOM_SIGNS = ("torch.OutOfMemoryError", "OutOfMemoryError:", "CUDA out of memory", "Allocation on device")
+OOM_SIGNS = ("torch.OutOfMemoryError", "OutOfMemoryError:", "CUDA out of memory", "Allocation on device",
+             "Got an OOM, unloading all loaded models")
 
 
 def oom_lines(lines: Sequence[str]) -> list[str]:

@@ -143,18 +143,15 @@ def companions(torch_version: str | None) -> str:
 
 
 def torch_set_problems(torch: dict[str, Any], torchset: dict[str, Any], cfg: Any) -> list[str]:
-    """What keeps torch, torchvision and torchaudio in the pod python from working as one set: one that
-    does not import next to torch, was built for another torch (its metadata pin) or another CUDA, or
+    """What keeps torch and the torchvision and torchaudio installed next to it from working as one set:
+    one that does not import next to torch, was built for another torch (its metadata pin) or another CUDA, or
     whose compiled parts were built for another numpy. Each problem names the package and the error."""
     problems: list[str] = []
     version, cuda = torch.get("version"), torch.get("cuda")
-    wanted = {"torchvision": cfg.torch.vision_spec, "torchaudio": cfg.torch.audio_spec}
-    for name, spec in wanted.items():
+    for name in ("torchvision", "torchaudio"):
         d = torchset.get(name) or {}
         if not d.get("version"):
-            if spec:
-                problems.append(f"{name} is not installed (ComfyUI imports it at start)")
-            continue
+            continue  # not installed: comfyui.installed judges what ComfyUI's requirements miss
         what = f"{name} {d['version']}"
         built = d.get("built_cuda")
         # CPU against CUDA breaks the compiled ops; one CUDA minor against another need not (torchaudio
