@@ -97,7 +97,7 @@ def main() -> int:
         import testinfra
 
         from podcheck import config, facts, runner
-        from podcheck.pod import Pod
+        from podcheck.host.pod import Pod
 
         cfg = config.load(cfg_path, env={})
         totals, probes, report = [], [], None

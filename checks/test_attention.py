@@ -1,7 +1,7 @@
 """attention: SageAttention imports, its kernels run on this GPU, and the running ComfyUI uses it."""
 import pytest
 
-from podcheck import comfyui, gpu
+from podcheck.domain import comfyui, gpu
 
 
 def sage_on(cfg):
@@ -19,7 +19,7 @@ def test_sage_import(pod, facts, say):
     if s.get("error") and s.get("missing_module") == "sageattention":
         if mode == "optional":
             pytest.skip("sageattention is not installed (optional)")
-        raise AssertionError(f"sageattention is not installed in the pod python {pod.config.pod.python} (repair: sage)")
+        raise AssertionError(f"sageattention is not installed in the pod python {pod.config.pod.python}")
     version = s.get("version") or "unknown version"
     assert not s.get("error"), (
         f"import sageattention {version} fails: {s['error']}"
@@ -31,7 +31,7 @@ def test_sage_import(pod, facts, say):
         device = next((g for g in facts.gpus if g.get("index") == call["index"]), {"index": call["index"]})
         assert call["result"] == "ok", (
             f"sageattn() fails on {gpu.describe(device)}: {call['result']}; ComfyUI would log "
-            "'Error running sage attention' and silently fall back to pytorch attention (repair: sage)")
+            "'Error running sage attention' and silently fall back to pytorch attention")
     modules = ", ".join(s.get("compiled_modules") or []) or "none (Triton kernels)"
     ran = f"; ran on {len(s['calls'])} GPU(s)" if s.get("calls") else ""
     say(f"sageattention {version}; compiled modules: {modules}{ran}")
@@ -73,8 +73,8 @@ def test_sage_active(pod, say):
     errors = [line for line in run if line.startswith(comfyui.SAGE_FALLBACK)]
     if errors:
         cause, rebuild = comfyui.sage_cause(errors[-1])
-        remedy = ("repair: comfyui.relaunch restarts it, after the sage repair rebuilds sage for this GPU" if rebuild
-                  else "repair: comfyui.relaunch restarts it; reinstalling sage would not help")
+        remedy = ("restarting it after rebuilding sage for this GPU makes the check judge a new run" if rebuild
+                  else "restarting it lets the check judge a new run; reinstalling sage would not help")
         raise AssertionError(
             f"{who} fell back to pytorch attention {len(errors)} time(s) since {'it' if len(judged) == 1 else 'they'} "
             f"started: {cause}; last: {errors[-1][:300]} (in {log.path}). Generations run on the slower pytorch "

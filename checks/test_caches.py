@@ -1,7 +1,8 @@
 """caches: compiled kernels and engines match this GPU, and live on local disk."""
 import pytest
 
-from podcheck import caches, comfyui, procs
+from podcheck.domain import caches, comfyui
+from podcheck.host import procs
 
 
 @pytest.mark.podcheck(id="caches.gpu_unchanged", repair="caches.clear", needs=("pod.workspace", "gpu.driver"))

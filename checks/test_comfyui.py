@@ -3,8 +3,9 @@ import time
 
 import pytest
 
-from podcheck import comfyui, paths
-from podcheck.users import invalid_reason
+from podcheck.domain import comfyui
+from podcheck.domain.users import invalid_reason
+from podcheck.host import paths
 
 USER_FOLDERS = comfyui.USER_FOLDERS
 #: Judged by gpu.torch_set, which comfyui.installed needs (one root cause, one failure).
@@ -34,22 +35,21 @@ def test_installed(pod, facts, say):
     missing = [name for name, there in (("main.py", pod.exists(f"{root}/main.py")),
                                         ("comfy/cli_args.py", cli_args is not None),
                                         ("custom_nodes/", pod.is_dir(f"{root}/custom_nodes"))) if not there]
-    assert not missing, f"no ComfyUI in {root}: {' and '.join(missing)} missing (repair: comfyui)"
+    assert not missing, f"no ComfyUI in {root}: {' and '.join(missing)} missing"
     if pod.config.attention.sage == "required":
         assert "--use-sage-attention" in comfyui.flag_names(cli_args), (
             f"the ComfyUI in {root} is too old for sage: its comfy/cli_args.py has no --use-sage-attention "
-            "(added in December 2024); update ComfyUI (repair: comfyui)")
+            "(added in December 2024); update ComfyUI")
     req = facts.requirements
     assert req, f"cannot judge ComfyUI's requirements: {facts.probe_error or 'the probe printed nothing about them'}"
-    assert not req.get("error"), f"cannot read {root}/requirements.txt: {req['error']} (repair: comfyui)"
+    assert not req.get("error"), f"cannot read {root}/requirements.txt: {req['error']}"
     unmet = [f"missing {line}" for line in req.get("missing") or []] + list(req.get("mismatched") or [])
     assert not unmet, (
-        f"the pod python {pod.config.pod.python} does not meet {root}/requirements.txt: {'; '.join(unmet)} "
-        "(repair: comfyui installs them)")
+        f"the pod python {pod.config.pod.python} does not meet {root}/requirements.txt: {'; '.join(unmet)}")
     failures = {m: why for m, why in (req.get("import_failures") or {}).items() if m not in TORCH_SET}
     assert not failures, (
         f"ComfyUI cannot start: the pod python {pod.config.pod.python} cannot import "
-        + "; ".join(f"{module} ({why})" for module, why in failures.items()) + " (repair: comfyui installs them)")
+        + "; ".join(f"{module} ({why})" for module, why in failures.items()))
     unparsed = req.get("unparsed") or []
     say(f"ComfyUI in {root}; requirements met" + (f" ({len(unparsed)} line(s) not judged)" if unparsed else ""))
 
@@ -80,7 +80,7 @@ def test_upstream(pod, say):
         return
     assert mine == newest, (
         f"{c.repo} {c.ref} has a newer commit {newest[:10]}; {root} is at {mine[:10]} "
-        "(repair: comfyui fast-forwards a clean checkout and reinstalls the requirements; a checkout with "
+        "(--fix fast-forwards a clean checkout and reinstalls the requirements; a checkout with "
         "local changes is left as it is)")
     say(f"{root} is at the newest commit of {c.repo} {c.ref} ({mine[:10]})")
 
@@ -101,7 +101,7 @@ def test_running(pod, say):
         else:
             why = answer.error or f"HTTP {answer.status}"
             silent.append(f"{proc} does not answer GET {answer.url}: {why}{_young(proc)}")
-    assert not silent, "; ".join(silent) + " (repair: comfyui.launch restarts it)"
+    assert not silent, "; ".join(silent)
     say("; ".join(answered))
 
 
@@ -111,7 +111,7 @@ def _nothing_runs(pod):
     last = [line.strip() for line in (log.text or "").splitlines() if line.strip()]
     if last:
         message += f"; its log {log.path} ends with: {last[-1][:300]}"
-    return message + " (repair: comfyui.launch)"
+    return message
 
 
 def _young(proc):
@@ -148,7 +148,7 @@ def test_launch_flags(pod, say):
     me = cfg.pod.user
     if me and not any(me in users for users in served.values()):
         problems.append(f"no ComfyUI serves this pod's user {me} ([pod] user)")
-    assert not problems, "; ".join(problems) + " (repair: comfyui.relaunch)"
+    assert not problems, "; ".join(problems)
     say("; ".join(lines))
 
 

@@ -6,7 +6,7 @@ import posixpath
 
 import pytest
 
-from podcheck import comfyui
+from podcheck.domain import comfyui
 
 
 def comfy_on(cfg):
@@ -42,8 +42,8 @@ def test_custom_nodes(pod, say):
     who = " and ".join(str(p) for p in judged)
     assert not failures, f"{who} could not load {len(failures)} custom node(s): " + "; ".join(
         f"{f.name} ({'missing module ' + f.missing_module if f.missing_module else f.error[:200]})" for f in failures
-    ) + f" (in {path}). Their nodes are missing from every workflow (repair: comfyui.relaunch installs each " \
-        "node's requirements.txt with the torch set pinned, then restarts ComfyUI)"
+    ) + f" (in {path}). Their nodes are missing from every workflow; --fix installs each node's requirements.txt " \
+        "with the torch set pinned, then restarts ComfyUI"
     say(f"{who}: every custom node loaded")
 
 
@@ -52,7 +52,8 @@ OOM_REMEDY = ("in the workflow: a smaller image size or batch, a tiled VAE decod
               "more memory")
 
 
-@pytest.mark.podcheck(id="comfyui.oom", profiles=("runtime",), needs=("comfyui.running",), applies=comfy_on)
+@pytest.mark.podcheck(id="comfyui.oom", profiles=("runtime",), needs=("comfyui.running",), applies=comfy_on,
+                      remedy="smaller images or batches, tiled VAE decode, an fp8 model; or --lowvram / --reserve-vram")
 def test_oom(pod, say):
     """No generation ran out of GPU memory since ComfyUI started (`torch.OutOfMemoryError`, `Allocation on
     device`). No repair: the remedy is in the workflow or the flags, the message says which."""
@@ -77,7 +78,8 @@ def manager_config(pod, proc):
 
 
 @pytest.mark.podcheck(id="comfyui.manager_security", profiles=("runtime",), needs=("comfyui.running",),
-                      applies=comfy_on)
+                      applies=comfy_on, remedy="install the node from the terminal (git clone into custom_nodes), "
+                      "then podcheck --fix; or security_level = weak only on a private port")
 def test_manager_security(pod, say):
     """ComfyUI-Manager refused no install since launch. Listening beyond loopback (as behind the pod's proxy),
     its security_level `normal` refuses git-URL and pip installs ("To use this feature, you must either set
@@ -118,5 +120,5 @@ def test_listen(pod, say):
     assert not local, "; ".join(
         f"{p} listens on {p.args.listen} only" + ("" if p.args.has("--listen") else " (no --listen: ComfyUI's default)")
         for p in local) + (f": the pod's HTTP proxy cannot reach it; [comfyui] listen is {wanted} "
-                           "(repair: comfyui.relaunch restarts it with --listen from the config)")
+                           "(--fix restarts it with --listen from the config)")
     say("; ".join(f"{p} listens on {p.args.listen}" for p in procs))

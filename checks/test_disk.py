@@ -1,10 +1,11 @@
 """disk: room on the workspace volume."""
 import pytest
 
-from podcheck.caches import human
+from podcheck.domain.caches import human
 
 
-@pytest.mark.podcheck(id="disk.workspace", needs=("pod.workspace",))
+@pytest.mark.podcheck(id="disk.workspace", needs=("pod.workspace",),
+                      remedy="free space on the volume (old outputs, unused models, pip caches) or grow it")
 def test_workspace(pod, say):
     """The workspace's filesystem has at least min_free_gib and min_free_inodes free."""
     cfg, workspace = pod.config.disk, pod.config.pod.workspace

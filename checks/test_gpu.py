@@ -1,18 +1,18 @@
 """gpu: the driver, and a torch build that can drive this GPU."""
 import pytest
 
-from podcheck import gpu
+from podcheck.domain import gpu
 
 
 def probe_failure(facts, what):
     """The message for a check whose probe facts are missing."""
     why = facts.probe_error or "the probe printed nothing about it"
     if why.startswith("pod python not"):
-        return f"{why}: create the pod venv or fix [pod] python (repairs: venv, torch)"
+        return f"{why}: create the pod venv or fix [pod] python"
     return f"cannot judge {what}: {why}"
 
 
-@pytest.mark.podcheck(id="gpu.driver")
+@pytest.mark.podcheck(id="gpu.driver", remedy="pick a pod whose driver supports the torch build's CUDA (RunPod: filter by CUDA version)")
 def test_driver(pod, facts, gpus, say):
     """NVML sees a GPU, and the driver supports the CUDA version of the pod's torch build."""
     nvml = facts.nvml
@@ -36,7 +36,7 @@ def test_torch_build(pod, facts, say):
     python = pod.config.pod.python
     t = facts.torch
     assert t, probe_failure(facts, "the pod's torch")
-    assert not t.get("missing"), f"torch is not installed in the pod python {python} (repair: torch)"
+    assert not t.get("missing"), f"torch is not installed in the pod python {python}"
     assert "error" not in t, f"import torch fails in {python}: {t['error']}"
     expected = pod.config.torch.cuda
     version, cuda = t.get("version"), t.get("cuda")
@@ -46,10 +46,9 @@ def test_torch_build(pod, facts, say):
         say(f"torch {version} (CPU build) in {python}")
         return
     assert cuda is not None, (
-        f"torch {version} is a CPU build; expected CUDA {expected} ({gpu.cuda_tag(expected)}) (repair: torch)")
+        f"torch {version} is a CPU build; expected CUDA {expected} ({gpu.cuda_tag(expected)})")
     assert gpu.parse_cuda(cuda) == gpu.parse_cuda(expected), (
-        f"torch {version} is built for CUDA {cuda}; expected CUDA {expected} ({gpu.cuda_tag(expected)}) "
-        "(repair: torch)")
+        f"torch {version} is built for CUDA {cuda}; expected CUDA {expected} ({gpu.cuda_tag(expected)})")
     say(f"torch {version} (CUDA {cuda}) in {python}")
 
 
@@ -70,8 +69,7 @@ def test_torch_sees_gpu(pod, facts, gpus, say):
         assert cap, f"torch cannot read GPU {dev.get('index')}: {dev.get('error')}"
         assert gpu.arch_covers(cap, arch), (
             f"{gpu.describe(dev)} has compute capability {cap[0]}.{cap[1]}, which torch {t.get('version')} "
-            f"has no kernels for (arch list: {' '.join(arch) or 'empty'}); it needs {gpu.needed_build(cap)} "
-            "(repair: torch)")
+            f"has no kernels for (arch list: {' '.join(arch) or 'empty'}); it needs {gpu.needed_build(cap)}")
         assert dev.get("matmul") == "ok", (
             f"a matmul on {gpu.describe(dev)} failed: {dev.get('matmul') or facts.probe_error or 'not run'}")
     say(f"{len(devices)} GPU(s) usable; arch list {' '.join(arch)}")
@@ -85,7 +83,7 @@ def test_torch_set(pod, facts, say):
     t, s = facts.torch, facts.torchset
     assert s, probe_failure(facts, "torchvision and torchaudio")
     problems = gpu.torch_set_problems(t, s, pod.config)
-    assert not problems, "; ".join(problems) + ". " + gpu.torch_set_remedy(t, pod.config) + " (repair: torch)"
+    assert not problems, "; ".join(problems) + ". " + gpu.torch_set_remedy(t, pod.config)
     shown = [f"torch {t.get('version')}"] + [f"{name} {(s.get(name) or {}).get('version')}"
                                              for name in ("torchvision", "torchaudio") if (s.get(name) or {}).get("version")]
     numpy = (s.get("numpy") or {}).get("version")

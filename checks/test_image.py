@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from podcheck import entrypoint, manifest
+from podcheck.domain import entrypoint, manifest
 
 SHOWN = 40  # files named in a message before "and N more"
 
@@ -20,7 +20,7 @@ def _named(paths: list[str]) -> str:
     return ", ".join(paths[:SHOWN]) + more
 
 
-@pytest.mark.podcheck(id="image.source_fresh", profiles=("image",))
+@pytest.mark.podcheck(id="image.source_fresh", profiles=("image",), remedy="rebuild the image from the current sources")
 def test_source_fresh(pod, cfg, say):
     """The image's files match the source checkout or build manifest they were built from."""
     sources = cfg.image.sources
@@ -52,7 +52,8 @@ def test_source_fresh(pod, cfg, say):
     say(f"{checked} file(s) in {len(sources)} source(s) match {against}")
 
 
-@pytest.mark.podcheck(id="image.entrypoint_flags", profiles=("image",))
+@pytest.mark.podcheck(id="image.entrypoint_flags", profiles=("image",),
+                      remedy="add the missing flags to the launch line the message names, then rebuild")
 def test_entrypoint_flags(pod, cfg, say):
     """Every ComfyUI launch line in the start scripts passes the flags the config requires."""
     scripts = cfg.image.start_scripts

@@ -3,7 +3,9 @@ import posixpath
 
 import pytest
 
-from podcheck import paths, users
+from podcheck.domain import users
+from podcheck.host import paths
+
 
 def describe(where):
     kind, user = where
@@ -27,7 +29,7 @@ def test_no_shared_links(pod, say):
     assert not links, (
         "; ".join(links) + ". Every pod on the volume sees this one link: the last pod to start wins and every "
         "ComfyUI writes into that folder. Give each ComfyUI its own --output-directory / --input-directory instead "
-        "(repair: isolation.unlink removes the link itself, never what it points to)")
+        "(the link is removed as a link, never what it points to)")
     say(f"no symlink from {root} into a user's folder")
 
 
@@ -51,7 +53,7 @@ def test_user_dirs(pod, say):
                 problems.append(f"{kind}/{name} {problem}")
     assert not problems, (
         f"per-user folders in {cfg.workspace}: " + "; ".join(problems)
-        + " (repair: isolation.user_dirs; an invalid name needs a rename by hand)")
+        + " (an invalid name needs a rename by hand)")
     say(f"{len(valid)} user(s): {', '.join(valid)}")
 
 

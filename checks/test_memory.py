@@ -1,8 +1,8 @@
 """memory: RAM and VRAM headroom, and no OOM kill since the last run."""
 import pytest
 
-from podcheck import cgroup, gpu, memory
-from podcheck.caches import human
+from podcheck.domain import cgroup, gpu, memory
+from podcheck.domain.caches import human
 
 
 @pytest.mark.podcheck(id="memory.ram", repair="memory.free")
@@ -18,7 +18,7 @@ def test_ram(pod, say):
     assert room.available >= want, (
         f"only {human(room.available)} RAM available, below [memory] min_ram_available_gib = "
         f"{cfg.min_ram_available_gib:g}: {shown}; the OOM killer acts at this limit, so the next large model load "
-        "or generation may be killed (repair: memory.free)")
+        "or generation may be killed")
     say(f"{human(room.available)} available; {shown}")
 
 
@@ -30,12 +30,13 @@ def test_vram(pod, gpus, say):
     assert not low, "; ".join(
         f"{gpu.describe(g)} has {human(g['memory_free'])} VRAM free of {human(g['memory_total'])}" for g in low) + (
         f", below [memory] min_vram_free_gib = {cfg.min_vram_free_gib:g}: a process holds the memory "
-        "(a finished training, a second ComfyUI); free it (repair: memory.free)")
+        "(a finished training, a second ComfyUI); free it")
     say("; ".join(f"{gpu.describe(g)}: {human(g['memory_free'])} free" for g in gpus
                   if isinstance(g.get("memory_free"), int)))
 
 
-@pytest.mark.podcheck(id="memory.oom", needs=("pod.workspace",))  # its baseline lives in state_dir
+@pytest.mark.podcheck(id="memory.oom", needs=("pod.workspace",),  # its baseline lives in state_dir
+                      remedy="use a smaller model or batch, or a pod with more RAM")
 def test_oom(pod, say):
     """No process was OOM-killed since the last run (cgroup counter; kernel log when readable)."""
     cg, _ = cgroup.read(pod, pod.config.memory.cgroup_root)

@@ -2,7 +2,8 @@
 import pytest
 
 
-@pytest.mark.podcheck(id="pod.workspace", profiles=("boot", "runtime"))
+@pytest.mark.podcheck(id="pod.workspace", profiles=("boot", "runtime"),
+                      remedy="attach the network volume at [pod] workspace, or set [pod] workspace")
 def test_workspace(pod, say):
     """The workspace (the network volume) is a directory podcheck can write to."""
     workspace = pod.config.pod.workspace

@@ -4,8 +4,10 @@ import shlex
 
 import pytest
 
-from podcheck import procs, rclone, syncloop
-from podcheck.users import users
+from podcheck import syncloop
+from podcheck.domain import rclone
+from podcheck.domain.users import users
+from podcheck.host import procs
 
 
 def _sync(pod):
@@ -44,7 +46,7 @@ def test_config(pod, say):
     try:
         remotes = rclone.dump(pod, path)
     except rclone.RcloneError as exc:
-        pytest.fail(f"{exc} (repair: sync.config)", pytrace=False)
+        pytest.fail(str(exc), pytrace=False)
     problems = []
     mode = rclone.file_mode(pod, path)
     if mode is not None and rclone.readable_by_others(mode):
@@ -56,7 +58,7 @@ def test_config(pod, say):
     for name, section in chain:
         if section.get("type") == "drive":
             problems += rclone.drive_problems(pod, name, section, path)
-    assert not problems, f"rclone config {path}: " + "; ".join(problems) + " (repair: sync.config)"
+    assert not problems, f"rclone config {path}: " + "; ".join(problems)
     say(f"{path}: remote " + " -> ".join(f"{n} ({sec.get('type')})" for n, sec in chain))
 
 
@@ -80,12 +82,12 @@ def test_running(pod, say):
             running = now - float(status.get("started") or now)
             assert running <= max_age, (
                 f"the sync loop (pid {pid}) has run for {_ago(running)} without one successful pass ({limit})"
-                f"{failing} (repair: sync.start)")
+                f"{failing}")
             say(f"sync loop pid {pid} started {_ago(running)} ago; its first pass is not done yet")
             return
         assert now - last <= max_age, (
             f"the sync loop (pid {pid}) is stale: its last successful pass was {_ago(now - last)} ago ({limit})"
-            f"{failing}; restart it (repair: sync.start)")
+            f"{failing}; restart it")
         say(f"sync loop pid {pid}: last successful pass {_ago(now - last)} ago")
         return
     external = _external(pod, s.process_pattern, procs.listing(pod))
@@ -103,7 +105,7 @@ def test_running(pod, say):
         pattern = (f"no process matches [sync] process_pattern = {s.process_pattern!r}" if s.process_pattern
                    else "[sync] process_pattern is empty")
         why = f"no sync loop runs (none started by podcheck in {pod.config.pod.state_dir}; {pattern})"
-    pytest.fail(f"{why}: new outputs are not copied to {s.remote}:{s.remote_root} (repair: sync.start)",
+    pytest.fail(f"{why}: new outputs are not copied to {s.remote}:{s.remote_root}",
                 pytrace=False)
 
 
@@ -173,11 +175,11 @@ def test_per_user(pod, say):
         why = syncloop.judge_mapping(c.workspace, c.comfyui_dir, s.remote, s.remote_root, src, dst)
         if why:
             problems.append(f"{where} {why}")
-    assert not problems, "; ".join(dict.fromkeys(problems)) + " (repair: sync.start)"
+    assert not problems, "; ".join(dict.fromkeys(problems))
     say(f"{len(mappings)} sync mapping(s), each one user's folder")
 
 
-@pytest.mark.podcheck(id="sync.errors")
+@pytest.mark.podcheck(id="sync.errors", remedy="the message names each error's fix (rclone dedupe, a Shared Drive, new credentials)")
 def test_errors(pod, say):
     """The recent sync log has no quota errors, no 'Duplicate object found', no auth failures."""
     s = _sync(pod)

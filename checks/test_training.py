@@ -1,8 +1,9 @@
 """training: LoRA trainings make progress and can be resumed."""
 import pytest
 
-from podcheck import procs, trainings
-from podcheck.samples import Samples, below_for
+from podcheck.domain import trainings
+from podcheck.domain.samples import Samples, below_for
+from podcheck.host import procs
 
 
 def _gpu_facts(pod):
@@ -65,5 +66,5 @@ def test_progress(pod, say):
             where = f"; add it to {script}" if script and not has else ""
             warnings.append(f"{t.label} runs without --save_state, so it cannot be resumed, only restarted{where}")
     warning = (" Warning: " + "; ".join(warnings) + ".") if warnings else ""
-    assert not stuck, "; ".join(stuck) + " (repair: training.resume)." + warning
+    assert not stuck, "; ".join(stuck) + "." + warning
     say("; ".join(fine) + "." + warning)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from podcheck import gpu
+from podcheck.domain import gpu
+from podcheck.host.pod import KILL_GRACE
 
 MARK = "@@podcheck@@ "
 PROBE_SOURCE = Path(__file__).with_name("probe.py")
@@ -78,12 +79,12 @@ class ProbeCache:
                 self._entries[key] = (time.monotonic(), facts)
 
 
-def gather(pod) -> Facts:
-    """Run the probe (or take it from the pod's ProbeCache) and read NVML at the same time."""
+def gather(pod, cache: ProbeCache | None = None) -> Facts:
+    """Run the probe (or take it from `cache`) and read NVML at the same time."""
     box: dict[str, Any] = {}
     nvml_thread = threading.Thread(target=lambda: box.update(nvml=read_nvml(pod)), daemon=True)
     nvml_thread.start()
-    cache, key = pod.probe_cache, pod.name
+    key = pod.name
     facts = cache.get(key) if cache else None
     if facts is None:
         facts = run_probe(pod)
@@ -92,6 +93,34 @@ def gather(pod) -> Facts:
     nvml_thread.join(pod.config.pod.command_timeout + 10)
     facts.nvml = box.get("nvml") or {"available": False, "error": "NVML did not answer in time", "gpus": []}
     return facts
+
+
+class Gathering:
+    """One pod's facts, gathered once in a background thread from the first ask, so the probe
+    overlaps the checks that do not need it."""
+
+    def __init__(self, pod, cache: ProbeCache | None = None):
+        self.pod, self.cache = pod, cache
+        self.facts: Facts | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None and self.facts is None:
+            def work() -> None:
+                self.facts = gather(self.pod, self.cache)
+
+            self._thread = threading.Thread(target=work, name="podcheck-facts", daemon=True)
+            self._thread.start()
+
+    def get(self) -> Facts:
+        """The facts; blocks until gathered, or a broken Facts past the probe's deadline."""
+        self.start()
+        limit = self.pod.config.pod.probe_timeout
+        if self.facts is None and self._thread is not None:
+            self._thread.join(limit + 2 * KILL_GRACE + 15)
+        if self.facts is None:
+            return Facts.broken(f"facts gathering did not finish within {limit:g} s")
+        return self.facts
 
 
 def probe_args(config) -> dict[str, Any]:

@@ -17,21 +17,28 @@ from typing import Any, Iterable
 import pytest
 
 from podcheck import config as config_mod
-from podcheck.pod import Pod
+from podcheck.domain import gpu
+from podcheck.facts import Facts, Gathering
+from podcheck.host.pod import Pod
 from podcheck.results import CheckResult
 
 PROFILES = ("image", "boot", "runtime")
+#: The catalogue's order: areas from the pod up to what runs on it; within an area, file order.
+AREAS = ("pod", "system", "gpu", "attention", "comfyui", "isolation", "sync", "caches", "memory", "disk",
+         "training", "image")
 DEFAULT_PROFILES = ("boot", "runtime")
 
 CONFIG = pytest.StashKey[config_mod.Config]()
 RESULTS = pytest.StashKey[list]()
 OUTCOMES = pytest.StashKey[dict]()
 PODS = pytest.StashKey[dict]()
+GATHERINGS = pytest.StashKey[dict]()
 NEEDS_FACTS = pytest.StashKey[bool]()
 PROBE_CACHE = pytest.StashKey[object]()
 SPEC = pytest.StashKey["CheckSpec"]()
 PHASES = pytest.StashKey[dict]()
 NOT_RUN = pytest.StashKey[str]()
+RANK = pytest.StashKey[dict]()
 
 #: A GPU check is this one or any check that needs it, directly or through another. In the image
 #: profile (a built image, validated without a GPU) GPU checks are reported "not run: no GPU".
@@ -48,6 +55,8 @@ class CheckSpec:
     profiles: tuple[str, ...]
     needs: tuple[str, ...]
     description: str
+    remedy: str = ""  # what to do by hand, for a check no repair fixes
+    where: str = ""   # file::function of the check
     #: Whether the check applies under a config (None: always). One that does not apply skips itself
     #: and pulls in no prerequisites, so a failing prerequisite is not reported for it.
     applies: Any = None
@@ -77,8 +86,10 @@ def spec_of(item: pytest.Item) -> CheckSpec | None:
     if unknown:
         raise pytest.UsageError(f"{item.nodeid}: unknown profile(s) {sorted(unknown)}")
     doc = (getattr(item, "function", None).__doc__ or "").strip().splitlines()
+    function = getattr(item, "function", None)
+    where = f"{item.path.name}::{function.__name__}" if function is not None else item.nodeid
     spec = CheckSpec(check_id, kw.pop("repair", None), profiles, tuple(kw.pop("needs", ())), doc[0] if doc else "",
-                     kw.pop("applies", None))
+                     remedy=kw.pop("remedy", ""), where=where, applies=kw.pop("applies", None))
     if kw:
         raise pytest.UsageError(f"{item.nodeid}: unknown podcheck marker argument(s) {sorted(kw)}")
     item.stash[SPEC] = spec
@@ -101,10 +112,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "podcheck(id, repair=None, profiles=(...), needs=()): a podcheck health check")
+    config.addinivalue_line("markers", "podcheck(id, repair=None, remedy='', profiles=(...), needs=()): a podcheck health check")
     config.stash[RESULTS] = []
     config.stash[OUTCOMES] = {}
     config.stash[PODS] = {}
+    config.stash[GATHERINGS] = {}
 
 
 def _config(config: pytest.Config) -> config_mod.Config:
@@ -123,6 +135,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     specs = {item: spec_of(item) for item in items}
     if not any(specs.values()):
         return
+    config.stash[RANK] = catalogue_rank([s for s in specs.values() if s])
     _config(config)
     profile = config.getoption("pod_profile")
     selectors = [s.strip() for arg in config.getoption("pod_select") for s in arg.split(",") if s.strip()]
@@ -148,6 +161,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         config.hook.pytest_deselected(items=dropped)
     items[:] = _ordered(kept, specs)
     config.stash[NEEDS_FACTS] = any(_waits_for_facts(i) for i in items if specs[i] and NOT_RUN not in i.stash)
+
+
+def catalogue_rank(specs: Iterable[CheckSpec]) -> dict[str, tuple[int, int]]:
+    """Each check's place in the catalogue (AREAS order, then file order), for listing and reporting."""
+    return {s.id: (AREAS.index(s.area) if s.area in AREAS else len(AREAS), i) for i, s in enumerate(specs)}
 
 
 def gpu_checks(specs: Iterable[CheckSpec]) -> set[str]:
@@ -235,7 +253,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     item.config.stash[RESULTS].append(CheckResult(
         id=spec.id, area=spec.area, status=status, message=message, repair=spec.repair,
         blocked_by=blocked_by, duration_s=report.duration + state.get("setup_s", 0.0),
-        description=spec.description,
+        description=spec.description, remedy=spec.remedy,
     ))
     item.config.stash[OUTCOMES][(_host_key(item), spec.id)] = (
         "blocked" if blocked_by else status, blocked_by or spec.id)
@@ -283,38 +301,37 @@ def cfg(pytestconfig: pytest.Config) -> config_mod.Config:
 
 @pytest.fixture(scope="module")
 def pod(host: Any, cfg: config_mod.Config, pytestconfig: pytest.Config) -> Pod:
-    """The pod behind testinfra's `host`: config, commands with timeouts, facts gathered once."""
+    """The pod behind testinfra's `host`: config and commands with timeouts; facts start gathering."""
     pods = pytestconfig.stash[PODS]
     key = host.backend.get_pytest_id()
     if key not in pods:
-        pods[key] = Pod(cfg, host, probe_cache=pytestconfig.stash.get(PROBE_CACHE, None))
+        pods[key] = Pod(cfg, host)
+        gathering = pytestconfig.stash[GATHERINGS][key] = Gathering(pods[key], pytestconfig.stash.get(PROBE_CACHE, None))
         if pytestconfig.stash.get(NEEDS_FACTS, False):
-            pods[key].start_facts()
+            gathering.start()
     return pods[key]
 
 
 @pytest.fixture
-def facts(pod: Pod):
+def facts(pod: Pod, pytestconfig: pytest.Config) -> Facts:
     """The pod's Facts (probe + NVML), gathered once per host and run."""
-    return pod.facts
+    return pytestconfig.stash[GATHERINGS][pod.host.backend.get_pytest_id()].get()
 
 
 @pytest.fixture
-def gpus(pod: Pod) -> list:
+def gpus(pod: Pod, pytestconfig: pytest.Config) -> list:
     """The GPUs NVML sees; skips the check when GPU checks do not apply to this pod.
 
     `[pod] gpu = "absent"` skips without waiting for the facts; `"optional"` skips when NVML sees
     no GPU; `"required"` always returns (maybe an empty list: gpu.driver fails on that).
     """
-    from podcheck import gpu
-
     if pod.config.pod.gpu == "absent":
         pytest.skip(gpu.skip_reason("absent", {}))
-    facts = pod.facts
-    reason = gpu.skip_reason(pod.config.pod.gpu, facts.nvml)
+    found = pytestconfig.stash[GATHERINGS][pod.host.backend.get_pytest_id()].get()
+    reason = gpu.skip_reason(pod.config.pod.gpu, found.nvml)
     if reason:
         pytest.skip(reason)
-    return facts.gpus
+    return found.gpus
 
 
 @pytest.fixture

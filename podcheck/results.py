@@ -20,6 +20,14 @@ class CheckResult:
     blocked_by: str | None = None
     duration_s: float = 0.0
     description: str = ""
+    remedy: str = ""  # what to do by hand when no repair fixes it
+
+    @property
+    def to_fix(self) -> str:
+        """What fixes this failure: `podcheck --fix` with its repair, else the check's remedy."""
+        if self.repair:
+            return f"podcheck --fix (repair {self.repair})"
+        return self.remedy
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)

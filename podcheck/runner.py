@@ -11,6 +11,7 @@ import pytest
 
 from podcheck import plugin
 from podcheck.config import Config
+from podcheck.host.pod import Pod
 from podcheck.results import Report
 
 
@@ -97,7 +98,7 @@ def run(config: Config, target: Target | None = None, profile: str = "runtime",
     """Run the selected checks against one target and return its Report."""
     target = target or Target()
     if not target.is_local:
-        _preflight(config, target)
+        preflight(config, target)
     session = _Session(config, probe_cache)
     args = [*_base_args(), "--assert=plain", f"--pod-profile={profile}",
             *[f"--pod-select={s}" for s in select or []], *target.pytest_args()]
@@ -107,6 +108,8 @@ def run(config: Config, target: Target | None = None, profile: str = "runtime",
         code = pytest.main(args, plugins=[session])
     duration = time.time() - started
     results = session.pytest_config.stash.get(plugin.RESULTS, []) if session.pytest_config else []
+    rank = session.pytest_config.stash.get(plugin.RANK, {}) if session.pytest_config else {}
+    results = sorted(results, key=lambda r: rank.get(r.id, (len(plugin.AREAS), 0)))  # catalogue order
     if session.errors:
         raise RunError("; ".join(session.errors))
     if code == pytest.ExitCode.NO_TESTS_COLLECTED or (code == pytest.ExitCode.OK and not results):
@@ -116,15 +119,14 @@ def run(config: Config, target: Target | None = None, profile: str = "runtime",
         lines = [ln for ln in sink.getvalue().splitlines() if ln.strip()]
         raise RunError(lines[-1] if lines else f"pytest stopped with exit code {int(code)}")
     host = "local" if target.is_local else target.spec
-    pods = session.pytest_config.stash.get(plugin.PODS, {})
-    gathered = [pod._facts for pod in pods.values() if pod._facts is not None]  # only if a check asked
+    gatherings = session.pytest_config.stash.get(plugin.GATHERINGS, {})
+    gathered = [g.facts for g in gatherings.values() if g.facts is not None]  # only if a check asked
     return Report(host=host, profile=profile, started=started, duration_s=duration, results=results,
                   facts=gathered[0].as_dict() if gathered else None)
 
 
-def _preflight(config: Config, target: Target) -> None:
+def preflight(config: Config, target: Target) -> None:
     """A remote host that does not answer gives no verdict, not a wall of misleading failures."""
-    from podcheck.pod import Pod
 
     try:
         host = target.host()
@@ -151,4 +153,5 @@ def catalogue(config: Config) -> list[plugin.CheckSpec]:
         pytest.main(args, plugins=[lister])
     if lister.errors:
         raise RunError("; ".join(lister.errors))
-    return found
+    rank = plugin.catalogue_rank(found)
+    return sorted(found, key=lambda s: rank[s.id])

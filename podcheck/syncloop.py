@@ -1,7 +1,7 @@
 """podcheck's managed sync loop: one `rclone sync|copy` per user folder, pass after pass.
 
 Each pass maps `{workspace}/<folder>/<user>` to `<remote>:<remote_root>/<folder>/<user>` for every
-folder of `[sync] folders` and every user (names validated by podcheck.users before any path is
+folder of `[sync] folders` and every user (names validated by podcheck.domain.users before any path is
 built; a folder that is a symlink is not followed), with `[sync]` transfers, checkers, tpslimit,
 min_age and excludes, logging to `[sync] log`. The loop keeps a pidfile and a status document
 (last successful pass, per-user results) in state_dir, both written atomically.
@@ -13,7 +13,7 @@ under `{workspace}/output`. Files are named by that scope: `syncloop-<user|all>.
 
 Host side (podcheck): settings(), plan(), start(), stop(), status(), running_pid().
 Pod side: `python -m podcheck.syncloop SETTINGS.json`. It needs only the standard library,
-podcheck.users and podcheck.files, so for a remote pod those files are shipped to
+podcheck.domain.users and podcheck.host.files, so for a remote pod those files are shipped to
 `<state_dir>/syncloop-code/` and run with the pod's python3.
 """
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from podcheck.files import write_atomic
-from podcheck.users import KINDS, invalid_reason, require_valid
+from podcheck.domain.users import KINDS, invalid_reason, require_valid
+from podcheck.host.files import write_atomic
 
 MARKER = "podcheck.syncloop"   # in the loop's argv: tells our loop from a reused pid
 LOG_ROTATE_BYTES = 20 * 1024 * 1024
@@ -146,7 +146,7 @@ def judge_mapping(workspace: str, comfyui_dir: str, remote: str, remote_root: st
 
 def status(pod: Any) -> dict[str, Any] | None:
     """The loop's status document (pid, started, last_success, last_pass, users, settings), or None."""
-    from podcheck.state import State
+    from podcheck.host.state import State
     return State(pod).read(names(pod.config)["status"])
 
 
@@ -157,7 +157,7 @@ def running_pid(pod: Any) -> int | None:
         pid = int((text or "").split()[0])
     except (IndexError, ValueError):
         return None
-    from podcheck import procs
+    from podcheck.host import procs
     return pid if procs.alive(pod, pid, MARKER) else None
 
 
@@ -170,7 +170,7 @@ class Started:
 
 def start(pod: Any, wait: float = 10.0) -> Started:
     """Start the loop detached on the pod's host unless it already runs; wait until it reports in."""
-    from podcheck.state import State
+    from podcheck.host.state import State
 
     pid = running_pid(pod)
     if pid:
@@ -190,7 +190,7 @@ def start(pod: Any, wait: float = 10.0) -> Started:
         raise SyncLoopError(f"cannot start the sync loop: {ran.why()}")
     pid = int(ran.stdout.strip())
     deadline = time.monotonic() + wait
-    from podcheck import procs
+    from podcheck.host import procs
     while time.monotonic() < deadline:
         current = status(pod) or {}
         if current.get("pid") == pid and not current.get("stopped"):
@@ -204,7 +204,7 @@ def start(pod: Any, wait: float = 10.0) -> Started:
 
 def stop(pod: Any, timeout: float = 10.0) -> int | None:
     """Stop this pod's loop (TERM to its process group, KILL after `timeout`); its pid, or None if none ran."""
-    from podcheck import procs
+    from podcheck.host import procs
 
     pid = running_pid(pod)
     if pid is None:
@@ -218,7 +218,9 @@ def stop(pod: Any, timeout: float = 10.0) -> int | None:
     return pid
 
 
-_SHIPPED = ("__init__.py", "files.py", "paths.py", "users.py", "syncloop.py")
+# Paths below podcheck/; the wing packages' __init__ files import nothing, so these run alone.
+_SHIPPED = ("__init__.py", "host/__init__.py", "host/files.py", "host/paths.py", "domain/__init__.py",
+            "domain/users.py", "syncloop.py")
 _WRITE = 'mkdir -p "$(dirname "$2")" && t="$2.$$.tmp" && printf %s "$1" > "$t" && mv -f "$t" "$2"'
 
 

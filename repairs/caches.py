@@ -1,5 +1,5 @@
 """Repairs of the caches area: delete kernel caches built for another GPU, only inside the allow-listed
-cache roots of podcheck.caches.locations(), never following a symlink out of them.
+cache roots of podcheck.domain.caches.locations(), never following a symlink out of them.
 
 A file is stale when the GPU fingerprint history says another GPU was current when it was written.
 Kernel caches (Triton, Inductor, torch extensions and kernels, CUDA ComputeCache) are deleted file by
@@ -10,8 +10,9 @@ from __future__ import annotations
 import posixpath
 import time
 
-from podcheck import caches, facts, users
-from podcheck.repair import Context, Outcome, Repair, register
+from podcheck import facts
+from podcheck.domain import caches, users
+from podcheck.fix.repair import Context, Outcome, Repair, register
 
 BATCH = 200  # paths per `rm` command
 

@@ -13,10 +13,11 @@ import posixpath
 import time
 from typing import Any
 
-from podcheck import comfyui, procs
-from podcheck.repair import Context, Outcome, Repair, register
-from podcheck.repairs.python import installed_version, pip_failure, pip_install
-from podcheck.users import invalid_reason
+from podcheck.domain import comfyui
+from podcheck.domain.users import invalid_reason
+from podcheck.fix.pip import installed_version, pip_failure, pip_install
+from podcheck.fix.repair import Context, Outcome, Repair, register
+from podcheck.host import procs
 
 #: Installed builds pinned while ComfyUI's requirements are installed.
 PINNED = ("torch", "torchvision", "torchaudio")
@@ -225,7 +226,7 @@ def pin_torch_set(ctx: Context) -> str | Outcome:
     pins = [f"{dist}=={v}" for dist in PINNED if (v := installed_version(ctx, dist))]
     if not pins:
         return Outcome.failed(f"torch is not installed in {ctx.cfg.pod.python}: ComfyUI's requirements would "
-                              "bring an arbitrary build (repair: torch)")
+                              "bring an arbitrary build")
     path = constraints_path(ctx)
     wrote = ctx.run("sh", "-c", 'mkdir -p "$(dirname "$1")" && printf "%s\\n" "$2" > "$1"', "sh", path,
                     "\n".join(pins))

@@ -8,8 +8,9 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from podcheck import paths, users
-from podcheck.repair import Context, Outcome, Repair, register
+from podcheck.domain import users
+from podcheck.fix.repair import Context, Outcome, Repair, register
+from podcheck.host import paths
 
 #: Of those, ComfyUI's own shared defaults that per-user --output/--input-directory replace: a real folder
 #: with files there is moved to quarantine when the links are removed.

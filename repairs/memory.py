@@ -2,9 +2,10 @@
 A busy ComfyUI is left alone: /free would apply after its current job anyway, and nothing is interrupted."""
 from __future__ import annotations
 
-from podcheck import comfyui
-from podcheck.repair import Context, Outcome, Repair, register
 from podcheck.repairs.comfyui import idle
+
+from podcheck.domain import comfyui
+from podcheck.fix.repair import Context, Outcome, Repair, register
 
 FREE = {"unload_models": True, "free_memory": True}
 

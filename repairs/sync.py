@@ -10,8 +10,9 @@ import json
 import time
 from typing import Any
 
-from podcheck import rclone, syncloop
-from podcheck.repair import Context, Outcome, Repair, register
+from podcheck import syncloop
+from podcheck.domain import rclone
+from podcheck.fix.repair import Context, Outcome, Repair, register
 
 _WRITE = 't="$1.podcheck.$$.tmp"; printf %s "$2" > "$t" && chmod 600 "$t" && mv -f "$t" "$1"'
 

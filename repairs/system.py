@@ -1,8 +1,8 @@
 """Repairs of the system area: ffmpeg from the system package manager."""
 from __future__ import annotations
 
-from podcheck.pod import quote
-from podcheck.repair import Context, Outcome, Repair, register
+from podcheck.fix.repair import Context, Outcome, Repair, register
+from podcheck.host.pod import quote
 
 APT_NO_CANDIDATE = ("Unable to locate package", "has no installation candidate")
 

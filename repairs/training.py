@@ -1,8 +1,8 @@
-"""Repairs of the training area: training.resume (the work is in podcheck.resume)."""
+"""Repairs of the training area: training.resume (the work is in podcheck.domain.resume)."""
 from __future__ import annotations
 
-from podcheck import resume
-from podcheck.repair import Context, Outcome, Repair, register
+from podcheck.domain import resume
+from podcheck.fix.repair import Context, Outcome, Repair, register
 
 
 @register

@@ -6,8 +6,9 @@ import os
 import tarfile
 import time
 
-from podcheck.files import write_atomic
 from podcheck.reports.redact import Redactor
+
+from podcheck.host.files import write_atomic
 
 ROOT = "podcheck-report"
 

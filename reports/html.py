@@ -6,9 +6,10 @@ import time
 from html import escape
 from typing import Any
 
+from podcheck.reports.terminal import LABELS, summary, to_fix
+
 from podcheck import __version__
 from podcheck.results import Report
-from podcheck.reports.terminal import LABELS, summary
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 STYLE = """
@@ -31,7 +32,7 @@ pre{background:#f6f8fa;padding:.5rem;overflow-x:auto;white-space:pre-wrap;word-b
 
 
 def render(reports: list[Report], doc: Any = None) -> str:
-    """`reports` (check results per host); `doc` is a podcheck.diagnostics.Diagnostics, or None."""
+    """`reports` (check results per host); `doc` is a podcheck.services.diagnostics.Diagnostics, or None."""
     host = doc.host if doc is not None else ", ".join(r.host for r in reports)
     ok = bool(reports) and all(r.ok for r in reports)
     parts = [f"<h1>podcheck report: {escape(host)}</h1>"]
@@ -73,7 +74,8 @@ def render(reports: list[Report], doc: Any = None) -> str:
 def _failures(report: Report) -> str:
     items = "".join(f'<li><code class="{r.status}">{escape(r.id)}</code>: {escape(r.message)}</li>'
                     for r in report.failures)
-    return f"<ul>{items}</ul>" if items else ""
+    fixes = "".join(f"<li><code>{escape(what)}</code>: {escape(how)}</li>" for what, how in to_fix(report))
+    return (f"<ul>{items}</ul>" if items else "") + (f"<p>to fix:</p><ul>{fixes}</ul>" if fixes else "")
 
 
 def _details(title: str, body: str, opened: bool = False, key: str = "") -> str:

@@ -17,5 +17,5 @@ def render(reports: list[Report]) -> str:
 
 
 def render_report(doc: Any) -> str:
-    """A podcheck.diagnostics.Diagnostics: facts, sections and check results."""
+    """A podcheck.services.diagnostics.Diagnostics: facts, sections and check results."""
     return json.dumps(doc.as_dict(), indent=2, default=str) + "\n"

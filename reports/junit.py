@@ -17,10 +17,10 @@ def render(reports: list[Report]) -> str:
         })
         for r in report.results:
             case = ET.SubElement(suite, "testcase", {"classname": r.area, "name": r.id, "time": f"{r.duration_s:.3f}"})
-            if r.status == "failed":
-                ET.SubElement(case, "failure", {"message": r.message}).text = r.message
-            elif r.status == "error":
-                ET.SubElement(case, "error", {"message": r.message}).text = r.message
+            if r.status in ("failed", "error"):
+                text = r.message + (f"\nto fix: {r.to_fix}" if r.to_fix else "")
+                tag = "failure" if r.status == "failed" else "error"
+                ET.SubElement(case, tag, {"message": r.message}).text = text
             elif r.status == "skipped":
                 ET.SubElement(case, "skipped", {"message": r.message})
             elif r.message:

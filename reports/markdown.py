@@ -5,14 +5,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from podcheck.reports.terminal import LABELS, summary, to_fix
+
+from podcheck import __version__
 from podcheck.results import Report
-from podcheck.reports.terminal import LABELS, summary
 
 ICONS = {"passed": "✅", "failed": "❌", "skipped": "⏭️", "error": "💥"}
 
 
 def render(reports: list[Report], doc: Any = None) -> str:
-    """`reports` (check results per host); `doc` is a podcheck.diagnostics.Diagnostics, or None."""
+    """`reports` (check results per host); `doc` is a podcheck.services.diagnostics.Diagnostics, or None."""
     host = doc.host if doc is not None else ", ".join(r.host for r in reports)
     out = [f"# podcheck report: {host}", ""]
     if doc is not None:
@@ -31,6 +33,11 @@ def render(reports: list[Report], doc: Any = None) -> str:
         for rep, r in failures:
             where = f" on {rep.host}" if len(reports) > 1 else ""
             out.append(f"- {ICONS[r.status]} **{r.id}**{where}: {_inline(r.message)}")
+        out.append("")
+        out += ["## To fix", ""]
+        for rep in reports:
+            where = f" on {rep.host}" if len(reports) > 1 else ""
+            out += [f"- `{what}`{where}: {_inline(how)}" for what, how in to_fix(rep)]
         out.append("")
     for report in reports:
         out += [f"## Checks{f' on {report.host}' if len(reports) > 1 else ''}", "",
@@ -56,7 +63,6 @@ def render(reports: list[Report], doc: Any = None) -> str:
 
 
 def _version() -> str:
-    from podcheck import __version__
     return __version__
 
 

@@ -6,12 +6,16 @@ label values are escaped the way Prometheus reads them.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
-
 from podcheck.results import STATUSES, Report
 
 
 def render(reports: list[Report]) -> str:
+    from prometheus_client import (  # heavy: only when rendering
+        CollectorRegistry,
+        Gauge,
+        generate_latest,
+    )
+
     registry = CollectorRegistry()
     ok = Gauge("podcheck_check_ok", "1 when the check passed, 0 when it failed or erred (skipped: no sample)",
                ["host", "id", "area"], registry=registry)

@@ -19,7 +19,7 @@ import re
 import sys
 from typing import Any, Iterable, Mapping
 
-from podcheck.files import write_atomic
+from podcheck.host.files import write_atomic
 
 REDACTED = "[REDACTED]"
 
@@ -62,7 +62,7 @@ _INLINE_ASSIGN = re.compile(rf"(?<![\w-])(([A-Za-z_][\w.]*)[ \t]*=[ \t]*)({_VALU
 _JSON_PAIR = re.compile(rf"(\"([^\"\\\n]+)\"[ \t]*:[ \t]*)({_VALUE})")
 #: `--api-key value`, `--hf-token=value` (command lines).
 _FLAG = re.compile(rf"(?<![\w-])(--?([A-Za-z][\w-]*)(?:=|[ \t]+))(?!-)({_VALUE})")
-#: A value that is empty or already masked (`***` from podcheck.rclone, `XXX` from `rclone config redacted`).
+#: A value that is empty or already masked (`***` from podcheck.domain.rclone, `XXX` from `rclone config redacted`).
 _ALREADY_MASKED = re.compile(r"^(|\*+|X+)$")
 #: `KeyError: 'x'` starts like a `key: value` line but is a traceback; `:` lines must not end so.
 _NOT_A_KEY = re.compile(r"(Error|Exception|Warning)$")

@@ -22,10 +22,11 @@ def render(report: Report, quiet: bool = False, verbose: bool = False, colour: b
     width = max((len(r.id) for r in rows), default=0)
     lines = [] if quiet else [f"podcheck: {report.host}, profile {report.profile}, {report.duration_s:.1f} s"]
     lines += repairs_section(report)
-    for area, results in groupby(sorted(rows, key=lambda r: r.area), key=lambda r: r.area):
+    for area, results in groupby(rows, key=lambda r: r.area):  # rows come in catalogue order
         lines.append(area)
         for r in results:
             lines.append(_row(r, width, verbose, colour))
+    lines += to_fix_section(report)
     lines.append(summary(report))
     return "\n".join(lines) + "\n"
 
@@ -41,6 +42,21 @@ def repairs_section(report: Report) -> list[str]:
         lines.append(f"  {r.status.upper():<9}  {r.id:<{width}}  {r.message}{took}")
     lines.append(f"before: {_counts(report.before)}  ->  after: {_counts(report.results)}")
     return lines
+
+
+def to_fix(report: Report) -> list[tuple[str, str]]:
+    """(what, how) for the failures, kube-bench style: one `podcheck --fix` line naming the repairs,
+    then each failure without a repair with its remedy. Taken from the checks' data, never typed twice."""
+    repairs = list(dict.fromkeys(r.repair for r in report.failures if r.repair))
+    rows = [("podcheck --fix", "repairs " + ", ".join(repairs))] if repairs else []
+    rows += [(r.id, r.remedy) for r in report.failures if not r.repair and r.remedy]
+    return rows
+
+
+def to_fix_section(report: Report) -> list[str]:
+    rows = to_fix(report)
+    width = max((len(what) for what, _ in rows), default=0)
+    return ["to fix:", *(f"  {what:<{width}}  {how}" for what, how in rows)] if rows else []
 
 
 def _counts(results: list[CheckResult]) -> str:

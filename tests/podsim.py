@@ -194,7 +194,7 @@ class SimPod:
         import testinfra
 
         from podcheck import config
-        from podcheck.pod import Pod
+        from podcheck.host.pod import Pod
         return Pod(config.load(self.config_path, env={}), testinfra.get_host("local://"))
 
     def podcheck(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> Run:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import podsim
-from podcheck import comfyui
+from podcheck.domain import comfyui
 
 STANDIN = Path(__file__).resolve().parent / "standins" / "comfyui"
 SAGE_SPECS = ("sageattention==1.0.6", "triton==3.9.0")
@@ -56,7 +56,7 @@ def make_user_dirs(workspace: Path, *users: str, kinds: tuple[str, ...] = USER_K
 
 
 def user_flags(workspace: Path, user: str) -> list[str]:
-    """The options that give a ComfyUI its own folders for `user` (podcheck.comfyui.user_options)."""
+    """The options that give a ComfyUI its own folders for `user` (podcheck.domain.comfyui.user_options)."""
     return comfyui.user_options(str(workspace), user)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from podcheck import cgroup, memory
+from podcheck.domain import cgroup, memory
 
 DATA = Path(__file__).parent / "data"
 SELECT = ["--select", "memory", "--select", "pod", "--select", "disk", "--json", "-"]
@@ -35,7 +35,7 @@ def test_healthy_and_threshold_by_config(cpu_pod):
     run = cpu_pod.podcheck(*SELECT)
     msg = run.result("memory.ram")["message"]
     assert run.status("memory.ram") == "failed"
-    assert "RAM available, below [memory] min_ram_available_gib = 100000" in msg and "repair: memory.free" in msg
+    assert "RAM available, below [memory] min_ram_available_gib = 100000" in msg and run.result("memory.ram")["repair"] == "memory.free"
     assert run.status("pod.workspace") == "passed" and run.status("disk.workspace") == "passed"
 
 

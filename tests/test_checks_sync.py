@@ -15,7 +15,9 @@ import pytest
 
 import podsim
 
-from podcheck import procs, rclone, syncloop
+from podcheck.host import procs
+from podcheck.domain import rclone
+from podcheck import syncloop
 
 SELECT = ["--select", "sync", "--select", "pod", "--select", "disk", "--json", "-"]
 FAKE_KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n"
@@ -107,7 +109,7 @@ def test_loop_killed_is_dead(sync_pod):
     run = sync_pod.podcheck(*SELECT)
     msg = run.result("sync.running")["message"]
     assert run.status("sync.running") == "failed"
-    assert f"the sync loop (pid {pid}) is dead" in msg and "repair: sync.start" in msg
+    assert f"the sync loop (pid {pid}) is dead" in msg and run.result("sync.running")["repair"] == "sync.start"
     assert "last successful pass was" in msg
     assert run.status("sync.config") == "passed" and run.status("pod.workspace") == "passed"
     assert run.status("sync.errors") == "passed"

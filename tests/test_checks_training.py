@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from podcheck import samples, trainings
-from podcheck.samples import Samples, below_for
+from podcheck.domain import samples, trainings
+from podcheck.domain.samples import Samples, below_for
 
 DATA = Path(__file__).parent / "data" / "nvml"
 SELECT = ["--select", "training", "--select", "pod", "--select", "disk", "--json", "-"]
@@ -99,8 +99,8 @@ def test_stand_in_progresses_then_gets_stuck(cpu_pod, spawn, tmp_path):
     assert run.status("training.progress") == "failed", msg
     assert f"training {out} (sd-scripts/flux_train_network.py, pid" in msg
     assert "looks stuck: nothing new in its output folder for" in msg and "(stuck_seconds = 3)" in msg
-    assert f"latest state {out}/mylora-step" in msg and "(repair: training.resume)" in msg
-    assert "Warning:" in msg and "sdxl" not in msg.split("(repair")[0]
+    assert f"latest state {out}/mylora-step" in msg and run.result("training.progress")["repair"] == "training.resume"
+    assert "Warning:" in msg and "sdxl" not in msg.split("Warning:")[0]
     assert run.status("pod.workspace") == "passed" and run.status("disk.workspace") == "passed"
 
 

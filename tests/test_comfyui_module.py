@@ -1,4 +1,4 @@
-"""podcheck.comfyui: the argv parser against ComfyUI's own argparse declarations, process discovery and
+"""podcheck.domain.comfyui: the argv parser against ComfyUI's own argparse declarations, process discovery and
 HTTP on local and command-only (chroot) hosts, and the log helpers."""
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 import podsim
 import sim_comfyui
-from podcheck import comfyui, config
-from podcheck.pod import Pod
+from podcheck.domain import comfyui
+from podcheck import config
+from podcheck.host.pod import Pod
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +301,7 @@ def test_node_failures_name_the_node_and_the_module():
 
 
 def test_the_torch_index_follows_torch_cuda():
-    from podcheck import gpu
+    from podcheck.domain import gpu
     assert gpu.torch_index("13.0", "auto") == "https://download.pytorch.org/whl/cu130"
     assert gpu.torch_index("cpu", "auto") == "https://download.pytorch.org/whl/cpu"
     assert gpu.torch_index("cpu", "") == "" and gpu.torch_index("12.9", "https://x/y") == "https://x/y"

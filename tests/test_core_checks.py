@@ -76,7 +76,8 @@ def test_cpu_torch_when_cuda_expected(cpu_pod):
     run = core(cpu_pod)
     assert run.rc == 1
     assert run.result("gpu.torch_build")["message"] == (
-        "torch 2.13.0+cpu is a CPU build; expected CUDA 12.9 (cu129) (repair: torch)")
+        "torch 2.13.0+cpu is a CPU build; expected CUDA 12.9 (cu129)")
+    assert run.result("gpu.torch_build")["repair"] == "torch"
     assert run.status("gpu.driver") == "skipped" and run.status("pod.workspace") == "passed"
 
 

@@ -2,7 +2,7 @@
 import os
 import stat
 
-from podcheck.files import write_atomic
+from podcheck.host.files import write_atomic
 
 
 def test_replaces_a_file_in_one_step(tmp_path):

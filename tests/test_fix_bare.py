@@ -17,9 +17,10 @@ import testinfra
 
 import fixsim
 from podcheck import config
-from podcheck.markers import shown
-from podcheck.pod import Pod
-from podcheck.repair import Context, registry
+from podcheck.fix.markers import shown
+from podcheck.host.pod import Pod
+from podcheck.fix.registry import registry
+from podcheck.fix.repair import Context
 
 pytestmark = pytest.mark.xdist_group("fix-bare")  # one pod, installed once, for the tests in order
 

@@ -14,7 +14,7 @@ import pytest
 import fixsim
 import podsim
 from podcheck import config
-from podcheck.fixer import run_one
+from podcheck.fix.fixer import run_one
 
 
 @pytest.fixture

@@ -17,15 +17,15 @@ import pytest
 import testinfra
 
 from podcheck import config
-from podcheck.lock import LockBusy, LockError, VolumeLock
-from podcheck.pod import Pod
+from podcheck.fix.lock import LockBusy, LockError, VolumeLock
+from podcheck.host.pod import Pod
 
 HOLDER = textwrap.dedent("""
     import json, os, subprocess, sys, time, testinfra
     from podcheck import config
-    from podcheck.lock import VolumeLock
-    from podcheck.pod import Pod
-    from podcheck.repair import TOKEN_ENV
+    from podcheck.fix.lock import VolumeLock
+    from podcheck.host.pod import Pod
+    from podcheck.fix.repair import TOKEN_ENV
     ws, hold, log, lease = sys.argv[1], float(sys.argv[2]), sys.argv[3], float(sys.argv[4])
     pod = Pod(config.load(env={"PODCHECK_WORKSPACE": ws, "HOME": ws}), testinfra.get_host("local://"))
     lock = VolumeLock(pod, lease=lease, poll=0.05)

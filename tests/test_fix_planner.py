@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from podcheck import planner
-from podcheck.markers import Marker, fingerprint
-from podcheck.repair import Repair
+from podcheck.fix import planner
+from podcheck.fix.markers import Marker, fingerprint
+from podcheck.fix.repair import Repair
 from podcheck.results import CheckResult
 
 CFG = SimpleNamespace(attention=SimpleNamespace(sage="required"))

@@ -16,7 +16,7 @@ import pytest
 import fixsim
 import podsim
 from podcheck import config
-from podcheck.fixer import run_one
+from podcheck.fix.fixer import run_one
 from sim_comfyui import comfy_log, comfy_pod, user_flags
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from podcheck import facts as facts_mod
-from podcheck import gpu
+from podcheck.domain import gpu
 
 CASES = sorted((Path(__file__).parent / "data" / "gpu").glob("*.json"))
 

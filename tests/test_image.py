@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 import podsim
-from podcheck import entrypoint, manifest
+from podcheck.domain import entrypoint, manifest
 
 START = """#!/bin/bash
 # start_comfyui.sh: ComfyUI with the attention the pod chose

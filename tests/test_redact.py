@@ -55,7 +55,7 @@ def test_what_is_not_secret_survives():
     text = ("KeyError: 'model.diffusion_model'\n"
             '{"passed": 3, "failed": 1, "id": "gpu.torch_build", "team_drive": "0ABCdef"}\n'
             "ssh://root@127.0.0.1:2222 tokenizer = clip_l\n"
-            '{"access_token": "***", "client_secret": "XXX"}\n'  # masked already (podcheck.rclone, rclone)
+            '{"access_token": "***", "client_secret": "XXX"}\n'  # masked already (podcheck.domain.rclone, rclone)
             "python main.py --listen 0.0.0.0 --port 8188 --use-sage-attention --output-directory /workspace/output/alice")
     assert Redactor().text(text) == text
 

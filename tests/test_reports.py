@@ -374,7 +374,7 @@ def test_report_is_written_while_the_probe_hangs(cpu_pod, tmp_path):
 
 def test_gpu_section_from_nvml_facts():
     """No GPU here: the GPUs section is rendered from NVML facts in tests/data (see the file for sources)."""
-    from podcheck.diagnostics import Diagnostics, Section, fill_gpus
+    from podcheck.services.diagnostics import Diagnostics, Section, fill_gpus
     from podcheck.reports import markdown
     from podcheck.reports.redact import Redactor
 

@@ -12,9 +12,9 @@ import testinfra
 import podsim
 import trainsim
 from podcheck import config as config_mod
-from podcheck import resume, trainscript
-from podcheck.pod import Pod
-from podcheck.state import State
+from podcheck.domain import resume, trainscript
+from podcheck.host.pod import Pod
+from podcheck.host.state import State
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 
 import podsim
 from podcheck import config as config_mod
-from podcheck import serve
+from podcheck.services import serve
 
 
 def get(url: str, method: str = "GET") -> tuple[int, str]:
@@ -152,8 +152,8 @@ def test_status_page_renders_in_headless_chromium(sim, served, tmp_path):
 def test_background_repairs_and_markers_are_shown(sim, served):
     import testinfra
 
-    from podcheck import fixer, markers
-    from podcheck.pod import Pod
+    from podcheck.fix import fixer, markers
+    from podcheck.host.pod import Pod
 
     pod = Pod(config_mod.load(sim.config_path, env={}), testinfra.get_host("local://"))
     markers.Markers(pod).record("ffmpeg", {"install": ["apt-get", "install", "ffmpeg"]}, changed=True)

@@ -14,7 +14,7 @@ import pytest
 
 import podsim
 from podcheck import config as config_mod
-from podcheck import watch
+from podcheck.services import watch
 from podcheck.results import RepairResult
 
 

@@ -15,7 +15,7 @@ import pytest
 
 import podsim
 import trainsim
-from podcheck import trainscript
+from podcheck.domain import trainscript
 
 
 def entries(path: Path) -> list[dict]:

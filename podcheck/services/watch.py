@@ -26,8 +26,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from podcheck import config as config_mod
+from podcheck import runner
 from podcheck.config import Config
+from podcheck.facts import ProbeCache
+from podcheck.fix import fixer
+from podcheck.fix.markers import Markers
+from podcheck.host.pod import Pod
+from podcheck.reports.redact import Redactor
 from podcheck.results import RepairResult, Report
+from podcheck.runner import RunError
 
 FAILING = ("failed", "error")
 #: Repairs that (re)start a service: watch runs them only for a service that ran before (this watch
@@ -158,7 +166,6 @@ class Log:
 def redactor_for(cfg: Config):
     """The reports layer's Redactor, taught the secret environment variables and the values in the
     pod's rclone config, so they are removed wherever they show up."""
-    from podcheck.reports.redact import Redactor
 
     redactor = Redactor.from_env(os.environ)
     try:
@@ -234,14 +241,12 @@ class Engine:
     """How watch runs checks (in this process) and repairs (each in its own process and session)."""
 
     def __init__(self, cfg: Config, settings: Settings):
-        from podcheck.facts import ProbeCache
 
         self.cfg, self.settings = cfg, settings
         self.running: tuple[subprocess.Popen, str, list[str]] | None = None  # a repair that outlived its wait
         self.probe_cache = ProbeCache(cfg.pod.probe_reuse_seconds)
 
     def check(self, select: list[str]) -> Report:
-        from podcheck import runner
         return runner.run(self.cfg, runner.Target(), profile="runtime", select=select, probe_cache=self.probe_cache)
 
     def repair(self, repair_id: str, checks: list[str], stopping: Callable[[], bool]) -> RepairResult | None:
@@ -250,7 +255,7 @@ class Engine:
             return RepairResult(repair_id, "skipped", f"{self.running[1]} (pid {self.running[0].pid}) is still running")
         if stopping():
             return None
-        argv = [sys.executable, "-m", "podcheck.watch", "--repair", repair_id, "--log", str(self.settings.log),
+        argv = [sys.executable, "-m", "podcheck.services.watch", "--repair", repair_id, "--log", str(self.settings.log),
                 *[a for c in checks for a in ("--check", c)]]
         if self.cfg.source:
             argv += ["--config", self.cfg.source]
@@ -276,8 +281,6 @@ class Engine:
         """Whether podcheck ran this repair successfully before (the fix engine keeps a marker)."""
         import testinfra
 
-        from podcheck.markers import Markers
-        from podcheck.pod import Pod
 
         return repair_id in Markers(Pod(self.cfg, testinfra.get_host("local://"))).load()
 
@@ -298,7 +301,6 @@ def _result(proc: subprocess.Popen, repair_id: str) -> RepairResult:
 
 def run_repair(cfg: Config, repair_id: str) -> RepairResult:
     """Run one registered repair on the local pod, under the fix lock (the body of the repair process)."""
-    from podcheck import fixer
     return fixer.run_one(cfg, repair_id)
 
 
@@ -409,7 +411,6 @@ class Watch:
             self._repair(repair_id, checks)
 
     def _check(self, select: list[str]) -> Report | None:
-        from podcheck.runner import RunError
         try:
             report = self.engine.check(select)
         except RunError as exc:
@@ -461,14 +462,13 @@ def main(cfg: Config, interval: float | None = None, select: list[str] | None = 
     return Watch(cfg, settings).run()
 
 
-# --- the repair process: python -m podcheck.watch --repair ID ... -----------------------------------
+# --- the repair process: python -m podcheck.services.watch --repair ID ... -----------------------------------
 
 def _repair_process(argv: list[str]) -> int:
     import argparse
 
-    from podcheck import config as config_mod
 
-    parser = argparse.ArgumentParser(prog="podcheck.watch")
+    parser = argparse.ArgumentParser(prog="podcheck.services.watch")
     parser.add_argument("--repair", required=True)
     parser.add_argument("--check", action="append", default=[])
     parser.add_argument("--config")

@@ -1,10 +1,10 @@
 """`podcheck --fix`: check -> plan -> (lock) -> repair -> re-check the failed checks -> report before/after.
 
 A healthy pod pays one check run plus a few file reads: no lock, no write, no installer. When
-something is due, one fixer per volume takes the lock (podcheck.lock), runs the plan in order,
+something is due, one fixer per volume takes the lock (podcheck.fix.lock), runs the plan in order,
 records markers, and re-runs the checks that failed (and those of the repairs that changed
 something); failures that only now show up get one more round with the repairs not yet tried.
-With `background`, slow repairs run detached after the fast ones (podcheck.background).
+With `background`, slow repairs run detached after the fast ones (podcheck.fix.worker).
 """
 from __future__ import annotations
 
@@ -15,14 +15,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, TextIO
 
-from podcheck import markers as markers_mod
-from podcheck import planner, runner
+from podcheck import runner
 from podcheck.config import Config
-from podcheck.lock import LockBusy, LockError, VolumeLock, describe
-from podcheck.pod import Pod
-from podcheck.repair import Context, Outcome, Repair, registry, shown_command
+from podcheck.fix import markers as markers_mod
+from podcheck.fix import planner, worker
+from podcheck.fix.lock import LockBusy, LockError, VolumeLock, _alive, describe
+from podcheck.fix.registry import registry
+from podcheck.fix.repair import Context, Outcome, Repair, shown_command
+from podcheck.host.pod import Pod
+from podcheck.host.state import State
+from podcheck.reports.redact import Redactor
 from podcheck.results import CheckResult, RepairResult, Report
-from podcheck.state import State
 
 ROUNDS = 3
 FOREGROUND, BACKGROUND = "fix-progress", "background"
@@ -100,9 +103,7 @@ def fix(config: Config, target: runner.Target, opts: Options, out: TextIO = sys.
         report.repairs = [RepairResult(s.id, "skipped", f"not run: {why}") for s in plan.steps]
         deferred = []
     if deferred:  # after the lock is released, with what the checks said last
-        from podcheck import background
-
-        background.spawn(config, target, opts, deferred, pod, say, report.results)
+        worker.spawn(config, target, opts, deferred, pod, say, report.results)
     report.duration_s = time.time() - started
     _remember(pod, report, opts)
     return report
@@ -298,7 +299,6 @@ def redact(text: str) -> str:
     printed or written to a log: the reports' one redaction layer."""
     global _REDACTOR
     if _REDACTOR is None:
-        from podcheck.reports.redact import Redactor
         _REDACTOR = Redactor.from_env(os.environ)
     return _REDACTOR.text(text)
 
@@ -383,7 +383,6 @@ def append(pod: Pod, path: str, text: str) -> None:
 
 def status(pod: Pod) -> dict[str, Any]:
     """Markers, the lock, the last foreground and background runs (with their log tails), the last --fix."""
-    from podcheck.lock import _alive
 
     state = State(pod)
     out: dict[str, Any] = {

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from podcheck.markers import Marker, fingerprint
-from podcheck.repair import Repair
+from podcheck.fix.markers import Marker, fingerprint
+from podcheck.fix.repair import Repair
 from podcheck.results import CheckResult
 
 BAD = ("failed", "error")

@@ -7,52 +7,46 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Iterator, List, Optional
 
 import typer
 
+from podcheck import runner
+from podcheck.cli.common import (
+    ConfigOpt,
+    SshConfigOpt,
+    SshIdentityOpt,
+    UsageFailure,
+    as_str,
+    default_redactor,
+    load_config,
+)
+from podcheck.domain import manifest as manifest_mod
+from podcheck.host.files import write_atomic
+from podcheck.host.pod import Pod
+from podcheck.plugin import PROFILES
+from podcheck.reports import bundle as bundle_mod
+from podcheck.reports import html, json_report, junit, markdown, prometheus, terminal
+from podcheck.reports.redact import Redactor
+from podcheck.reports.render import CHECK_FORMATS, render_checks
 from podcheck.results import Report
+from podcheck.services import diagnostics
 
-CHECK_FORMATS = ("table", "json", "md", "html", "junit", "prometheus")
 REPORT_FORMATS = ("md", "html", "json")
-
-
-def _usage(message: str) -> Exception:
-    from podcheck.cli import UsageFailure
-    return UsageFailure(message)
-
-
-def default_redactor(uuids: bool = True):
-    """The Redactor for what this process prints: it knows the secret variables of its environment."""
-    from podcheck.reports.redact import Redactor
-    return Redactor.from_env(os.environ, uuids=uuids)
-
-
-def render_checks(fmt: str, reports: list[Report], quiet: bool = False, verbose: bool = False) -> str:
-    from podcheck.reports import html, json_report, junit, markdown, prometheus, terminal
-
-    if fmt == "table":
-        colour = terminal.use_colour(sys.stdout)
-        return "".join(terminal.render(r, quiet=quiet, verbose=verbose, colour=colour) for r in reports)
-    renderers: dict[str, Callable[[list[Report]], str]] = {
-        "json": json_report.render, "md": markdown.render, "html": html.render,
-        "junit": junit.render, "prometheus": prometheus.render}
-    return renderers[fmt](reports)
 
 
 def write_check_outputs(reports: list[Report], fmt: str = "table", json_out: Optional[str] = None,
                         junit_xml: Optional[Path] = None, prometheus_out: Optional[Path] = None,
                         quiet: bool = False, verbose: bool = False) -> None:
     """Print `fmt` and write the requested files, all from the same redacted results."""
-    from podcheck.reports import json_report, junit, prometheus
-
     if fmt not in CHECK_FORMATS:
-        raise _usage(f"--format must be one of {', '.join(CHECK_FORMATS)}, got {fmt!r}")
+        raise UsageFailure(f"--format must be one of {', '.join(CHECK_FORMATS)}, got {fmt!r}")
     clean = default_redactor()
     reports = [clean.data(r) for r in reports]
     if json_out == "-":  # `--json -` prints only JSON
         fmt, json_out = "json", None
-    clean.write(None, render_checks(fmt, reports, quiet=quiet, verbose=verbose))
+    clean.write(None, render_checks(fmt, reports, quiet=quiet, verbose=verbose,
+                                    colour=terminal.use_colour(sys.stdout)))
     for path, render in ((json_out, json_report.render), (junit_xml, junit.render), (prometheus_out, prometheus.render)):
         if path:
             with _writable(path):
@@ -60,10 +54,10 @@ def write_check_outputs(reports: list[Report], fmt: str = "table", json_out: Opt
 
 
 def report(
-    config: Optional[Path] = typer.Option(None, "--config", help="podcheck.toml"),
+    config: Optional[Path] = ConfigOpt,
     hosts: str = typer.Option("local://", "--hosts", help="one testinfra host URL (ssh://pod, chroot:///rootfs)"),
-    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="ssh_config for ssh:// hosts"),
-    ssh_identity_file: Optional[Path] = typer.Option(None, "--ssh-identity-file", help="ssh key for ssh:// hosts"),
+    ssh_config: Optional[Path] = SshConfigOpt,
+    ssh_identity_file: Optional[Path] = SshIdentityOpt,
     profile: str = typer.Option("runtime", "--profile", help="which checks to include: image | boot | runtime"),
     fmt: str = typer.Option("md", "--format", help="md (for a GitHub issue) | html | json"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="write here (kept up to date while collecting)"),
@@ -72,28 +66,20 @@ def report(
     no_redact_uuids: bool = typer.Option(False, "--no-redact-uuids", help="keep GPU UUIDs"),
 ) -> None:
     """A diagnostic report to attach to a bug report: pod, GPUs, versions, logs, and every check."""
-    from podcheck import diagnostics, runner
-    from podcheck.cli import load_config
-    from podcheck.plugin import PROFILES
-    from podcheck.pod import Pod
-    from podcheck.reports import bundle as bundle_mod
-    from podcheck.reports import html, json_report, markdown
-    from podcheck.reports.redact import Redactor
-
     if fmt not in REPORT_FORMATS:
-        raise _usage(f"--format must be one of {', '.join(REPORT_FORMATS)}, got {fmt!r}")
+        raise UsageFailure(f"--format must be one of {', '.join(REPORT_FORMATS)}, got {fmt!r}")
     if profile not in PROFILES:
-        raise _usage(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+        raise UsageFailure(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
     if "," in hosts:
-        raise _usage("report takes one host; run it once per host")
+        raise UsageFailure("report takes one host; run it once per host")
     cfg = load_config(config)
-    target = runner.Target.parse(hosts, ssh_config=_str(ssh_config), ssh_identity_file=_str(ssh_identity_file))
+    target = runner.Target.parse(hosts, ssh_config=as_str(ssh_config), ssh_identity_file=as_str(ssh_identity_file))
     try:
         if not target.is_local:
-            runner._preflight(cfg, target)
+            runner.preflight(cfg, target)
         pod = Pod(cfg, target.host())
     except (runner.RunError, RuntimeError, ValueError) as exc:
-        raise _usage(f"no report: {exc}") from None
+        raise UsageFailure(f"no report: {exc}") from None
     redactor = Redactor.from_env(os.environ if target.is_local else {}, uuids=not no_redact_uuids)
 
     def render(doc: Any, as_fmt: str = fmt) -> str:
@@ -124,13 +110,10 @@ def manifest(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="write the manifest here (default: stdout)"),
 ) -> None:
     """A build manifest (relative path -> sha256 per source) for image.source_fresh."""
-    from podcheck import manifest as manifest_mod
-    from podcheck.files import write_atomic
-
     try:
         doc = manifest_mod.build(sources)
     except manifest_mod.ManifestError as exc:
-        raise _usage(str(exc)) from None
+        raise UsageFailure(str(exc)) from None
     text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
     if output is None:
         typer.echo(text, nl=False)
@@ -141,13 +124,10 @@ def manifest(
 
 
 @contextmanager
-def _writable(path: Any):
+def _writable(path: Any) -> Iterator[None]:
     """A file that cannot be written is one line and exit 2, not a traceback."""
     try:
         yield
     except OSError as exc:
-        raise _usage(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise UsageFailure(f"cannot write {path}: {exc.strerror or exc}") from None
 
-
-def _str(path: Optional[Path]) -> Optional[str]:
-    return str(path) if path else None

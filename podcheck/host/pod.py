@@ -1,4 +1,4 @@
-"""The pod as checks see it: the config, the testinfra host, commands with timeouts, and facts.
+"""The pod as checks see it: the config, the testinfra host, and commands with timeouts.
 
 >>> pod = Pod(cfg, testinfra.get_host("local://"))
 >>> pod.run("ffmpeg", "-version").ok
@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from podcheck.config import Config
@@ -65,13 +65,10 @@ class Ran:
 
 @dataclass
 class Pod:
-    """The config, the host and the facts of one pod; shared by every check of a run."""
+    """The config and the host of one pod; shared by every check of a run."""
 
     config: Config
     host: Any  # testinfra.host.Host
-    probe_cache: Any = None  # a facts.ProbeCache shared by the runs of watch or serve
-    _facts: Any = field(default=None, repr=False)
-    _facts_thread: threading.Thread | None = field(default=None, repr=False)
 
     @property
     def is_local(self) -> bool:
@@ -119,28 +116,6 @@ class Pod:
         """A file's text on the host, or None when it cannot be read."""
         ran = self.run("cat", "--", path, timeout=timeout)
         return ran.stdout if ran.ok else None
-
-    # Facts are gathered once, in the background, from the first moment a check asks for the pod.
-    def start_facts(self) -> None:
-        if self._facts_thread is None and self._facts is None:
-            from podcheck import facts
-
-            def gather() -> None:
-                self._facts = facts.gather(self)
-
-            self._facts_thread = threading.Thread(target=gather, name="podcheck-facts", daemon=True)
-            self._facts_thread.start()
-
-    @property
-    def facts(self):
-        """The Facts of this pod (podcheck.facts.Facts); blocks until gathered."""
-        self.start_facts()
-        if self._facts is None and self._facts_thread is not None:
-            self._facts_thread.join(self.config.pod.probe_timeout + 2 * KILL_GRACE + 15)
-        if self._facts is None:
-            from podcheck.facts import Facts
-            return Facts.broken(f"facts gathering did not finish within {self.config.pod.probe_timeout:g} s")
-        return self._facts
 
 
 def quote(argv: Sequence[str]) -> str:

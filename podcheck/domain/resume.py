@@ -23,8 +23,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-from podcheck import trainscript
-from podcheck.state import State
+from podcheck.domain import trainings, trainscript
+from podcheck.domain.samples import Samples, below_for
+from podcheck.facts import read_nvml
+from podcheck.host import procs
+from podcheck.host.state import State
 
 LOG_NAME = "podcheck-resume.log"
 ENV_NAME = ".podcheck-resume.env"
@@ -316,9 +319,6 @@ def stuck(pod) -> list[tuple[int, str]]:
     """(a pid, why) for each running training that training.progress calls stuck, judged on what
     happened since that run started: a run relaunched a minute ago is not stuck because the GPU was
     idle for an hour before it (its model is still loading)."""
-    from podcheck import procs, trainings
-    from podcheck.facts import read_nvml
-    from podcheck.samples import Samples, below_for
 
     cfg = pod.config.training
     found = trainings.find(pod, [pod.config.pod.workspace, *cfg.roots])

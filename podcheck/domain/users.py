@@ -11,7 +11,7 @@ import posixpath
 import re
 from typing import Any
 
-from podcheck import paths
+from podcheck.host import paths
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 SHELL_META = set(";&|<>$`\\\"'*?[]{}()!#~^%=,")

@@ -12,20 +12,18 @@ A repair is a class registered under its id (a contract), in the repairs/ module
 
 `apply` is idempotent: when there is nothing to do it returns `unchanged` without running an
 installer. It reaches the pod only through `ctx.run` (recorded, logged) and the pod's own helpers
-(podcheck.comfyui, podcheck.syncloop...), a timeout on every command, so the same repair works on
+(podcheck.domain.comfyui, podcheck.syncloop...), a timeout on every command, so the same repair works on
 local://, ssh:// and a chroot. Other helpers register more repairs the same way
 (`training.resume` in repairs/training.py): every module of podcheck.repairs is imported.
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import shlex
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
-from podcheck.pod import Pod, Ran
+from podcheck.host.pod import Pod, Ran
 from podcheck.results import CheckResult
 
 #: The contract's repair ids, in the order ties are broken when planning (install order).
@@ -95,7 +93,8 @@ class Repair:
         return f"<repair {self.id}>"
 
 
-_REGISTRY: dict[str, type[Repair]] = {}
+#: Every registered repair class by id; podcheck.fix.registry fills it by importing podcheck.repairs.
+REGISTERED: dict[str, type[Repair]] = {}
 
 
 def register(cls: type[Repair]) -> type[Repair]:
@@ -105,22 +104,11 @@ def register(cls: type[Repair]) -> type[Repair]:
             raise TypeError(f"{cls.__name__}: a repair needs {attr}")
     if cls.blast not in BLAST_RADII:
         raise TypeError(f"{cls.id}: blast must be one of {', '.join(BLAST_RADII)}, got {cls.blast!r}")
-    known = _REGISTRY.get(cls.id)
+    known = REGISTERED.get(cls.id)
     if known is not None and known.__qualname__ != cls.__qualname__:
         raise TypeError(f"repair id {cls.id!r} registered twice ({known.__qualname__}, {cls.__qualname__})")
-    _REGISTRY[cls.id] = cls
+    REGISTERED[cls.id] = cls
     return cls
-
-
-def registry() -> dict[str, Repair]:
-    """Every repair, by id, in the order their modules register them (imports podcheck.repairs.*)."""
-    import podcheck.repairs as package
-
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{module.name}")
-    rank = {rid: i for i, rid in enumerate(ORDER)}
-    ids = sorted(_REGISTRY, key=lambda rid: (rank.get(rid, len(ORDER)), rid))
-    return {rid: _REGISTRY[rid]() for rid in ids}
 
 
 def shown_command(argv: tuple[str, ...] | list[str]) -> str:
@@ -147,7 +135,7 @@ class Context:
     before: dict[str, CheckResult] = field(default_factory=dict)
     pending: frozenset[str] = frozenset()
     token: str = ""
-    marker: Any = None  # the repair's marker before this run (podcheck.markers.Marker), or None
+    marker: Any = None  # the repair's marker before this run (podcheck.fix.markers.Marker), or None
     log: Callable[[str], None] = lambda text: None
     commands: list[str] = field(default_factory=list)
 

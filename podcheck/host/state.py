@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from podcheck.files import write_atomic
+from podcheck.host.files import write_atomic
 
 # Write through the host: temp file in the same folder, fsync it, then rename over the old one.
 _REMOTE_WRITE = 'mkdir -p "$(dirname "$2")" && t="$2.$$.tmp" && printf %s "$1" > "$t" && sync "$t" && mv -f "$t" "$2"'

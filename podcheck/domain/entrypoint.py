@@ -1,6 +1,6 @@
 """ComfyUI launch lines in start scripts (shell, Dockerfile CMD/ENTRYPOINT) and the flags they lack.
 
-The options after `main.py` are read the way ComfyUI's argparse reads them (podcheck.comfyui:
+The options after `main.py` are read the way ComfyUI's argparse reads them (podcheck.domain.comfyui:
 `--opt=value`, unique prefixes such as `--use-sage`), up to the first shell operator.
 
 >>> launches("cd /ComfyUI\\npython main.py --listen \\\\\\n  --port 8188\\n")
@@ -15,7 +15,7 @@ import re
 import shlex
 from typing import Any
 
-from podcheck import comfyui
+from podcheck.domain import comfyui
 
 _LAUNCH = re.compile(r"""(?:^|[\s/"'=\[,])main\.py(?:$|[\s"',\]])|\bcomfy\b.*\blaunch\b""")
 _NOT_A_LAUNCH = re.compile(r"^\s*(?:#|echo\b|printf\b|:\s)")

@@ -13,31 +13,31 @@ try:  # typer vendors click as typer._click; older typers use click itself
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException
 
-from podcheck import __version__, cli_reports
-from podcheck import config as config_mod
+from podcheck import __version__, facts, runner
+from podcheck.cli import outputs
+from podcheck.cli.common import (
+    ConfigOpt,
+    HostOpt,
+    SshConfigOpt,
+    UsageFailure,
+    as_str,
+    default_redactor,
+    load_config,
+)
+from podcheck.fix import fixer
+from podcheck.fix.registry import registry
+from podcheck.host.pod import Pod
+from podcheck.plugin import PROFILES
+from podcheck.services import serve, watch
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="Health checks and repairs for GPU pods running ComfyUI.")
-
-
-class UsageFailure(Exception):
-    """Bad input: printed as one line, exit 2."""
 
 
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"podcheck {__version__}")
         raise typer.Exit(0)
-
-
-def load_config(path: Optional[Path]) -> config_mod.Config:
-    try:
-        return config_mod.load(path)
-    except config_mod.ConfigError as exc:
-        raise UsageFailure(str(exc)) from None
-
-
-ConfigOpt = typer.Option(None, "--config", help="podcheck.toml (default: $PODCHECK_CONFIG, ./podcheck.toml, <workspace>/podcheck.toml)")
 
 
 @app.callback(invoke_without_command=True)
@@ -66,21 +66,17 @@ def check(
     """Run the checks and print a table (the default command)."""
     if ctx.invoked_subcommand:
         return
-    from podcheck import runner
-    from podcheck.cli_reports import write_check_outputs
-    from podcheck.plugin import PROFILES
 
     if profile not in PROFILES:
         raise UsageFailure(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
     cfg = load_config(config)
     specs = [h for h in hosts.split(",") if h.strip()] or ["local://"]
-    targets = [runner.Target.parse(h, ssh_config=_str(ssh_config), ssh_identity_file=_str(ssh_identity_file))
+    targets = [runner.Target.parse(h, ssh_config=as_str(ssh_config), ssh_identity_file=as_str(ssh_identity_file))
                for h in specs]
     if (dry_run or safe_only or background is not None) and not fix:
         raise UsageFailure("--dry-run, --safe-only and --background apply only with --fix")
     try:
         if fix:
-            from podcheck import fixer
             opts = fixer.Options(profile=profile, select=select, dry_run=dry_run, safe_only=safe_only,
                                  background=cfg.fix.background if background is None else background)
             reports = [fixer.fix(cfg, t, opts) for t in targets]
@@ -88,7 +84,7 @@ def check(
             reports = [runner.run(cfg, t, profile=profile, select=select) for t in targets]
     except runner.RunError as exc:
         raise UsageFailure(f"no verdict: {exc}") from None
-    write_check_outputs(reports, fmt, json_out, junit_xml, prometheus, quiet=quiet, verbose=verbose)
+    outputs.write_check_outputs(reports, fmt, json_out, junit_xml, prometheus, quiet=quiet, verbose=verbose)
     raise typer.Exit(0 if all(r.ok for r in reports) else 1)
 
 
@@ -96,33 +92,40 @@ def check(
 def list_checks(
     config: Optional[Path] = ConfigOpt,
     as_json: bool = typer.Option(False, "--json", help="print the catalogue as JSON"),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="also each check's file::function and its repair's module::class"),
 ) -> None:
-    """The catalogue: id, area, profiles, repair and what each check verifies."""
-    from podcheck import runner
-
+    """The catalogue: id, profiles, repair (or remedy) and what each check verifies."""
     try:
         specs = runner.catalogue(load_config(config))
     except runner.RunError as exc:
         raise UsageFailure(str(exc)) from None
+    repairs = registry()
+    rows = [{"id": s.id, "area": s.area, "profiles": list(s.profiles), "repair": s.repair, "remedy": s.remedy,
+             "needs": list(s.needs), "description": s.description, "check": f"checks/{s.where}",
+             "repair_class": _where(repairs[s.repair]) if s.repair in repairs else None} for s in specs]
     if as_json:
-        typer.echo(json.dumps([{"id": s.id, "area": s.area, "profiles": list(s.profiles), "repair": s.repair,
-                                "needs": list(s.needs), "description": s.description} for s in specs], indent=2))
+        typer.echo(json.dumps(rows, indent=2))
         return
-    width = max(len(s.id) for s in specs)
-    for s in specs:
-        typer.echo(f"{s.id:<{width}}  {','.join(s.profiles):<20}  {s.repair or '-':<18}  {s.description}")
+    columns = ["id", "profiles", "repair", "description"] + (["check", "repair_class"] if verbose else [])
+    table = [["ID", "PROFILES", "REPAIR", "WHAT IT VERIFIES"] + (["CHECK", "REPAIR CLASS"] if verbose else [])]
+    table += [[str(r[c]) if c not in ("profiles", "repair", "repair_class") else
+               ",".join(r[c]) if c == "profiles" else (r[c] or "-") for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    for row in table:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
-HostOpt = typer.Option("local://", "--hosts", help="testinfra host URL of the pod")
-SshConfigOpt = typer.Option(None, "--ssh-config", help="ssh_config for ssh:// hosts")
+def _where(repair: object) -> str:
+    """repairs/<area>.py::Class of a registered repair."""
+    cls = type(repair)
+    return f"{cls.__module__.replace('podcheck.', '').replace('.', '/')}.py::{cls.__name__}"
 
 
 def _pod(config: Optional[Path], hosts: str, ssh_config: Optional[Path]):
     """The pod behind one --hosts URL, or one line and exit 2 when it cannot be reached."""
-    from podcheck import fixer, runner
 
     try:
-        pod = fixer.connect(load_config(config), runner.Target.parse(hosts, ssh_config=_str(ssh_config)))
+        pod = fixer.connect(load_config(config), runner.Target.parse(hosts, ssh_config=as_str(ssh_config)))
     except (ValueError, RuntimeError) as exc:
         raise UsageFailure(f"--hosts {hosts}: {exc}") from None
     reached = pod.run("true")
@@ -136,18 +139,16 @@ def _pod(config: Optional[Path], hosts: str, ssh_config: Optional[Path]):
 def status(config: Optional[Path] = ConfigOpt, hosts: str = HostOpt, ssh_config: Optional[Path] = SshConfigOpt,
            as_json: bool = typer.Option(False, "--json", help="print the status as JSON")) -> None:
     """Install markers, the fix lock, background repairs with their log tail, and the last --fix."""
-    from podcheck import fixer
 
     data = fixer.status(_pod(config, hosts, ssh_config))
     text = json.dumps(data, indent=2) + "\n" if as_json else fixer.render_status(data)
-    typer.echo(cli_reports.default_redactor().text(text), nl=False)
+    typer.echo(default_redactor().text(text), nl=False)
 
 
 @app.command("reset")
 def reset(ids: List[str] = typer.Argument(None, metavar="[REPAIR_ID]...", help="repairs to forget (default: all)"),
           config: Optional[Path] = ConfigOpt, hosts: str = HostOpt, ssh_config: Optional[Path] = SshConfigOpt) -> None:
     """Forget install markers, so the next --fix runs those repairs again."""
-    from podcheck import fixer
 
     try:
         gone = fixer.reset(_pod(config, hosts, ssh_config), list(ids or []))
@@ -163,18 +164,16 @@ def show_facts(
     ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="ssh_config for ssh:// hosts"),
 ) -> None:
     """Print what the probe and NVML see, as JSON (to record a GPU machine's facts for tests)."""
-    from podcheck.pod import Pod
-    from podcheck.runner import Target
 
     try:
-        host = Target.parse(hosts, ssh_config=_str(ssh_config)).host()
+        host = runner.Target.parse(hosts, ssh_config=as_str(ssh_config)).host()
     except Exception as exc:  # testinfra raises plain RuntimeError/ValueError on bad host specs
         raise UsageFailure(f"--hosts {hosts}: {exc}") from None
-    cli_reports.default_redactor().write(None, json.dumps(Pod(load_config(config), host).facts.as_dict(), indent=2) + "\n")
+    default_redactor().write(None, json.dumps(facts.gather(Pod(load_config(config), host)).as_dict(), indent=2) + "\n")
 
 
-app.command("report")(cli_reports.report)
-app.command("manifest")(cli_reports.manifest)
+app.command("report")(outputs.report)
+app.command("manifest")(outputs.manifest)
 
 
 @app.command("watch")
@@ -184,7 +183,6 @@ def watch_cmd(
     select: List[str] = typer.Option([], "--select", help="check id, area or glob; repeatable (default [watch] select)"),
 ) -> None:
     """Re-run checks every --interval and apply the unattended repairs, until SIGTERM/SIGINT."""
-    from podcheck import watch
 
     try:
         raise typer.Exit(watch.main(load_config(config), interval, select))
@@ -201,7 +199,6 @@ def serve_cmd(
     select: List[str] = typer.Option([], "--select", help="check id, area or glob; repeatable"),
 ) -> None:
     """Serve /healthz, /api/status and a status page (read-only) until SIGTERM/SIGINT."""
-    from podcheck import serve, watch
 
     try:
         raise typer.Exit(serve.main(load_config(config), port, listen, select, profile, echo=typer.echo))
@@ -209,19 +206,16 @@ def serve_cmd(
         raise UsageFailure(str(exc)) from None
 
 
-def _str(path: Optional[Path]) -> Optional[str]:
-    return str(path) if path else None
-
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Console entry point: run the app, turn bad input into one line and exit code 2."""
     try:
         code = app(args=argv, prog_name="podcheck", standalone_mode=False)
     except UsageFailure as exc:
-        typer.echo(f"podcheck: error: {cli_reports.default_redactor().text(str(exc))}", err=True)
+        typer.echo(f"podcheck: error: {default_redactor().text(str(exc))}", err=True)
         return 2
     except ClickException as exc:
-        typer.echo(f"podcheck: error: {cli_reports.default_redactor().text(exc.format_message())}", err=True)
+        typer.echo(f"podcheck: error: {default_redactor().text(exc.format_message())}", err=True)
         return 2
     except typer.Abort:
         return 130

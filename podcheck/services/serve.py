@@ -25,9 +25,13 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from podcheck import runner
 from podcheck.config import Config
+from podcheck.facts import ProbeCache
+from podcheck.fix import fixer
+from podcheck.host.pod import Pod
 from podcheck.results import Report
-from podcheck.watch import CannotStart, iso, read_log, redactor_for
+from podcheck.services.watch import CannotStart, iso, read_log, redactor_for
 
 ORDER = ("failed", "error", "passed", "skipped")
 HOSTNAME = re.compile(r"^[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$")
@@ -80,14 +84,12 @@ class Service:
 
     def __init__(self, cfg: Config, select: list[str], profile: str = "runtime", ttl: float | None = None):
         self.cfg, self.select, self.profile = cfg, select, profile
-        from podcheck.facts import ProbeCache
 
         self.cache = Cache(self._run, cfg.serve.cache_seconds if ttl is None else ttl)
         self.probe_cache = ProbeCache(cfg.pod.probe_reuse_seconds)
         self.redactor = redactor_for(cfg)
 
     def _run(self) -> Snapshot:
-        from podcheck import runner
 
         try:
             report = runner.run(self.cfg, runner.Target(), profile=self.profile, select=self.select,
@@ -155,8 +157,6 @@ def fix_state(cfg: Config) -> dict[str, Any]:
     repair runs with their progress and log tails."""
     import testinfra
 
-    from podcheck import fixer
-    from podcheck.pod import Pod
 
     return fixer.status(Pod(cfg, testinfra.get_host("local://")))
 

@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from podcheck.paths import PLAIN, resolve
-from podcheck.users import require_valid
+from podcheck.domain.users import require_valid
+from podcheck.host.paths import PLAIN, resolve
 
 DEFAULT_PORT = 8188
 DEFAULT_LISTEN = "127.0.0.1"

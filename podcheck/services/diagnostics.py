@@ -16,8 +16,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from podcheck import __version__
-from podcheck.pod import Pod
+from podcheck import __version__, facts, runner, syncloop
+from podcheck.domain import cgroup, comfyui, memory
+from podcheck.host import procs
+from podcheck.host.pod import Pod, quote
 from podcheck.results import Report
 
 if TYPE_CHECKING:  # the report's Redactor, taught the secret values met on the way
@@ -119,7 +121,6 @@ def _system(ctx: _Context, s: Section) -> None:
 
 
 def _resources(ctx: _Context, s: Section) -> None:
-    from podcheck import cgroup, memory
 
     _row(ctx, s, "cpus", "nproc")
     text, _ = ctx.read("/proc/cpuinfo")
@@ -188,8 +189,6 @@ def _comfyui(ctx: _Context, s: Section) -> None:
             s.texts["custom nodes"] = "\n".join(f"{name}  {commit}" for name, commit in nodes)
     else:
         s.missing.append(f"could not collect the custom nodes: {ran.why()}")
-    from podcheck import comfyui
-    from podcheck.pod import quote
 
     running = comfyui.processes(ctx.pod)
     s.rows["ComfyUI processes"] = len(running)
@@ -217,7 +216,6 @@ def _sync(ctx: _Context, s: Section) -> None:
                 except ValueError:
                     pass
     _row(ctx, s, "rclone version", "rclone", "version")
-    from podcheck import procs, syncloop
 
     s.rows["sync loop pid"] = syncloop.running_pid(ctx.pod) or "not running"
     status = syncloop.status(ctx.pod)
@@ -230,7 +228,6 @@ def _sync(ctx: _Context, s: Section) -> None:
 
 
 def _oom(ctx: _Context, s: Section) -> None:
-    from podcheck import memory
 
     ran = ctx.run("dmesg")
     if not ran.ok:
@@ -258,7 +255,6 @@ def _logs(ctx: _Context, s: Section) -> None:
 
 
 def _checks(ctx: _Context, s: Section) -> None:
-    from podcheck import runner
 
     try:
         report = ctx.run_checks()
@@ -329,7 +325,6 @@ def fill_gpus(s: Section, nvml: dict[str, Any]) -> None:
 def _facts(ctx: _Context) -> dict[str, Any]:
     """The facts the checks gathered; gathered here when no check needed them."""
     if ctx.doc.facts is None:
-        from podcheck import facts
         ctx.doc.facts = facts.gather(ctx.pod).as_dict()
     return ctx.doc.facts
 

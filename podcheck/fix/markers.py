@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from podcheck import __version__
-from podcheck.state import State
+from podcheck.host.state import State
 
 NAME = "markers"
 

@@ -26,7 +26,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from podcheck.users import invalid_reason
+from podcheck.domain.users import invalid_reason, users
+from podcheck.host.state import State
 
 LABELS = {"triton": "Triton", "inductor": "TorchInductor", "torch_extensions": "torch extensions",
           "torch_kernels": "torch kernels", "cuda": "CUDA ComputeCache", "tensorrt": "TensorRT engines"}
@@ -208,7 +209,6 @@ class History:
 
 def load_history(pod: Any) -> History:
     """The history from state, or one seeded from the legacy {workspace}/.last_gpu_info."""
-    from podcheck.state import State
 
     doc = State(pod).read(HISTORY)
     if isinstance(doc, dict) and isinstance(doc.get("entries"), list):
@@ -225,7 +225,6 @@ def load_history(pod: Any) -> History:
 
 def observe(pod: Any, gpus: list[dict[str, Any]], now: float) -> History:
     """Load the history, note the current GPU, save it; idempotent within a run."""
-    from podcheck.state import State
 
     history = load_history(pod)
     history.observe(fingerprint(gpus), now)
@@ -239,7 +238,6 @@ def _when(t: float) -> str:
 
 def judge_gpu_change(pod: Any, gpus: list[dict[str, Any]], env: dict[str, str], now: float) -> tuple[bool, str]:
     """(ok, message) for caches.gpu_unchanged: no cache built for a previous GPU is left."""
-    from podcheck.users import users
 
     history = observe(pod, gpus, now)
     current = history.current["fingerprint"]
@@ -254,12 +252,11 @@ def judge_gpu_change(pod: Any, gpus: list[dict[str, Any]], env: dict[str, str], 
     listed = ", ".join(f"{f.location.describe()} {human(f.stale_bytes)} in {f.stale_files} files" for f in stale)
     return False, (f"{changed}; caches built for another GPU are still there: {listed}. Kernels compiled for the old "
                    "GPU fail or crash on the new one (e.g. 'undefined symbol: cuModuleGetFunction' from a Triton "
-                   "cuda_utils.so); clear them (repair: caches.clear)")
+                   "cuda_utils.so); clear them")
 
 
 def judge_tensorrt(pod: Any, gpus: list[dict[str, Any]], env: dict[str, str], now: float) -> tuple[str, str]:
     """('passed'|'failed'|'skipped', message) for caches.tensorrt: no engine was built on another GPU."""
-    from podcheck.users import users
 
     c = pod.config.pod
     roots = [loc for loc in locations(env, c.workspace, c.comfyui_dir, users(pod)) if loc.kind == "tensorrt"]
@@ -275,8 +272,7 @@ def judge_tensorrt(pod: Any, gpus: list[dict[str, Any]], env: dict[str, str], no
     listed = "; ".join(f"{path} (built on {gpu})" for path, gpu in stale[:8]) + (
         f"; and {len(stale) - 8} more" if len(stale) > 8 else "")
     return "failed", (f"{len(stale)} TensorRT engine(s) were built on another GPU than this {current}: {listed}. "
-                      "TensorRT refuses them ('expecting compute X got compute Y'); rebuild them on this GPU "
-                      "(repair: caches.clear)")
+                      "TensorRT refuses them ('expecting compute X got compute Y'); rebuild them on this GPU")
 
 
 # --- caches.local ------------------------------------------------------------------------------
@@ -318,7 +314,7 @@ def not_local(pod: Any, env: dict[str, str]) -> tuple[list[str], list[str]]:
         shown = loc.describe() + (f" -> {real}" if real != posixpath.normpath(loc.path) else "")
         seen.append(f"{shown} on {fstype}")
         var = {"triton": "TRITON_CACHE_DIR", "inductor": "TORCHINDUCTOR_CACHE_DIR"}[loc.kind]
-        fix = f"point {var} at local disk (e.g. /root/.cache/{loc.kind}) when launching ComfyUI (repair: comfyui.relaunch)"
+        fix = f"point {var} at local disk (e.g. /root/.cache/{loc.kind}) when launching ComfyUI"
         if real == ws_real or real.startswith(ws_real.rstrip("/") + "/"):
             problems.append(f"{shown} is on the shared volume {workspace}: pods with different GPUs share it and "
                             f"its files go stale; {fix}")

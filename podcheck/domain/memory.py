@@ -1,6 +1,6 @@
 """Memory judgement: RAM headroom against the cgroup limit, free VRAM per GPU, OOM kills since the last run.
 
-Pure functions over what podcheck.cgroup, NVML and the kernel log give, plus `oom_since_last_run`,
+Pure functions over what podcheck.domain.cgroup, NVML and the kernel log give, plus `oom_since_last_run`,
 which keeps the OOM-kill counter per boot and cgroup in state (document `oom`).
 
 >>> kills = parse_oom_kills("[ 1320.5] oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,"
@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from podcheck.host.state import State
 
 GIB = 1024 ** 3
 
@@ -88,7 +90,6 @@ def oom_since_last_run(pod: Any, cg: Any, dmesg: str | None) -> tuple[int, list[
     log is machine-wide: it is used only where its kills can be tied to this cgroup (a path other than
     "/"), or where there is no counter at all. A container's namespace root ("/") has the counter, and the
     log's kills there belong to the host and its other containers."""
-    from podcheck.state import State
 
     state = State(pod)
     boot = (pod.read_text("/proc/sys/kernel/random/boot_id") or "").strip()

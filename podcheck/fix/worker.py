@@ -1,6 +1,6 @@
 """Slow repairs in the background: `--fix --background` (or `[fix] background = true`).
 
-The foreground run does the fast repairs, then spawns `python -m podcheck.background ARGS` in a
+The foreground run does the fast repairs, then spawns `python -m podcheck.fix ARGS` (podcheck/fix/__main__.py) in a
 session of its own and returns, so the pod's services start without waiting. The background run
 waits for the fix lock, runs its queue in order (ComfyUI first when it may precede sage, then sage),
 then whatever is due after it (comfyui.relaunch with --use-sage-attention once sage imports), with
@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict
 from typing import Any, Callable
 
-from podcheck.state import State
+from podcheck.host.state import State
 
 
 def spawn(config: Any, target: Any, opts: Any, queue: list[str], pod: Any, say: Callable[[str], None],
@@ -30,7 +30,7 @@ def spawn(config: Any, target: Any, opts: Any, queue: list[str], pod: Any, say: 
         os.path.join(tempfile.gettempdir(), f"podcheck-background-{os.getpid()}.log")
     os.makedirs(os.path.dirname(log), exist_ok=True)
     with open(log, "a") as sink:
-        child = subprocess.Popen([sys.executable, "-m", "podcheck.background", json.dumps(args)],
+        child = subprocess.Popen([sys.executable, "-m", "podcheck.fix", json.dumps(args)],
                                  stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
                                  start_new_session=True, close_fds=True)
     State(pod).write("background", {"pid": child.pid, "host": os.uname().nodename, "queue": queue,
@@ -38,25 +38,3 @@ def spawn(config: Any, target: Any, opts: Any, queue: list[str], pod: Any, say: 
                                     "state": "waiting for the fix lock", "steps": [], "log": log})
     say(f"left to the background (pid {child.pid}): {', '.join(queue)}; see `podcheck status`")
     return child.pid
-
-
-def main(argv: list[str]) -> int:
-    """The background run itself."""
-    from podcheck import config as config_mod
-    from podcheck import fixer, runner
-
-    args = json.loads(argv[0])
-    cfg = config_mod.load(args["config"])
-    target = runner.Target(**args["target"])
-    from podcheck.results import CheckResult
-
-    opts = fixer.Options(profile=args["profile"], select=args["select"], worker=True, force=tuple(args["queue"]),
-                         given=[CheckResult(**r) for r in args["results"]])
-    with open(os.devnull, "w") as quiet:  # the progress log has every step; stdout keeps only crashes
-        report = fixer.fix(cfg, target, opts, out=quiet)
-    print(f"podcheck --fix (background): done, {'all pass' if report.ok else 'failures remain'}", flush=True)
-    return 0 if report.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import psutil
 
-from podcheck.repair import TOKEN_ENV
+from podcheck.fix.repair import TOKEN_ENV
 
 _CREATE = ('mkdir -p "$(dirname "$2")" || exit 2; t="$2.$3.tmp"; printf %s "$1" > "$t" || exit 2; '
            'ln "$t" "$2" 2>/dev/null; rc=$?; rm -f "$t"; exit $rc')

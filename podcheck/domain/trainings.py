@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from podcheck import procs
+from podcheck.host import procs
 
 SCRIPT = re.compile(r"(?:^|/)(?:\w+_)?train_network\.py$|(?:^|/)sdxl_train[^/]*\.py$")
 STATE_DIR = re.compile(r"-state$")

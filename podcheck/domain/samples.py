@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from podcheck.host.procs import now
+from podcheck.host.state import State
+
 DOC = "samples"
 KEEP_SECONDS = 6 * 3600.0
 MAX_POINTS = 2000
@@ -23,7 +26,6 @@ class Samples:
     """The sample history of one pod's host."""
 
     def __init__(self, pod: Any, keep_seconds: float = KEEP_SECONDS):
-        from podcheck.state import State
 
         self.pod = pod
         self.state = State(pod)
@@ -46,7 +48,6 @@ class Samples:
         if not values:
             return
         if t is None:
-            from podcheck.procs import now
             t = now(self.pod)
         doc = self._load()
         mine = doc["hosts"].setdefault(self.host, {})

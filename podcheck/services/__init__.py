@@ -1,0 +1,1 @@
+"""The long-running modes and the diagnostic report: watch, serve, diagnostics."""
