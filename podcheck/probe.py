@@ -135,9 +135,23 @@ def sage_facts(gpu_tests, torch_ok):
     return out
 
 
-#: What ComfyUI imports at start beyond its requirements.txt (0.3.64's app/frontend_management.py
-#: imports requests without listing it).
-START_IMPORTS = ("torchvision", "torchaudio", "requests")
+#: What ComfyUI imports at start beyond its requirements.txt, and the file of ComfyUI that imports it
+#: (0.3.64's app/frontend_management.py imports requests without listing it); judged when that file does.
+START_IMPORTS = (("requests", "app/frontend_management.py"),)
+
+
+def start_imports(comfyui_dir):
+    """The modules of START_IMPORTS this ComfyUI's own files import."""
+    out = []
+    for module, rel in START_IMPORTS:
+        try:
+            with open(os.path.join(comfyui_dir, rel)) as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        if re.search(r"^\s*(import %s\b|from %s\b)" % (module, module), text, re.M):
+            out.append(module)
+    return out
 #: Signs in what an import printed that numpy is not the one compiled extensions were built for.
 NUMPY_ABI = ("compiled using NumPy 1.x cannot be run in", "_ARRAY_API not found", "Failed to initialize NumPy",
              "numpy.core.multiarray failed to import", "numpy.dtype size changed")
@@ -274,7 +288,8 @@ def requirement_facts(path):
     emit(stage="import ComfyUI's modules")
     failures = {}
     modules = import_names(present)
-    for module in list(dict.fromkeys([modules[d] for d in present if d in modules] + list(START_IMPORTS))):
+    wanted = [modules[d] for d in present if d in modules] + start_imports(os.path.dirname(path))
+    for module in list(dict.fromkeys(wanted)):
         if module in failures:
             continue
         emit(stage="import %s" % module)

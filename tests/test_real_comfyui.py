@@ -24,12 +24,12 @@ import time
 import urllib.error
 import urllib.request
 
-import psutil
 import pytest
 
 import fixsim
 import podsim
 import realparts
+from podcheck.domain import comfyui
 from sim_comfyui import Launcher
 
 pytestmark = pytest.mark.xdist_group("real-comfyui")
@@ -81,8 +81,8 @@ def get(url, data=None, timeout=20):
 
 
 def comfy_argv(pod):
-    main = f"{pod.workspace}/ComfyUI/main.py"
-    return [(p.pid, p.info["cmdline"]) for p in psutil.process_iter(["cmdline"]) if main in (p.info["cmdline"] or [])]
+    """(pid, argv) of each ComfyUI running the pod's main.py, found as podcheck finds them (cwd-relative too)."""
+    return [(p.pid, list(p.argv)) for p in comfyui.processes(pod.live())]
 
 
 @pytest.fixture(scope="module")
@@ -177,9 +177,9 @@ def test_checks_find_what_the_real_comfyui_logged(real, before):
 
 
 def test_sage_active_reads_comfyui_managers_log(real, before, tmp_path):
-    """ComfyUI-Manager tees ComfyUI's output to {user dir}/comfyui.log, each line with a time prefix."""
-    pod, *_ = real
-    manager_log = pod.workspace / "user" / "alice" / "comfyui.log"
+    """ComfyUI-Manager tees ComfyUI's output to {user dir}/comfyui_{port}.log, each line with a time prefix."""
+    pod, port, *_ = real
+    manager_log = pod.workspace / "user" / "alice" / f"comfyui_{port}.log"
     text = manager_log.read_text()
     assert "] Error running sage attention: Input tensors must be on cuda." in text and text.startswith("[")
     run = pod.podcheck("--json", "-", "--select", "attention.sage_active,comfyui.custom_nodes",

@@ -595,6 +595,7 @@ SAGE_CAUSES = (
     ("dtype", "this model's attention runs in a dtype sage does not take (it needs fp16/bf16); those layers fall "
               "back (not a broken install)", False),
     ("no kernel image is available", "sage's kernels were not built for this GPU", True),
+    ("kernel is not available", "sage's kernels were not built for this GPU", True),
     ("invalid device function", "sage's kernels were not built for this GPU", True),
     ("out of memory", "the GPU ran out of memory during a sage call", False),
 )
