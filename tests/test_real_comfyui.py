@@ -181,7 +181,8 @@ def test_sage_active_reads_comfyui_managers_log(real, before, tmp_path):
     pod, port, *_ = real
     manager_log = pod.workspace / "user" / "alice" / f"comfyui_{port}.log"
     text = manager_log.read_text()
-    assert "] Error running sage attention: Input tensors must be on cuda." in text and text.startswith("[")
+    assert "] Error running sage attention: Input tensors must be on cuda." in text
+    assert any(line.startswith("[20") and "] Using sage attention" in line for line in text.splitlines())
     run = pod.podcheck("--json", "-", "--select", "attention.sage_active,comfyui.custom_nodes",
                        env={"PODCHECK_CONFIG": str(_config_with_log(pod, manager_log, tmp_path))}, timeout=600)
     assert run.status("attention.sage_active") == "failed", run.result("attention.sage_active")
