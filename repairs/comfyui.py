@@ -21,9 +21,6 @@ from podcheck.host import procs
 
 #: Installed builds pinned while ComfyUI's requirements are installed.
 PINNED = ("torch", "torchvision", "torchaudio")
-#: What ComfyUI imports at start without listing it in requirements.txt (0.3.64: requests, in
-#: app/frontend_management.py); installed with the requirements.
-UNLISTED = ("requests",)
 
 # requirements.txt's sha256 and the checked-out commit, from files alone (a `git` here would cost a
 # process on every --fix of a healthy pod): HEAD, then the ref it names, loose or packed.
@@ -82,7 +79,9 @@ class ComfyUI(Repair):
         # No torch index here: the torch set is installed (repair: torch) and pinned by the constraints,
         # so pip never looks for torch, torchvision or torchaudio (an index of the wrong CUDA made it
         # retry every package).
-        return pip_install(ctx, "-r", f"{root}/requirements.txt", *UNLISTED, "-c", self._constraints_path(ctx))
+        # with what ComfyUI imports without listing it (0.3.64: requests)
+        return pip_install(ctx, "-r", f"{root}/requirements.txt", *comfyui.unlisted_imports(ctx.pod, root),
+                           "-c", self._constraints_path(ctx))
 
     def _constraints_path(self, ctx: Context) -> str:
         return constraints_path(ctx)

@@ -96,7 +96,9 @@ def test_bare_pod_reaches_all_pass_with_one_fix(installed):
     before = {r["id"]: r for r in run.json["before"]}
     assert before["gpu.torch_build"]["status"] == "failed"
     assert "pod python not found" in before["gpu.torch_build"]["message"]
-    assert before["comfyui.installed"]["status"] == "failed" and before["comfyui.running"]["status"] == "failed"
+    # one root cause, one failure: no torch blocks what needs it (comfyui.installed through gpu.torch_set)
+    assert before["comfyui.installed"]["blocked_by"] == "gpu.torch_build"
+    assert before["comfyui.running"]["blocked_by"] == "gpu.torch_build"
     assert all(r["status"] in (PASS, "skipped") for r in run.json["results"]), run.stdout
     for check in ("gpu.torch_build", "attention.sage_import", "comfyui.installed", "comfyui.running",
                   "comfyui.launch_flags", "attention.sage_active", "isolation.user_dirs", "sync.running",

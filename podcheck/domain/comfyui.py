@@ -695,3 +695,18 @@ def is_loopback(listen: str) -> bool:
     """Whether ComfyUI listening on `listen` answers on loopback only (ComfyUI-Manager's is_loopback)."""
     addresses = [a.strip() for a in listen.split(",") if a.strip()]
     return bool(addresses) and all(a == "localhost" or a == "::1" or a.startswith("127.") for a in addresses)
+
+
+#: What ComfyUI imports at start without listing it in requirements.txt, with the file that imports it
+#: (0.3.64: requests, in app/frontend_management.py). The probe judges the same list (probe.START_IMPORTS).
+UNLISTED = (("requests", "app/frontend_management.py"),)
+
+
+def unlisted_imports(pod: Any, comfyui_dir: str) -> list[str]:
+    """The modules of UNLISTED that this ComfyUI's own files import."""
+    out = []
+    for module, rel in UNLISTED:
+        text = pod.read_text(posixpath.join(comfyui_dir, rel)) or ""
+        if re.search(rf"^\s*(import {module}\b|from {module}\b)", text, re.M):
+            out.append(module)
+    return out
