@@ -31,13 +31,16 @@ def test_sage_import(pod, facts, say):
     say(f"sageattention {version}; compiled modules: {modules}{ran}")
 
 
-@pytest.mark.podcheck(id="attention.sage_active", repair="sage", profiles=("runtime",), needs=("comfyui.running",),
-                      when=("attention.sage", "comfyui.enabled"))
+@pytest.mark.podcheck(id="attention.sage_active", repair="comfyui.relaunch", profiles=("runtime",),
+                      needs=("comfyui.running",), when=("attention.sage", "comfyui.enabled"))
 def test_sage_active(pod, say):
     """The running ComfyUI really uses sage: its log shows no fallback to pytorch attention since it started.
 
     ComfyUI logs "Using sage attention" whenever the flag is set, and "Error running sage attention: ...,
-    using pytorch attention instead" each time a call falls back (kernels missing for this GPU)."""
+    using pytorch attention instead" each time a call falls back; the error says why (tensors not on CUDA,
+    a head size or dtype sage has no kernel for, kernels not built for this GPU). Lines may carry
+    ComfyUI-Manager's `[YYYY-MM-DD HH:MM:SS.mmm] ` prefix. The repair restarts that ComfyUI (after
+    reinstalling sage when sage's own checks fail), so the check judges the new run."""
     procs = comfyui.processes(pod)
     flagged = [p for p in procs if p.args.use_sage_attention]
     if not flagged:
@@ -54,28 +57,28 @@ def test_sage_active(pod, say):
     oldest = min((p.started for p in judged if p.started), default=None)
     if log.mtime is not None and oldest is not None and log.mtime < oldest - 2:
         pytest.skip(f"{log.path} was last written before {who} started: it logs elsewhere ([comfyui] log)")
-    run = [line.strip() for line in lines[start:]]
+    run = [comfyui.strip_prefix(line).strip() for line in lines[start:]]
     if comfyui.ATTENTION["--use-sage-attention"] not in run:
         pytest.skip(f"{who} has not logged its attention choice yet (still starting?)")
     errors = [line for line in run if line.startswith(comfyui.SAGE_FALLBACK)]
-    assert not errors, (
-        f"{who} fell back to pytorch attention {len(errors)} time(s) since {'it' if len(judged) == 1 else 'they'} "
-        f"started; last: {errors[-1][:300]} (in {log.path}). Sage is installed and flagged but its kernels do not run "
-        "on this GPU, so generations run on the slower pytorch attention (reinstall sage to rebuild it for this GPU)")
+    if errors:
+        cause, rebuild = comfyui.sage_cause(errors[-1])
+        remedy = ("restarting it after rebuilding sage for this GPU makes the check judge a new run" if rebuild
+                  else "restarting it lets the check judge a new run; reinstalling sage would not help")
+        raise AssertionError(
+            f"{who} fell back to pytorch attention {len(errors)} time(s) since {'it' if len(judged) == 1 else 'they'} "
+            f"started: {cause}; last: {errors[-1][:300]} (in {log.path}). Generations run on the slower pytorch "
+            f"attention ({remedy})")
     unjudged = [str(p) for p in flagged if p not in judged]
     say(f"{who}: using sage attention, no fallback since start ({log.path})"
         + (f"; not judged (no launch banner): {', '.join(unjudged)}" if unjudged else ""))
 
 
 def _since_launch(lines, flagged, alone):
-    """The flagged processes whose lines can be told in the log, and the index where the oldest of them
-    was launched: podcheck's launch banners; without any banner, the last start ComfyUI logged when
-    it is the only ComfyUI running. ComfyUI's lines carry no pid, so several runs in one log are judged together."""
-    banners = {p.pid: comfyui.launch_line(lines, p.pid) for p in flagged}
-    judged = [p for p in flagged if banners[p.pid] is not None]
-    if judged:
-        return judged, min(banners[p.pid] for p in judged) + 1
-    start = comfyui.last_start(lines)
-    if alone and start and start[1] == comfyui.ATTENTION["--use-sage-attention"] and not any(line.startswith(comfyui.LAUNCH_BANNER) for line in lines):
-        return flagged, start[0]
-    return [], 0
+    """comfyui.since_launch, for sage runs: without a banner, judged only when the last start logged sage."""
+    judged, start = comfyui.since_launch(lines, flagged, alone)
+    if judged and not any(comfyui.launch_line(lines, p.pid) is not None for p in judged):
+        last = comfyui.last_start(lines)
+        if not last or last[1] != comfyui.ATTENTION["--use-sage-attention"] or last[0] < start:
+            return [], 0
+    return judged, start

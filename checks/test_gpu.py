@@ -73,3 +73,18 @@ def test_torch_sees_gpu(pod, facts, gpus, say):
         assert dev.get("matmul") == "ok", (
             f"a matmul on {gpu.describe(dev)} failed: {dev.get('matmul') or facts.probe_error or 'not run'}")
     say(f"{len(devices)} GPU(s) usable; arch list {' '.join(arch)}")
+
+
+@pytest.mark.podcheck(id="gpu.torch_set", repair="torch", profiles=("image", "boot", "runtime"),
+                      needs=("gpu.torch_build",))
+def test_torch_set(pod, facts, say):
+    """torch, torchvision and torchaudio import together and were built for one another (their torch pins,
+    their CUDA builds), and numpy is the one their compiled parts were built for."""
+    t, s = facts.torch, facts.torchset
+    assert s, probe_failure(facts, "torchvision and torchaudio")
+    problems = gpu.torch_set_problems(t, s, pod.config)
+    assert not problems, "; ".join(problems) + ". " + gpu.torch_set_remedy(t, pod.config)
+    shown = [f"torch {t.get('version')}"] + [f"{name} {(s.get(name) or {}).get('version')}"
+                                             for name in ("torchvision", "torchaudio") if (s.get(name) or {}).get("version")]
+    numpy = (s.get("numpy") or {}).get("version")
+    say(", ".join(shown) + " work together" + (f" (numpy {numpy})" if numpy else ""))

@@ -51,7 +51,11 @@ class PodSection:
 class TorchSection:
     cuda: str = "12.9"
     spec: str = "torch"
-    index_url: str = "https://download.pytorch.org/whl/cu129"
+    # torchvision and torchaudio are installed with torch, as one set from one index ("" leaves one out)
+    vision_spec: str = "torchvision"
+    audio_spec: str = "torchaudio"
+    # "auto": PyTorch's index for [torch] cuda (cu129, cu130, cpu ...); "": pip's own index; or a URL
+    index_url: str = "auto"
 
 
 @dataclass

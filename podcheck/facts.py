@@ -29,6 +29,7 @@ class Facts:
     torch: dict[str, Any] = field(default_factory=dict)
     sage: dict[str, Any] = field(default_factory=dict)
     requirements: dict[str, Any] = field(default_factory=dict)
+    torchset: dict[str, Any] = field(default_factory=dict)
     probe_error: str | None = None
     nvml: dict[str, Any] = field(default_factory=dict)
 
@@ -47,7 +48,7 @@ class Facts:
 
     def as_dict(self) -> dict[str, Any]:
         return {"python": self.python, "torch": self.torch, "sage": self.sage,
-                "requirements": self.requirements, "probe_error": self.probe_error, "nvml": self.nvml}
+                "requirements": self.requirements, "torchset": self.torchset, "probe_error": self.probe_error, "nvml": self.nvml}
 
 
 class ProbeCache:
@@ -69,7 +70,8 @@ class ProbeCache:
         if entry is None or time.monotonic() - entry[0] > self.ttl:
             return None
         cached = entry[1]
-        return Facts(python=cached.python, torch=cached.torch, sage=cached.sage, requirements=cached.requirements)
+        return Facts(python=cached.python, torch=cached.torch, sage=cached.sage, requirements=cached.requirements,
+                     torchset=cached.torchset)
 
     def put(self, key: str, facts: Facts) -> None:
         if facts.probe_error is None:
@@ -129,14 +131,16 @@ def probe_args(config) -> dict[str, Any]:
         "gpu": config.pod.gpu != "absent",
         "sage": config.attention.sage != "off",
         "requirements": f"{config.pod.comfyui_dir}/requirements.txt",
+        "torchset": True,
     }
 
 
-def run_probe(pod) -> Facts:
+def run_probe(pod, args: dict[str, Any] | None = None) -> Facts:
+    """Run the probe in the pod python: `args` as probe.py takes them (default: probe_args(config))."""
     config = pod.config
     python = config.pod.python
     timeout = config.pod.probe_timeout
-    ran = pod.run(python, "-c", PROBE_SOURCE.read_text(), json.dumps(probe_args(config)), timeout=timeout)
+    ran = pod.run(python, "-c", PROBE_SOURCE.read_text(), json.dumps(args if args is not None else probe_args(config)), timeout=timeout)
     facts, stage = parse_probe_output(ran.stdout)
     rejected, facts.probe_error = facts.probe_error, None
     if ran.ok and stage == "done":
@@ -161,7 +165,7 @@ def run_probe(pod) -> Facts:
 #: A probe line longer than this is not read: the real probe's longest section is a few KiB, and
 #: a flooding interpreter must not cost minutes of parsing and redaction.
 MAX_LINE = 256 * 1024
-SECTIONS = ("python", "torch", "sage", "requirements")
+SECTIONS = ("python", "torch", "sage", "requirements", "torchset")
 
 
 def parse_probe_output(stdout: str) -> tuple[Facts, str | None]:

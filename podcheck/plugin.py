@@ -63,6 +63,11 @@ class CheckSpec:
     gpu: bool = False  # it needs a GPU itself (checks that need it do too: gpu_checks)
     when: tuple[str, ...] = ()  # config gates (podcheck.gates) that must be open for it to apply
 
+    def applies_to(self, cfg: Any) -> bool:
+        """Whether its gates are open under `cfg`. One that does not apply is skipped saying why, and
+        pulls in no prerequisites, so a failing prerequisite is not reported for it."""
+        return gates.closed(cfg, self.when) is None
+
     @property
     def area(self) -> str:
         return self.id.split(".", 1)[0]
@@ -145,12 +150,14 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     selectors = [s.strip() for arg in config.getoption("pod_select") for s in arg.split(",") if s.strip()]
     by_id = {s.id: s for s in specs.values() if s}
     wanted = {cid for cid in by_id if not selectors or matches(cid, selectors)}
-    stack = list(wanted)
+    cfg = _config(config)
+    stack = [cid for cid in wanted if by_id[cid].applies_to(cfg)]
     while stack:  # a selected check brings its prerequisites, so blocking still works
         for need in by_id[stack.pop()].needs:
             if need in by_id and need not in wanted:
                 wanted.add(need)
-                stack.append(need)
+                if by_id[need].applies_to(cfg):
+                    stack.append(need)
     no_gpu = gpu_checks(by_id.values()) if profile == "image" else set()
     kept: list[pytest.Item] = []
     dropped: list[pytest.Item] = []

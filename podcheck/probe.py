@@ -5,7 +5,7 @@ once, and `@@podcheck@@ {"stage": ...}` before each risky step. If the interpret
 (a torch import on a broken driver, a sage kernel that segfaults), the sections already printed
 survive and the last stage names where it stopped.
 
-Argument: one JSON object: {"requirements": path or null, "gpu": bool, "sage": bool}.
+Argument: one JSON object: {"requirements": path or null, "gpu": bool, "sage": bool, "torchset": bool}.
 """
 import json
 import os
@@ -135,6 +135,119 @@ def sage_facts(gpu_tests, torch_ok):
     return out
 
 
+#: What ComfyUI imports at start beyond its requirements.txt, and the file of ComfyUI that imports it
+#: (0.3.64's app/frontend_management.py imports requests without listing it); judged when that file does.
+START_IMPORTS = (("requests", "app/frontend_management.py"),)
+
+
+def start_imports(comfyui_dir):
+    """The modules of START_IMPORTS this ComfyUI's own files import."""
+    out = []
+    for module, rel in START_IMPORTS:
+        try:
+            with open(os.path.join(comfyui_dir, rel)) as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        if re.search(r"^\s*(import %s\b|from %s\b)" % (module, module), text, re.M):
+            out.append(module)
+    return out
+#: Signs in what an import printed that numpy is not the one compiled extensions were built for.
+NUMPY_ABI = ("compiled using NumPy 1.x cannot be run in", "_ARRAY_API not found", "Failed to initialize NumPy",
+             "numpy.core.multiarray failed to import", "numpy.dtype size changed")
+
+
+def quiet_import(name):
+    """Import `name`, catching what it prints on stderr and warns: (error or None, text printed)."""
+    import io
+    import warnings
+    caught, saved = io.StringIO(), sys.stderr
+    sys.stderr = caught
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            try:
+                __import__(name)
+                error = None
+            except BaseException as exc:
+                error = err(exc)
+    finally:
+        sys.stderr = saved
+    said = caught.getvalue() + "".join("%s\n" % w.message for w in seen)
+    return error, said[-4000:]
+
+
+def torch_requirements(dist):
+    """The torch pins in a distribution's metadata ('torch==2.13.0'), without extras' ones."""
+    try:
+        from importlib import metadata
+        reqs = metadata.requires(dist) or []
+    except Exception:
+        return []
+    return [r.split(";")[0].strip() for r in reqs if re.match(r"^torch\b(?![-_\w])", r) and "extra ==" not in r]
+
+
+def built_cuda(name):
+    """The CUDA version a torch companion was built for, from the local label of the __version__ in its
+    version.py ('0.28.0+cu130' -> '13.0', '+cpu' -> None), read without importing it; False: unknown."""
+    try:
+        import importlib.util
+        spec = importlib.util.find_spec(name)
+        folder = list(spec.submodule_search_locations or [])[0]
+        with open(os.path.join(folder, "version.py")) as fh:
+            text = fh.read()
+    except Exception:
+        return False
+    m = re.search(r"^__version__\s*=\s*['\"][^'\"+]*\+(cu(\d+)(\d)|cpu|rocm[\d.]+)['\"]", text, re.M)
+    if not m:
+        return False
+    if m.group(1) == "cpu":
+        return None
+    return "%s.%s" % (m.group(2), m.group(3)) if m.group(2) else m.group(1)
+
+
+def torchset_facts():
+    """torchvision and torchaudio next to torch: versions, torch pins, CUDA builds, import errors; numpy."""
+    out = {"numpy": {"version": dist_version("numpy")}}
+    for name in ("torchvision", "torchaudio"):
+        d = {"version": dist_version(name)}
+        out[name] = d
+        if d["version"] is None:
+            continue
+        d["requires"] = torch_requirements(name)
+        built = built_cuda(name)
+        if built is not False:
+            d["built_cuda"] = built
+        emit(stage="import %s" % name)
+        d["error"], said = quiet_import(name)
+        abi = [s for s in NUMPY_ABI if s in said]
+        if abi:
+            d["numpy_abi"] = said.strip().splitlines()[-1][:300] if said.strip() else abi[0]
+    return out
+
+
+def import_names(dists):
+    """dist name -> the module to import for it (its top-level package), for installed dists."""
+    try:
+        from importlib import metadata
+        by_module = metadata.packages_distributions()
+    except Exception:
+        return {}
+    norm = lambda n: re.sub(r"[-_.]+", "_", n).lower()  # noqa: E731
+    owned = {}
+    for module, names in by_module.items():
+        if module.startswith("_") or not module.isidentifier():
+            continue
+        for dist in names:
+            owned.setdefault(norm(dist), []).append(module)
+    out = {}
+    for dist in dists:
+        modules = sorted(owned.get(norm(dist), []))
+        if modules:
+            out[dist] = next((m for m in modules if norm(m) == norm(dist)), modules[0])
+    return out
+
+
 def requirement_facts(path):
     """Judge requirements.txt against the installed distributions of this interpreter."""
     try:
@@ -149,7 +262,7 @@ def requirement_facts(path):
             break
         except Exception:
             continue
-    missing, mismatched, unparsed = [], [], []
+    missing, mismatched, unparsed, present = [], [], [], []
     for raw in lines:
         line = raw.split("#", 1)[0].strip()
         if not line or line.startswith("-"):
@@ -168,9 +281,23 @@ def requirement_facts(path):
         version = dist_version(name)
         if version is None:
             missing.append(line)
-        elif spec is not None and len(spec) and not spec.contains(version, prereleases=True):
-            mismatched.append("%s (installed %s)" % (line, version))
-    return {"path": path, "missing": missing, "mismatched": mismatched, "unparsed": unparsed}
+        else:
+            present.append(name)
+            if spec is not None and len(spec) and not spec.contains(version, prereleases=True):
+                mismatched.append("%s (installed %s)" % (line, version))
+    emit(stage="import ComfyUI's modules")
+    failures = {}
+    modules = import_names(present)
+    wanted = [modules[d] for d in present if d in modules] + start_imports(os.path.dirname(path))
+    for module in list(dict.fromkeys(wanted)):
+        if module in failures:
+            continue
+        emit(stage="import %s" % module)
+        error, _ = quiet_import(module)
+        if error:
+            failures[module] = error[:500]
+    return {"path": path, "missing": missing, "mismatched": mismatched, "unparsed": unparsed,
+            "import_failures": failures}
 
 
 def main():
@@ -181,6 +308,8 @@ def main():
     torch_ok = "error" not in torch and torch.get("cuda_available")
     if args.get("sage"):
         emit(section="sage", data=sage_facts(bool(args.get("gpu")), torch_ok))
+    if args.get("torchset") and "error" not in torch:
+        emit(section="torchset", data=torchset_facts())
     if args.get("requirements"):
         emit(stage="requirements")
         emit(section="requirements", data=requirement_facts(args["requirements"]))

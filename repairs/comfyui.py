@@ -1,13 +1,15 @@
 """Repairs of the comfyui area: install or update ComfyUI and its requirements; launch and relaunch it.
 
 `comfyui` clones `[comfyui] repo` at `ref` into comfyui_dir, or fast-forwards a clean checkout when
-the installed source is too old or the configured repo/ref changed; a checkout with local changes is
-never touched. Then it installs requirements.txt into the pod python with the installed torch pinned
-in a constraints file (an unpinned torchvision would otherwise bring another torch). Git and pip run
+the installed source is too old, the configured repo/ref changed, or `ref` is a branch with a newer
+upstream commit (comfyui.upstream); a checkout with local changes or commits is never touched. Then it
+installs requirements.txt into the pod python with the installed torch set (torch, torchvision,
+torchaudio) pinned in a constraints file, so the requirements never move torch. Git and pip run
 only when due: the fingerprint is read from files (requirements.txt, .git/HEAD), not from git.
 """
 from __future__ import annotations
 
+import posixpath
 import time
 from functools import partial
 from typing import Any
@@ -60,17 +62,21 @@ class ComfyUI(Repair):
     def inputs(self, ctx: Context) -> dict[str, Any]:
         requirements, commit = source(ctx)
         return {"repo": ctx.cfg.comfyui.repo, "ref": ctx.cfg.comfyui.ref, "commit": commit,
-                "requirements_sha256": requirements, "torch_index": ctx.cfg.torch.index_url}
+                "requirements_sha256": requirements}
 
     # --- plan ---------------------------------------------------------------------------------
 
     def _pip(self, ctx: Context) -> list[str]:
         root = ctx.cfg.pod.comfyui_dir
-        return pip_install(ctx, "-r", f"{root}/requirements.txt", "-c", self._constraints_path(ctx),
-                           extra_index_url=ctx.cfg.torch.index_url)
+        # No torch index here: the torch set is installed (repair: torch) and pinned by the constraints,
+        # so pip never looks for torch, torchvision or torchaudio (an index of the wrong CUDA made it
+        # retry every package).
+        # with what ComfyUI imports without listing it (0.3.64: requests)
+        return pip_install(ctx, "-r", f"{root}/requirements.txt", *comfyui.unlisted_imports(ctx.pod, root),
+                           "-c", self._constraints_path(ctx))
 
     def _constraints_path(self, ctx: Context) -> str:
-        return f"{ctx.cfg.pod.state_dir}/comfyui-constraints.txt"
+        return constraints_path(ctx)
 
     # --- apply --------------------------------------------------------------------------------
 
@@ -95,6 +101,15 @@ class ComfyUI(Repair):
                 if failure:
                     return Outcome.failed(failure)
                 did.append(f"fast-forwarded {root} to {c.ref} ({problem})")
+        # after a clone, always (its .gitignore leaves custom_nodes/ out, and a dry run cannot look)
+        if state == "missing" or not ctx.probe("test", "-d", f"{root}/custom_nodes").ok:
+            made = ctx.run("mkdir", "-p", f"{root}/custom_nodes")
+            if not made.ok:
+                return Outcome.failed(f"{root} has no custom_nodes/ folder (ComfyUI dies at start without it) and "
+                                      f"it cannot be made: {_last(made)}")
+            made_dir = f"made the missing folder {root}/custom_nodes (ComfyUI dies at start without it)"
+        else:
+            made_dir = ""
         requirements, commit = source(ctx)
         if requirements is None and not (did and ctx.dry_run):  # a dry run's clone is not there to read
             return Outcome.failed(f"{root}/requirements.txt is missing: cannot install ComfyUI's requirements")
@@ -105,6 +120,7 @@ class ComfyUI(Repair):
             if installed:
                 did.append(f"installed {installed}")
         short = (commit or "no git")[:10]
+        did += [made_dir] if made_dir else []
         if not did:
             return Outcome.unchanged(f"ComfyUI at {short} in {root}; its requirements are met")
         return Outcome.changed("; ".join(did) + f" (now at {short})")
@@ -129,6 +145,8 @@ class ComfyUI(Repair):
         for key in ("repo", "ref"):
             if key in old and old[key] != getattr(ctx.cfg.comfyui, key):
                 return f"[comfyui] {key} changed from {old[key]} to {getattr(ctx.cfg.comfyui, key)}"
+        if any(r.id == "comfyui.upstream" for r in ctx.failing(self.id)):
+            return f"{ctx.cfg.comfyui.repo} {ctx.cfg.comfyui.ref} has a newer commit"
         return None
 
     def _clone(self, ctx: Context) -> str | None:
@@ -179,21 +197,35 @@ class ComfyUI(Repair):
         return bool(failing) or not judged or recorded != requirements
 
     def _install_requirements(self, ctx: Context) -> str | Outcome:
-        pins = [f"{dist}=={v}" for dist in PINNED if (v := installed_version(ctx, dist))]
-        if not pins:
-            return Outcome.failed(f"torch is not installed in {ctx.cfg.pod.python}: ComfyUI's requirements would "
-                                  "bring an arbitrary build")
-        path = self._constraints_path(ctx)
-        wrote = ctx.run("sh", "-c", 'mkdir -p "$(dirname "$1")" && printf "%s\\n" "$2" > "$1"', "sh", path,
-                        "\n".join(pins))
-        if not wrote.ok:
-            return Outcome.failed(f"cannot write {path}: {_last(wrote)}")
+        pinned = pin_torch_set(ctx)
+        if isinstance(pinned, Outcome):
+            return pinned
+        pins = ctx.pod.read_text(pinned, timeout=30) or ""
+        pins = ", ".join(pins.split())
         ran = ctx.run(*self._pip(ctx), timeout=ctx.install_timeout())
         if not ran.ok:
-            return Outcome.failed(f"installing ComfyUI's requirements ({', '.join(pins)} pinned): {pip_failure(ran)}")
+            return Outcome.failed(f"installing ComfyUI's requirements ({pins} pinned): {pip_failure(ran)}")
         installed = [ln.split("Successfully installed", 1)[1].strip() for ln in ran.stdout.splitlines()
                      if "Successfully installed" in ln]
         return f"requirements ({installed[0]})" if installed else ""
+
+
+def constraints_path(ctx: Context) -> str:
+    return f"{ctx.cfg.pod.state_dir}/comfyui-constraints.txt"
+
+
+def pin_torch_set(ctx: Context) -> str | Outcome:
+    """Write the installed torch set (torch, torchvision, torchaudio) as pip constraints; their path."""
+    pins = [f"{dist}=={v}" for dist in PINNED if (v := installed_version(ctx, dist))]
+    if not pins:
+        return Outcome.failed(f"torch is not installed in {ctx.cfg.pod.python}: ComfyUI's requirements would "
+                              "bring an arbitrary build")
+    path = constraints_path(ctx)
+    wrote = ctx.run("sh", "-c", 'mkdir -p "$(dirname "$1")" && printf "%s\\n" "$2" > "$1"', "sh", path,
+                    "\n".join(pins))
+    if not wrote.ok:
+        return Outcome.failed(f"cannot write {path}: {_last(wrote)}")
+    return path
 
 
 def _last(ran) -> str:
@@ -224,8 +256,8 @@ def wanted_options(ctx: Context, user: str, given: dict[str, list[str]] | None =
 
 
 def wanted(ctx: Context, user: str, given: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
-    """ComfyUI's options for `user`: its own folders, sage when required (and not still pending), the
-    rest as given (a relaunch keeps a process's other options) or from [comfyui] for a new launch."""
+    """ComfyUI's options for `user`: its own folders and database (where ComfyUI has --database-url), sage
+    when required (and not still pending), --cpu on a pod without GPU, the rest as given (a relaunch keeps a process's other options) or from [comfyui] for a new launch."""
     c = ctx.cfg.comfyui
     if given is None:
         given = {"--listen": [c.listen], "--port": [str(c.port)], **comfyui.parse_args(c.extra_args).given}
@@ -235,14 +267,34 @@ def wanted(ctx: Context, user: str, given: dict[str, list[str]] | None = None) -
         for flag in comfyui.ATTENTION:
             opts.pop(flag, None)
         opts["--use-sage-attention"] = []
+    if cpu_only(ctx.cfg):
+        opts.setdefault("--cpu", [])
+    if not comfyui.is_loopback(c.listen) and comfyui.is_loopback(comfyui.Args(opts).listen):
+        opts["--listen"] = [c.listen]  # behind the pod's HTTP proxy (comfyui.listen)
+    if comfyui.DATABASE_FLAG in comfyui.flag_names(ctx.pod.read_text(f"{ctx.cfg.pod.comfyui_dir}/comfy/cli_args.py")):
+        opts.setdefault(comfyui.DATABASE_FLAG, [comfyui.database_url(ctx.cfg.pod.workspace, user)])
     mine = comfyui.user_options(ctx.cfg.pod.workspace, user)
     for flag, value in zip(mine[::2], mine[1::2]):
         opts[flag] = [value]
     return opts
 
 
+def cpu_only(cfg: Any) -> bool:
+    """ComfyUI must run with --cpu: the pod has no GPU ([pod] gpu = "absent") or a CPU torch
+    ([torch] cuda = "cpu"); without it ComfyUI dies at start (`Torch not compiled with CUDA enabled`,
+    `Found no NVIDIA driver`)."""
+    return cfg.pod.gpu == "absent" or cfg.torch.cuda == "cpu"
+
+
 def normalized(given: dict[str, list[str]]) -> list[str]:
-    return [part for flag, values in given.items() for part in (flag, *values)]
+    """Options as a command line; an APPEND option's values each with their own flag (every use kept)."""
+    out: list[str] = []
+    for flag, values in given.items():
+        if flag in comfyui.APPEND and len(values) > 1:
+            out += [part for value in values for part in (flag, value)]
+        else:
+            out += [flag, *values]
+    return out
 
 
 def kernel_env(ctx: Context, user: str) -> dict[str, str]:
@@ -255,7 +307,7 @@ def start(ctx: Context, user: str, options: list[str], cwd: str | None = None) -
     """Start ComfyUI for `user` with `options`; wait until it answers. (pid, "") or (pid or None, why not)."""
     cfg = ctx.cfg
     env = kernel_env(ctx, user)
-    folders = [f"{cfg.pod.workspace}/{kind}/{user}" for kind in ("output", "input", "temp")] + list(env.values())
+    folders = [f"{cfg.pod.workspace}/{kind}/{user}" for kind in ("output", "input", "temp", "user")] + list(env.values())
     ctx.run("mkdir", "-p", *folders)
     log = cfg.comfyui.log
     argv = ["env", *(f"{k}={v}" for k, v in env.items()), cfg.pod.python, f"{cfg.pod.comfyui_dir}/main.py", *options]
@@ -278,9 +330,11 @@ def wait_answer(ctx: Context, pid: int, options: list[str]) -> str:
             return ""
         if not procs.alive(ctx.pod, pid):  # a zombie counts as gone (this init reaps late)
             log = comfyui.read_log(ctx.pod, ctx.cfg.comfyui.log, max_bytes=65536)
-            lines = comfyui.run_lines(log.text or "", pid, alone=False) or []
-            tail = " | ".join(ln.strip() for ln in lines[-6:] if ln.strip()) or "no output"
-            return f"ComfyUI (pid {pid}) exited at start; its log {log.path} ends: {tail[-700:]}"
+            if log.text is None:
+                return f"ComfyUI (pid {pid}) exited at start; its log {log.path} cannot be read ({log.error})"
+            lines = comfyui.run_lines(log.text, pid, alone=False) or []
+            said = " | ".join(comfyui.explanation(lines)) or "nothing"
+            return f"ComfyUI (pid {pid}) exited at start; it said: {said[-900:]} (log {log.path})"
         time.sleep(0.2)
     return (f"ComfyUI (pid {pid}) did not answer {url} within {ctx.cfg.fix.launch_timeout:g} s "
             f"([fix] launch_timeout); it is left running (still loading?), log {ctx.cfg.comfyui.log}")
@@ -322,17 +376,20 @@ class Launch(Repair):
         why = invalid_reason(user)
         return Outcome.failed(f"[pod] user {user!r} {why}") if why else user
 
+    def blocker(self, ctx: Context) -> str | None:
+        user = self._user(ctx)
+        return user.message if isinstance(user, Outcome) else None
+
     def apply(self, ctx: Context) -> Outcome:
         user = self._user(ctx)
         if isinstance(user, Outcome):
             return user
         port = int(ctx.cfg.comfyui.port)
+        others: list[Any] = []
         for proc in comfyui.processes(ctx.pod):
-            if user_of(proc, ctx.cfg.pod.workspace) != user and proc.port != port:
-                continue
             if user_of(proc, ctx.cfg.pod.workspace) != user:
-                return Outcome.failed(f"port {port} ([comfyui] port) is taken by ComfyUI {proc}, which serves "
-                                      f"{user_of(proc, ctx.cfg.pod.workspace) or 'no user'}; give {user} another port")
+                others.append(proc)
+                continue
             why = wait_answer(ctx, proc.pid, proc.options) if _young(proc, ctx) else \
                 ("" if comfyui.request(ctx.pod, proc.url("/system_stats")).ok else "hung")
             if not why:
@@ -340,13 +397,22 @@ class Launch(Repair):
             if not stop(ctx, proc.pid):
                 return Outcome.failed(f"ComfyUI {proc} does not answer and does not stop")
             ctx.log(f"stopped ComfyUI {proc}: it did not answer")
+        taken = {proc.port for proc in others}
+        free = next(p for p in range(port, port + 100) if p not in taken) if port in taken else port
         options = wanted_options(ctx, user)
+        moved = ""
+        if free != port:
+            options = wanted_options(ctx, user, {**wanted(ctx, user), "--port": [str(free)]})
+            holder = next(p for p in others if p.port == port)
+            moved = (f" on port {free}: [comfyui] port {port} is taken by ComfyUI {holder}, which serves "
+                     f"{user_of(holder, ctx.cfg.pod.workspace) or 'no user'}")
         pid, why = start(ctx, user, options)
         if why:
             return Outcome.failed(why)
         note = " (without --use-sage-attention until sage is installed in the background)" \
             if ctx.cfg.attention.sage == "required" and "sage" in ctx.pending else ""
-        return Outcome.changed(f"started ComfyUI for {user} (pid {pid}, port {port}){note}; log {ctx.cfg.comfyui.log}")
+        return Outcome.changed(f"started ComfyUI for {user} (pid {pid}, port {free}){moved}{note}; "
+                               f"log {ctx.cfg.comfyui.log}")
 
 
 def _young(proc: Any, ctx: Context) -> bool:
@@ -357,29 +423,69 @@ def _young(proc: Any, ctx: Context) -> bool:
 class Relaunch(Repair):
     id = "comfyui.relaunch"
     order = 90
-    description = "restart an idle ComfyUI launched with the wrong flags, for the same user (never a busy one)"
+    description = ("restart an idle ComfyUI launched with the wrong flags, or whose sage fell back, for the same "
+                   "user (never a busy one); start one for [pod] user when only other users' run")
     blast = "restarts-service"
 
     def needed(self, cfg: Any) -> tuple[str, ...]:
         return ("comfyui.launch",) + (("sage",) if cfg.attention.sage == "required" else ())
 
     def _wrong(self, ctx: Context) -> list[tuple[Any, str, list[str]]]:
-        """(process, user, the options it should have) for each ComfyUI whose options are not those."""
+        """(process, user, the options it should have) for each ComfyUI whose options are not those, and
+        each sage one whose log showed fallbacks (attention.sage_active: a restart starts a run to judge)."""
+        failing = {r.id for r in ctx.failing(self.id)}
+        sage_fell_back = "attention.sage_active" in failing
         out = []
         for proc in comfyui.processes(ctx.pod):
             user = user_of(proc, ctx.cfg.pod.workspace) or ctx.cfg.pod.user
             if not user or invalid_reason(user):
                 continue
             should = wanted(ctx, user, proc.args.given)
-            if should != proc.args.given:
+            if should != proc.args.given or (sage_fell_back and proc.args.use_sage_attention) or \
+                    "comfyui.custom_nodes" in failing:
                 out.append((proc, user, normalized(should)))
         return out
 
+    def _node_requirements(self, ctx: Context) -> tuple[list[str], str | None]:
+        """Install the requirements.txt of each custom node that failed to import since launch, the torch
+        set pinned (never moving torch): (what was installed, why it failed or None)."""
+        if not any(r.id == "comfyui.custom_nodes" for r in ctx.failing(self.id)):
+            return [], None
+        log = comfyui.read_log(ctx.pod, ctx.cfg.comfyui.log)
+        lines = (log.text or "").splitlines()
+        procs = comfyui.processes(ctx.pod)
+        _, at = comfyui.since_launch(lines, procs, alone=len(procs) == 1)
+        done: list[str] = []
+        for failure in comfyui.node_failures(lines[at:]):
+            requirements = posixpath.join(failure.path, "requirements.txt")
+            if not ctx.probe("test", "-f", requirements).ok:
+                ctx.log(f"custom node {failure.name} has no requirements.txt: nothing to install for it")
+                continue
+            pinned = pin_torch_set(ctx)
+            if isinstance(pinned, Outcome):
+                return done, pinned.message
+            ran = ctx.run(*pip_install(ctx, "-r", requirements, "-c", pinned), timeout=ctx.install_timeout())
+            if not ran.ok:
+                return done, f"installing {requirements} (torch set pinned): {pip_failure(ran)}"
+            done.append(f"{failure.name}'s requirements")
+        return done, None
+
     def apply(self, ctx: Context) -> Outcome:
         wrong = self._wrong(ctx)
+        user = ctx.cfg.pod.user
+        procs = comfyui.processes(ctx.pod)
+        if user and not invalid_reason(user) and not any(user_of(p, ctx.cfg.pod.workspace) == user for p in procs):
+            # another user's ComfyUI answers (so comfyui.running passed), but none serves this pod's user
+            started = Launch().apply(ctx)
+            if started.status != "changed" or not wrong:
+                return started
+            ctx.log(started.message)
         if not wrong:
             return Outcome.unchanged("every ComfyUI runs with the flags it should")
-        done, waiting = [], []
+        installed, why = self._node_requirements(ctx)
+        if why:
+            return Outcome.failed(why)
+        done, waiting = ([f"installed {', '.join(installed)}"] if installed else []), []
         for proc, user, options in wrong:
             busy = idle(ctx, proc)
             if busy:
@@ -391,7 +497,8 @@ class Relaunch(Repair):
             if why:
                 return Outcome.failed(f"stopped ComfyUI {proc} to fix its flags, but the new one failed: {why}")
             added = sorted(set(options) - set(normalized(proc.args.given)))
-            done.append(f"restarted ComfyUI for {user}: pid {proc.pid} -> {pid} ({' '.join(a for a in added if a.startswith('--')) or 'options fixed'})")
+            done.append(f"restarted ComfyUI for {user}: pid {proc.pid} -> {pid} "
+                        f"({' '.join(a for a in added if a.startswith('--')) or 'same options'})")
         if not done:
             return Outcome.skipped("; ".join(waiting))
         return Outcome.changed("; ".join(done + waiting))

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from podcheck import facts
+from podcheck.domain import gpu
 from podcheck.fix.pip import PipRepair, venv_dir
 from podcheck.fix.repair import Context, Outcome, Repair, register
 
@@ -52,7 +54,8 @@ class Torch(PipRepair):
     id = "torch"
     order = 30
     dist = "torch"
-    description = "pip install the configured torch build ([torch] spec from [torch] index_url) into the pod python"
+    description = ("pip install the torch set ([torch] spec, vision_spec, audio_spec) in one command from one "
+                   "index ([torch] index_url, by default PyTorch's index for [torch] cuda) into the pod python")
     needs = ("venv",)
     slow = True
     blast = "replaces-packages"
@@ -60,5 +63,29 @@ class Torch(PipRepair):
     def spec(self, ctx: Context) -> str:
         return ctx.cfg.torch.spec
 
+    def specs(self, ctx: Context) -> list[str]:
+        t = ctx.cfg.torch
+        return [t.spec] + [s for s in (t.vision_spec, t.audio_spec) if s]
+
     def index(self, ctx: Context) -> str:
-        return ctx.cfg.torch.index_url
+        return gpu.torch_index(ctx.cfg.torch.cuda, ctx.cfg.torch.index_url)
+
+    def inputs(self, ctx: Context) -> dict[str, Any]:
+        return {"spec": " ".join(self.specs(ctx)), "index_url": self.index(ctx)}
+
+    def verify(self, ctx: Context) -> str | None:
+        """The set must import together and be built for one another (the gpu.torch_set judgement)."""
+        problems = torch_set_problems(ctx)
+        if not problems:
+            return None
+        where = self.index(ctx) or "pip's own index"
+        return (f"installed {' '.join(self.specs(ctx))} from {where}, but the torch set does not work together: "
+                f"{'; '.join(problems)}")
+
+
+def torch_set_problems(ctx: Context) -> list[str]:
+    """What is wrong with the pod python's torch, torchvision and torchaudio together (gpu.torch_set)."""
+    found = facts.run_probe(ctx.pod, {"gpu": False, "sage": False, "requirements": None, "torchset": True})
+    if found.torch.get("error"):
+        return [f"import torch fails: {found.torch['error'][:300]}"]
+    return gpu.torch_set_problems(found.torch, found.torchset, ctx.cfg)

@@ -123,7 +123,8 @@ def bare_pod(root: Path, *, sage: str = "required", user: str = "alice", comfyui
     rclone_conf.chmod(0o600)
     pod.configure(
         pod={"workspace": str(pod.workspace), "gpu": "absent", "user": user, "probe_timeout": 120.0},
-        torch={"cuda": "cpu", "spec": podsim.TORCH_SPEC, "index_url": ""},
+        # the stand-in ComfyUI needs no torchvision/torchaudio; realparts.bare_pod installs the real set
+        torch={"cuda": "cpu", "spec": podsim.TORCH_SPEC, "vision_spec": "", "audio_spec": "", "index_url": ""},
         attention={"sage": sage, "sage_spec": "sageattention"},
         comfyui={"repo": str(repo), "ref": "master", "listen": "127.0.0.1", "port": free_port(),
                  "http_timeout": 2.0, "extra_args": ["--cpu"], "enabled": comfyui},

@@ -227,7 +227,7 @@ def cpu_pod(root: Path, python: Path | str) -> SimPod:
     pod.configure(
         pod={"workspace": str(pod.workspace), "python": str(python), "gpu": "absent", "user": "alice",
              "probe_timeout": 60.0},
-        torch={"cuda": "cpu"},
+        torch={"cuda": "cpu", "vision_spec": "", "audio_spec": ""},  # the CPU torch venv has no companions
         attention={"sage": "off"},
     )
     return pod

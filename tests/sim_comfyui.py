@@ -24,7 +24,7 @@ SAGE_SPECS = ("sageattention==1.0.6", "triton==3.9.0")
 #: Targets that reach the same machine: locally, and through commands only (chroot of /, which needs root).
 HOSTS = ("local://", "chroot:///") if os.geteuid() == 0 else ("local://",)
 #: The per-user folders a pod has: {workspace}/<kind>/<user>.
-USER_KINDS = ("output", "input", "workflows", "temp")
+USER_KINDS = ("output", "input", "workflows", "temp", "user")
 
 
 def sage_python() -> Path:
@@ -56,8 +56,10 @@ def make_user_dirs(workspace: Path, *users: str, kinds: tuple[str, ...] = USER_K
 
 
 def user_flags(workspace: Path, user: str) -> list[str]:
-    """The options that give a ComfyUI its own folders for `user` (podcheck.domain.comfyui.user_options)."""
-    return comfyui.user_options(str(workspace), user)
+    """The options that give a ComfyUI its own folders and database for `user` (what comfyui.launch_flags
+    asks of a ComfyUI that has --database-url, as the stand-in has)."""
+    return comfyui.user_options(str(workspace), user) + [comfyui.DATABASE_FLAG,
+                                                         comfyui.database_url(str(workspace), user)]
 
 
 def free_port() -> int:
@@ -179,7 +181,7 @@ def comfy_pod(root: Path, python: Path | str, *, users: tuple[str, ...] = ("alic
     lay_comfyui(pod.workspace / "ComfyUI", sage_flag=sage_flag, requirements=requirements)
     make_user_dirs(pod.workspace, *users)
     pod.configure(pod={"user": users[0] if users else ""}, attention={"sage": sage},
-                  comfyui={"http_timeout": 1.0})
+                  comfyui={"http_timeout": 1.0, "listen": "127.0.0.1"})  # no pod proxy here (comfyui.listen)
     return pod
 
 

@@ -6,6 +6,8 @@ import pytest
 import sim_comfyui
 from sim_comfyui import comfy_log, comfy_pod, user_flags
 
+from podcheck.domain import comfyui
+
 #: The areas these tests judge; other areas' checks are left out so their own faults cannot leak in.
 SELECT = ("--select", "comfyui", "--select", "attention", "--select", "isolation", "--select", "pod",
           "--select", "system", "--select", "gpu.torch_build", "--json", "-")
@@ -86,7 +88,8 @@ def test_two_processes_on_one_output_and_a_port_answered_by_another(tmp_path, to
     first = launcher.start(ws / "ComfyUI", "--cpu", *user_flags(ws, "carol"), python=torch_python, log=log)
     second = launcher.start(ws / "ComfyUI", "--cpu", "--output-directory", str(ws / "output" / "carol"),
                             "--input-directory", str(ws / "input" / "dave"), "--temp-directory", str(ws / "temp" / "dave"),
-                            python=torch_python, log=log)
+                            "--user-directory", str(ws / "user" / "dave"), "--database-url",
+                            comfyui.database_url(str(ws), "dave"), python=torch_python, log=log)
     # a ComfyUI of another folder owns a port; ours, still loading, was told to use the same one
     other = launcher.start(sim_comfyui.lay_comfyui(tmp_path / "elsewhere" / "ComfyUI"), "--cpu",
                            python=torch_python, log=tmp_path / "elsewhere.log")
@@ -127,11 +130,11 @@ def test_sage_falls_back_to_pytorch_attention(tmp_path, sage_py, launcher):
                            python=sage_py, log=comfy_log(pod), env={"STANDIN_SAGE_FALLBACKS": "3"})
     result = run(pod)
     active = result.result("attention.sage_active")
-    assert active["status"] == "failed" and active["repair"] == "sage"
+    assert active["status"] == "failed" and active["repair"] == "comfyui.relaunch"  # a restart judges a new run
     assert active["message"].startswith(
-        f"pid {comfy.pid} (port {comfy.port}) fell back to pytorch attention 3 time(s) since it started; last: "
-        "Error running sage attention: SM89 kernel is not available.")
-    assert "reinstall sage to rebuild it for this GPU" in active["message"]
+        f"pid {comfy.pid} (port {comfy.port}) fell back to pytorch attention 3 time(s) since it started: sage's kernels "
+        "were not built for this GPU; last: Error running sage attention: SM89 kernel is not available.")
+    assert "after rebuilding sage for this GPU" in active["message"]
     assert {c: result.status(c) for c in CHECKS[:3]} == dict.fromkeys(CHECKS[:3], "passed")
     assert_others_pass(result)
 
@@ -161,16 +164,14 @@ def test_nothing_runs_because_sage_is_missing_and_requirements_are_unmet(tmp_pat
     assert crashed.process.returncode == 255
     result = run(pod)
     running = result.result("comfyui.running")
-    assert running["status"] == "failed"
-    assert running["message"].startswith(f"no ComfyUI runs: no process runs {pod.workspace}/ComfyUI/main.py; its log")
-    assert "-m pip install sageattention" in running["message"]
+    assert running["blocked_by"] == "comfyui.installed"  # one root cause, one failure
     installed = result.result("comfyui.installed")
     assert installed["status"] == "failed" and installed["repair"] == "comfyui"
     assert "missing podcheck-no-such-dist>=1.0" in installed["message"]
     assert "filelock<1.0 (installed " in installed["message"]
     assert result.status("attention.sage_import") == "failed"
     for blocked in ("comfyui.launch_flags", "attention.sage_active"):
-        assert result.result(blocked)["blocked_by"] == "comfyui.running"
+        assert result.result(blocked)["blocked_by"] == "comfyui.installed"
     assert result.status("pod.workspace") == "passed" and result.status("isolation.user_dirs") == "passed"
 
 

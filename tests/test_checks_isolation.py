@@ -34,7 +34,7 @@ def test_healthy_volume(tmp_path):
     ws = pod.workspace
     (ws / "output" / "readme.txt").write_text("old outputs lived here\n")  # a stray file is not a user
     (ws / "volumes" / "erin-out").mkdir(parents=True)
-    sim_comfyui.make_user_dirs(ws, "erin", kinds=("input", "workflows"))
+    sim_comfyui.make_user_dirs(ws, "erin", kinds=("input", "workflows", "user"))
     (ws / "output" / "erin").symlink_to(ws / "volumes" / "erin-out")  # a link inside the workspace, hers alone
     for hosts in sim_comfyui.HOSTS:
         result = check(pod, hosts)

@@ -146,7 +146,8 @@ def test_dirs_follow_comfyuis_folder_rules():
 
 def test_user_options_are_what_launch_flags_asks():
     assert comfyui.user_options("/w", "alice") == ["--output-directory", "/w/output/alice", "--input-directory",
-                                                    "/w/input/alice", "--temp-directory", "/w/temp/alice"]
+                                                    "/w/input/alice", "--temp-directory", "/w/temp/alice",
+                                                        "--user-directory", "/w/user/alice"]
     with pytest.raises(ValueError, match="invalid user name '../evil'"):
         comfyui.user_options("/w", "../evil")
 
@@ -245,3 +246,50 @@ def test_http_through_the_pod_python_where_curl_is_missing(tmp_path, torch_pytho
     assert (missing.status, missing.ok, missing.data) == (404, False, {"error": "not found"})
     hung = comfyui.request(remote, comfyui.url_for(silent.port, "/system_stats"), timeout=1.0)
     assert not hung.ok and hung.error == "no answer within 1 s", hung
+
+
+# --- what the real ComfyUI 0.3.64 and ComfyUI-Manager write (lines copied from their runs here) -------
+
+def test_append_options_keep_every_use():
+    args = comfyui.parse_args(["--extra-model-paths-config", "a.yaml", "--cpu", "--extra-model-paths-config", "b.yaml",
+                               "--port", "1", "--port", "2"])
+    assert args.given["--extra-model-paths-config"] == ["a.yaml", "b.yaml"]
+    assert args.get("--port") == "2"  # a plain option: the last use wins, as in argparse
+
+
+def test_explanation_drops_traceback_frames_and_keeps_comfyuis_words():
+    lines = ["[podcheck] ComfyUI launch pid=7", "Total VRAM 24106 MB, total RAM 24106 MB", "Traceback (most recent call last):",
+             '  File "/w/ComfyUI/main.py", line 1, in <module>', "    import requests", "           ^^^^^^",
+             "ModuleNotFoundError: No module named 'requests'"]
+    assert comfyui.explanation(comfyui.run_lines("\n".join(lines), 7)) == [
+        "Total VRAM 24106 MB, total RAM 24106 MB", "ModuleNotFoundError: No module named 'requests'"]
+    sage = ["To use the `--use-sage-attention` feature, the `sageattention` package must be installed first.",
+            "command:", "\t/w/venv/bin/python -m pip install sageattention"]
+    assert comfyui.explanation(sage)[-1] == "/w/venv/bin/python -m pip install sageattention"
+    assert comfyui.run_lines("x\n", 8, alone=False) is None
+
+
+def test_manager_prefix_and_sage_causes():
+    line = "[2026-12-01 22:19:40.123] Error running sage attention: Input tensors must be on cuda., using pytorch attention instead."
+    bare = comfyui.strip_prefix(line)
+    assert bare.startswith(comfyui.SAGE_FALLBACK)
+    assert comfyui.sage_cause(bare) == (comfyui.SAGE_CAUSES[0][1], False)
+    assert comfyui.sage_cause("Error running sage attention: Unsupported head_dim: 72")[1] is False
+    assert comfyui.sage_cause("Error running sage attention: CUDA error: no kernel image is available")[1] is True
+
+
+def test_node_failures_name_the_node_and_the_module():
+    lines = ["Traceback (most recent call last):", "ModuleNotFoundError: No module named 'tabulate'",
+             "Cannot import /w/ComfyUI/custom_nodes/needs_tabulate module for custom nodes: No module named 'tabulate'",
+             "Import times for custom nodes:", "   0.0 seconds: /w/ComfyUI/custom_nodes/websocket_image_save.py",
+             "[2026-12-01 22:19:40.123]    0.0 seconds (IMPORT FAILED): /w/ComfyUI/custom_nodes/needs_tabulate"]
+    [failure] = comfyui.node_failures(lines)
+    assert (failure.name, failure.missing_module) == ("needs_tabulate", "tabulate")
+
+
+def test_the_torch_index_follows_torch_cuda():
+    from podcheck.domain import gpu
+    assert gpu.torch_index("13.0", "auto") == "https://download.pytorch.org/whl/cu130"
+    assert gpu.torch_index("cpu", "auto") == "https://download.pytorch.org/whl/cpu"
+    assert gpu.torch_index("cpu", "") == "" and gpu.torch_index("12.9", "https://x/y") == "https://x/y"
+    assert gpu.companions("2.13.0+cpu") == "torchvision==0.28.* torchaudio==2.13.*"

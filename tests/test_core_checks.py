@@ -29,15 +29,15 @@ def test_healthy_cpu_pod_passes(cpu_pod, tmp_path):
     data = run.json
     assert data["schema"] == "podcheck/1" and data["profile"] == "runtime" and data["host"] == "local"
     assert run.statuses() == {
-        "pod.workspace": "passed", "system.ffmpeg": "passed", "gpu.torch_build": "passed",
+        "pod.workspace": "passed", "system.ffmpeg": "passed", "gpu.torch_build": "passed", "gpu.torch_set": "passed",
         "gpu.driver": "skipped", "gpu.torch_sees_gpu": "skipped", "attention.sage_import": "skipped"}
     assert run.result("gpu.torch_build")["message"].startswith("torch 2.13.0+cpu (CPU build)")
     assert run.result("system.ffmpeg")["message"].startswith("ffmpeg ")
-    assert data["summary"] == {"passed": 3, "failed": 0, "skipped": 3, "error": 0, "root_causes": []}
+    assert data["summary"] == {"passed": 4, "failed": 0, "skipped": 3, "error": 0, "root_causes": []}
     assert all(set(r) >= {"id", "area", "status", "message", "repair", "blocked_by", "duration_s"}
                for r in data["results"])
     suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
-    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("6", "0", "3")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("7", "0", "3")
 
 
 def test_ffmpeg_missing_from_path(cpu_pod, tmp_path):

@@ -43,6 +43,10 @@ FLAGS = frozenset("""
 --database-url --disable-assets --enable-assets --enable-asset-hashing --feature-flag --list-feature-flags
 """.split())
 
+#: Options ComfyUI's argparse takes more than once, keeping every use (action="append"): a relaunch
+#: must give each use back, not the last one alone.
+APPEND = frozenset({"--extra-model-paths-config", "--feature-flag", "--verbose"})
+
 #: Options whose value may be left out (argparse nargs="?"), with the value they take then.
 CONST = {"--listen": "0.0.0.0,::", "--enable-cors-header": "*", "--directml": "-1", "--async-offload": "2",
          "--verbose": "DEBUG"}
@@ -67,7 +71,8 @@ _PYTHON = re.compile(r"^python(\d+(\.\d+)*)?$")
 @dataclass(frozen=True)
 class Args:
     """ComfyUI's options as its argparse reads them: `given` maps each option's full name to the values
-    of its last use (an empty list: given without a value); `problems` are what argparse would refuse."""
+    of its last use (of every use, for APPEND options) (an empty list: given without a value); `problems`
+    are what argparse would refuse."""
 
     given: dict[str, list[str]] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
@@ -132,8 +137,11 @@ def parse_args(tokens: Sequence[str], names: frozenset[str] | None = None) -> Ar
             problems.append(problem)
             current = None
             continue
-        given.pop(flag, None)  # keep insertion order = order of last use
-        given[flag] = [value] if eq else []
+        if flag in APPEND and flag in given:  # every use counts: their values are joined
+            given[flag] = given.pop(flag) + ([value] if eq else [])
+        else:
+            given.pop(flag, None)  # keep insertion order = order of last use
+            given[flag] = [value] if eq else []
         current = None if eq else flag
     return Args(given, tuple(problems))
 

@@ -10,7 +10,7 @@ False
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 ARCH = re.compile(r"^(sm|compute)_(\d+)(\d)([af]?)$")
 
@@ -73,6 +73,18 @@ def cuda_tag(version: tuple[int, int] | str | None) -> str:
     return f"cu{parsed[0]}{parsed[1]}" if parsed else "cpu"
 
 
+#: Where PyTorch publishes its builds, one index per CUDA version (and `cpu`).
+PYTORCH_INDEX = "https://download.pytorch.org/whl/"
+
+
+def torch_index(cuda: str, index_url: str) -> str:
+    """The index torch, torchvision and torchaudio come from: `[torch] index_url`, where "auto" means
+    PyTorch's index for `[torch] cuda` ('13.0' -> .../whl/cu130, 'cpu' -> .../whl/cpu)."""
+    if index_url != "auto":
+        return index_url
+    return PYTORCH_INDEX + ("cpu" if cuda == "cpu" else cuda_tag(cuda))
+
+
 def driver_supports(driver_cuda: tuple[int, int] | None, torch_cuda: str | None) -> bool:
     """The driver's CUDA version is at least the CUDA version torch was built with."""
     wanted = parse_cuda(torch_cuda)
@@ -104,3 +116,67 @@ def describe(gpu_facts: dict) -> str:
     cap = gpu_facts.get("capability")
     label = f" ({sm_name(cap)})" if cap else ""
     return f"GPU {gpu_facts.get('index', '?')} {gpu_facts.get('name', 'unknown')}{label}"
+
+
+# --- the torch set ------------------------------------------------------------------------------
+
+def _pin_met(pin: str, version: str | None) -> bool:
+    from packaging.requirements import InvalidRequirement, Requirement
+    try:
+        return version is not None and Requirement(pin).specifier.contains(version, prereleases=True)
+    except InvalidRequirement:
+        return True
+
+
+def _build(cuda: str | None) -> str:
+    return f"CUDA {cuda}" if cuda else "CPU"
+
+
+def companions(torch_version: str | None) -> str:
+    """The torchvision and torchaudio releases made for a torch release ('2.13.0+cpu' -> 'torchvision==0.28.*
+    torchaudio==2.13.*'): torchvision 0.(minor+15), torchaudio the same as torch."""
+    m = re.match(r"^2\.(\d+)", torch_version or "")
+    if not m:
+        return "torchvision torchaudio"
+    minor = int(m.group(1))
+    return f"torchvision==0.{minor + 15}.* torchaudio==2.{minor}.*"
+
+
+def torch_set_problems(torch: dict[str, Any], torchset: dict[str, Any], cfg: Any) -> list[str]:
+    """What keeps torch and the torchvision and torchaudio installed next to it from working as one set:
+    one that does not import next to torch, was built for another torch (its metadata pin) or another CUDA, or
+    whose compiled parts were built for another numpy. Each problem names the package and the error."""
+    problems: list[str] = []
+    version, cuda = torch.get("version"), torch.get("cuda")
+    for name in ("torchvision", "torchaudio"):
+        d = torchset.get(name) or {}
+        if not d.get("version"):
+            continue  # not installed: comfyui.installed judges what ComfyUI's requirements miss
+        what = f"{name} {d['version']}"
+        built = d.get("built_cuda")
+        # CPU against CUDA breaks the compiled ops; one CUDA minor against another need not (torchaudio
+        # 2.11.1+cu132 builds on torch's stable ABI and loads with torch 2.13.0+cu130)
+        other_kind = "built_cuda" in d and (built is None) != (cuda is None)
+        kinds = f"{what} is a {_build(built)} build, torch {version} a {_build(cuda)} build"
+        if d.get("error"):
+            problems.append(f"{what} does not load with torch {version}: {d['error'][:200]}"
+                            + (f" ({kinds})" if other_kind else ""))
+        elif other_kind:
+            problems.append(kinds)
+        unmet = [pin for pin in d.get("requires") or [] if not _pin_met(pin, version)]
+        if unmet:
+            problems.append(f"{what} was made for {', '.join(unmet)}, not torch {version}")
+        if d.get("numpy_abi"):
+            numpy = (torchset.get("numpy") or {}).get("version") or "?"
+            problems.append(f"{what}: numpy {numpy} is not the numpy its compiled parts were built for "
+                            f"({d['numpy_abi'][:200]})")
+    return problems
+
+
+def torch_set_remedy(torch: dict[str, Any], cfg: Any) -> str:
+    """What to install so the set matches: the three from one index, in one pip command."""
+    index = torch_index(cfg.torch.cuda, cfg.torch.index_url)
+    version = (torch.get("version") or "").split("+")[0]
+    pins = f"torch=={version} {companions(version)}" if version else "torch torchvision torchaudio"
+    return (f"install torch, torchvision and torchaudio built for one another from one index, in one command: "
+            f"pip install {pins}" + (f" --index-url {index}" if index else ""))

@@ -16,8 +16,9 @@ from podcheck.host import paths
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 SHELL_META = set(";&|<>$`\\\"'*?[]{}()!#~^%=,")
 
-#: The per-user folders under the workspace: {workspace}/<kind>/<user>.
-KINDS = ("output", "input", "workflows")
+#: The per-user folders under the workspace: {workspace}/<kind>/<user>. `user` is ComfyUI's
+#: --user-directory: settings, workflows (user/<user>/default/workflows) and its database.
+KINDS = ("output", "input", "workflows", "user")
 #: The same, with the temp trees ComfyUI's --temp-directory points into.
 PER_USER = KINDS + ("temp",)
 #: Folders of the ComfyUI install that pods once pointed at one user's folder with a symlink.

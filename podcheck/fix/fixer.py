@@ -72,8 +72,14 @@ def fix(config: Config, target: runner.Target, opts: Options, out: TextIO = sys.
     report = Report(host=before.host, profile=opts.profile, started=started, results=before.results,
                     before=list(before.results))
 
+    blockers = _blockers(plan, ctx)
+    for rid, why in blockers.items():
+        say(f"{rid} will fail: {why}")
     if opts.dry_run:
         report.repairs = rehearse(plan, ctx, {**{m.id: m for m in hints}, **recorded})
+        for result in report.repairs:
+            if result.id in blockers:
+                result.message += f"; it will fail: {blockers[result.id]}"
         show_plan(plan, report.repairs, say)
         report.repairs += _idle(plan)
         report.duration_s = time.time() - started
@@ -238,6 +244,22 @@ def _legacy(pod: Pod, known: list[str]) -> list[markers_mod.Marker]:
     for rid, src, when in markers_mod.legacy_hints(pod, known):
         first.setdefault(rid, markers_mod.Marker(id=rid, fingerprint=None, changed_at=when, source=f"legacy: {src}"))
     return list(first.values())
+
+
+def _blockers(plan: planner.Plan, ctx: Context) -> dict[str, str]:
+    """The planned repairs known to fail from the config alone (said before anything slow runs)."""
+    out = {}
+    for step in plan.steps:
+        if step.skip:
+            continue
+        try:
+            why = step.repair.blocker(ctx)
+        except Exception as exc:  # a blocker is advice: never let it stop the fix
+            why = None
+            ctx.log(f"{step.id}: cannot tell whether it can run: {type(exc).__name__}: {exc}")
+        if why:
+            out[step.id] = why
+    return out
 
 
 def _idle(plan: planner.Plan, exclude: frozenset[str] | set[str] = frozenset()) -> list[RepairResult]:

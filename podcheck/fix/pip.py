@@ -55,12 +55,16 @@ def pip_failure(ran: Ran) -> str:
 
 
 class PipRepair(Repair):
-    """A distribution installed from a configured spec; reinstalled when its checks fail."""
+    """Distributions installed from configured specs in one pip command; reinstalled when their checks fail."""
 
     dist: str
 
     def spec(self, ctx: Context) -> str:
         raise NotImplementedError
+
+    def specs(self, ctx: Context) -> list[str]:
+        """Every spec installed together (the first is `spec`)."""
+        return [self.spec(ctx)]
 
     def index(self, ctx: Context) -> str:
         return ""
@@ -69,16 +73,21 @@ class PipRepair(Repair):
         return {"spec": self.spec(ctx), "index_url": self.index(ctx)}
 
     def _argvs(self, ctx: Context, installed: str | None) -> list[list[str]]:
-        spec, index = self.spec(ctx), self.index(ctx)
+        specs, index = self.specs(ctx), self.index(ctx)
         if installed and ctx.failing(self.id):  # installed but broken (a torn install, the wrong build)
-            return [pip_install(ctx, "--force-reinstall", "--no-deps", "--no-cache-dir", spec, index_url=index),
-                    pip_install(ctx, spec, index_url=index)]
-        return [pip_install(ctx, spec, index_url=index)]
+            return [pip_install(ctx, "--force-reinstall", "--no-deps", "--no-cache-dir", *specs, index_url=index),
+                    pip_install(ctx, *specs, index_url=index)]
+        return [pip_install(ctx, *specs, index_url=index)]
+
+    def _met(self, ctx: Context, installed: str | None) -> bool:
+        return satisfies(self.spec(ctx), self.dist, installed) and all(
+            satisfies(spec, requirement_name(spec), installed_version(ctx, requirement_name(spec)))
+            for spec in self.specs(ctx)[1:])
 
     def apply(self, ctx: Context) -> Outcome:
-        spec = self.spec(ctx)
+        spec = " ".join(self.specs(ctx))
         installed = installed_version(ctx, self.dist)
-        if installed and not ctx.failing(self.id) and satisfies(spec, self.dist, installed):
+        if installed and not ctx.failing(self.id) and self._met(ctx, installed):
             return Outcome.unchanged(f"{self.dist} {installed} is installed and satisfies {spec}")
         argvs = self._argvs(ctx, installed)
         for argv in argvs:
@@ -100,3 +109,12 @@ class PipRepair(Repair):
 
     def verify(self, ctx: Context) -> str | None:
         return None
+
+
+def requirement_name(spec: str) -> str:
+    """The distribution a spec names ('torchvision==0.28.0' -> 'torchvision'), or the spec itself."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    try:
+        return Requirement(spec).name
+    except InvalidRequirement:
+        return spec

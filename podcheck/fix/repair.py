@@ -107,6 +107,11 @@ class Repair:
         None: nothing to remember; it runs only when one of its checks fails."""
         return None
 
+    def blocker(self, ctx: "Context") -> str | None:
+        """Why this repair will fail whatever runs before it (a config value it needs is missing), told
+        when the plan is made, before any slow repair runs; None when nothing is known to stop it."""
+        return None
+
     def apply(self, ctx: "Context") -> Outcome:
         raise NotImplementedError
 

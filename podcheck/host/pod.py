@@ -158,6 +158,9 @@ class Pod:
     def exists(self, path: str) -> bool:
         return self.run("test", "-e", path).ok
 
+    def is_dir(self, path: str) -> bool:
+        return self.run("test", "-d", path).ok
+
     def read_text(self, path: str, timeout: float | None = None) -> str | None:
         """A file's text on the host, or None when it cannot be read."""
         ran = self.run("cat", "--", path, timeout=timeout)
