@@ -219,18 +219,18 @@ def stop(pod: Any, timeout: float = 10.0, act: Any = None) -> int | None:
 # Paths below podcheck/; the wing packages' __init__ files import nothing, so these run alone.
 _SHIPPED = ("__init__.py", "host/__init__.py", "host/files.py", "host/paths.py", "host/sides.py", "domain/__init__.py",
             "domain/users.py", "syncloop.py")
-_WRITE = 'mkdir -p "$(dirname "$2")" && t="$2.$$.tmp" && printf %s "$1" > "$t" && mv -f "$t" "$2"'
 
 
 def _ship(pod: Any, act: Any = None) -> str:
     """Copy the loop's code to <state_dir>/syncloop-code/podcheck/ on the host; return the PYTHONPATH."""
+    from podcheck.host import shell  # host side only: not shipped with the pod-side loop
     from podcheck.host.actor import Actor  # host side only: not shipped with the pod-side loop
 
     act = act or Actor(pod)
     root = f"{pod.config.pod.state_dir}/syncloop-code"
     here = Path(__file__).parent
     for name in _SHIPPED:
-        ran = act.run("sh", "-c", _WRITE, "sh", (here / name).read_text(), f"{root}/podcheck/{name}")
+        ran = shell.write(act.run, f"{root}/podcheck/{name}", (here / name).read_text())
         if not ran.ok:
             raise SyncLoopError(f"cannot copy the sync loop to {root}: {ran.why()}")
     return root

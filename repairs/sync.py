@@ -13,8 +13,7 @@ from typing import Any
 from podcheck import syncloop
 from podcheck.domain import rclone
 from podcheck.fix.repair import Context, Outcome, Repair, register
-
-_WRITE = 't="$1.podcheck.$$.tmp"; printf %s "$2" > "$t" && chmod 600 "$t" && mv -f "$t" "$1"'
+from podcheck.host import shell
 
 
 def set_keys(text: str, section: str, values: dict[str, str]) -> str:
@@ -100,7 +99,7 @@ class SyncConfig(Repair):
                         return Outcome.failed("; ".join(done + [failure]))
                 else:
                     text = set_keys(text, name, values)
-                    ran = ctx.run("sh", "-c", _WRITE, "sh", path, text)
+                    ran = shell.write(ctx.run, path, text, mode="600")
                     if not ran.ok:
                         return Outcome.failed(f"cannot rewrite {path}: {ran.why()}")
                 done.append(f"[{name}] " + ", ".join(f"{k} = {v or '(empty)'}" for k, v in values.items()))

@@ -304,7 +304,6 @@ def _int(value, default: int) -> int:
 # --- files on the pod -------------------------------------------------------------------------------
 
 _BACKUP = 'b="$1.bak-$2"; i=0; while [ -e "$b" ]; do i=$((i+1)); b="$1.bak-$2-$i"; done; cp -p -- "$1" "$b" && printf %s "$b"'
-_WRITE = 't="$2.podcheck.$$.tmp"; printf %s "$1" > "$t" && chmod --reference="$2" "$t" && sync "$t" && mv -f "$t" "$2"'
 
 
 def backup(pod, path: str, act=None) -> str:
@@ -321,7 +320,7 @@ def backup(pod, path: str, act=None) -> str:
 
 def write_text(pod, path: str, text: str, act=None) -> None:
     """Replace path's content in one step (temp file, fsync, rename), keeping its mode."""
-    ran = (act or Actor(pod)).run("sh", "-c", _WRITE, "sh", text, path)
+    ran = shell.write((act or Actor(pod)).run, path, text, like=path)
     if not ran.ok:
         raise OSError(f"cannot write {path}: {ran.why()}")
 

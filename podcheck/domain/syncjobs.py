@@ -97,6 +97,8 @@ def find(pod: Any, listing: list[procs.Proc] | None = None, pattern: re.Pattern[
     for p in listing:
         matched = pattern is not None and pattern.search(p.args) is not None
         words = p.args.split()
+        if not words:  # a kernel thread or a zombie: no command line
+            continue
         script_shell = posixpath.basename(words[0]) in SHELLS and len(words) > 1  # its script may run rclone
         if not ("rclone" in p.args or matched or script_shell) or p.args.startswith(("ps ", "timeout ")):
             continue

@@ -1,5 +1,6 @@
-"""Shell idioms on the pod's host, each written once: start a program detached, stop a process (TERM,
-then KILL after a grace, its whole process group when it leads one), the tail of a log.
+"""Shell idioms on the pod's host, each written once: write a file atomically, start a program
+detached, stop a process (TERM, then KILL after a grace, its whole process group when it leads
+one), the tail of a log.
 
 Each takes the `run` that carries the commands out: `pod.run`, or a repair's recorded `ctx.run`, so
 that a repair's actions are recorded like any other command.
@@ -15,6 +16,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from podcheck.host import procs
+
+# Write $1 to $2 in one step: a temp file beside it, fsync, rename (-T: over a link, never into its
+# target). $3: a chmod mode for it; $4: a file whose mode it takes (chmod --reference); $5 set: a
+# symlink at $2 is refused (exit 3), for podcheck's own files on a volume others write.
+WRITE = ('[ -n "$5" ] && [ -L "$2" ] && { echo "refusing to write $2: it is a symlink podcheck did not make" >&2; '
+         'exit 3; }; mkdir -p "$(dirname "$2")" && t="$2.podcheck.$$.tmp" && printf %s "$1" > "$t" && '
+         '{ [ -z "$3" ] || chmod "$3" "$t"; } && { [ -z "$4" ] || chmod --reference="$4" "$t"; } && '
+         'sync "$t" && mv -fT "$t" "$2"')
+
+
 
 # Start "$@" detached: its own session (podcheck's exit, a timeout's kill, the terminal's hangup never
 # reach it), no tty, stdin from /dev/null, output appended to the log (never through a planted symlink); $3, when set, is a line written
@@ -33,6 +44,11 @@ echo $!
 SIGNAL = 'kill -s "$2" -- -"$1" 2>/dev/null || kill -s "$2" -- "$1" 2>/dev/null; true'
 
 Run = Callable[..., Any]  # pod.run or a repair's ctx.run: (*argv, **kw) -> Ran
+
+
+def write(run: Run, path: str, text: str, mode: str = "", like: str = "", refuse_link: bool = False) -> Any:
+    """Replace `path` with `text` atomically on the host (see WRITE); the Ran."""
+    return run("sh", "-c", WRITE, "sh", text, path, mode, like, "1" if refuse_link else "")
 
 
 def start_detached(run: Run, argv: Sequence[str], log: str, cwd: str = "/", header: str = "",

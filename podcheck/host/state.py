@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from podcheck.host import shell
 from podcheck.host.files import refuse_links, write_atomic
 from podcheck.reports.redact import Redactor
 
@@ -19,8 +20,7 @@ READ_ONLY_ENV = "PODCHECK_READ_ONLY"
 
 # Write through the host: temp file in the same folder, fsync it, then rename over the old one
 # (never through a link: a planted one is refused, and -T renames over a link, not into its target).
-_REMOTE_WRITE = ('[ -L "$2" ] && { echo "refusing to write $2: it is a symlink podcheck did not make" >&2; exit 3; }; '
-                 'mkdir -p "$(dirname "$2")" && t="$2.$$.tmp" && printf %s "$1" > "$t" && sync "$t" && mv -fT "$t" "$2"')
+
 
 
 class State:
@@ -71,6 +71,6 @@ class State:
             return
         if self.pod.read_text(self.path(name)) == text:
             return
-        ran = self.pod.run("sh", "-c", _REMOTE_WRITE, "sh", text, self.path(name))
+        ran = shell.write(self.pod.run, self.path(name), text, refuse_link=True)
         if not ran.ok:
             raise OSError(f"cannot write {self.path(name)} on {self.pod.name}: {ran.why()}")
