@@ -90,6 +90,18 @@ def _managed(listing: list[procs.Proc], p: procs.Proc) -> bool:
     return MANAGED_MARKER in p.args or any(MANAGED_MARKER in a.args for a in procs.ancestors(listing, p.pid))
 
 
+def _words(args: str, limit: int = 200) -> str:
+    """A command line for a message: whole words up to `limit` characters (a cut word could be the
+    part of a secret that redaction no longer recognises)."""
+    kept, size = [], 0
+    for word in args.split():
+        if size + len(word) > limit:
+            return " ".join(kept) + " …"
+        kept.append(word)
+        size += len(word) + 1
+    return " ".join(kept)
+
+
 def find(pod: Any, listing: list[procs.Proc] | None = None, pattern: re.Pattern[str] | None = None) -> list[Job]:
     """The sync jobs running on the host (see the module's docstring), podcheck's own loop left out."""
     listing = procs.listing(pod) if listing is None else listing
@@ -120,6 +132,6 @@ def find(pod: Any, listing: list[procs.Proc] | None = None, pattern: re.Pattern[
         if matched:
             scripts = [a for a in argv if a.endswith(".sh")]
             found = [t for s in scripts for t in transfers_in_text((pod.read_text(s) or "")[:SCRIPT_LIMIT])]
-            jobs.append(Job(p.pid, f"{scripts[0]} (pid {p.pid})" if scripts else f"pid {p.pid} ({p.args[:60]})",
+            jobs.append(Job(p.pid, f"{scripts[0]} (pid {p.pid})" if scripts else f"pid {p.pid} ({_words(p.args)})",
                             True, found, matched=True))
     return jobs
