@@ -93,7 +93,8 @@ def _managed(listing: list[procs.Proc], p: procs.Proc) -> bool:
 def _words(args: str, limit: int = 200) -> str:
     """A command line for a message: whole words up to `limit` characters (a cut word could be the
     part of a secret that redaction no longer recognises)."""
-    kept, size = [], 0
+    kept: list[str] = []
+    size = 0
     for word in args.split():
         if size + len(word) > limit:
             return " ".join(kept) + " …"
