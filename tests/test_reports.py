@@ -54,7 +54,7 @@ SAS_URL = "https://acct.blob.core.windows.net/c?sv=2022-11-02&ss=b&sp=rl&sig="
 #: rclone's words around secrets that must survive redaction (issue 10).
 CAUSE = ("couldn't fetch token: Post \"https://oauth2.googleapis.com/token\": dial tcp 142.250.74.10:443: "
          "connect: connection refused")
-SECTIONS = ["Summary", "Failures", "To fix", "Checks", "Pod python", "GPUs", "Pod identity", "System",
+SECTIONS = ["Toolchain", "Summary", "Failures", "To fix", "Checks", "Pod python", "GPUs", "Pod identity", "System",
             "CPU, memory and cgroup", "Disk", "ComfyUI", "Sync", "OOM events", "Logs"]
 
 
@@ -209,7 +209,7 @@ def test_the_secrets_were_there_to_leak(planted):
 def test_report_json_has_facts_sections_and_results(planted):
     doc = planted["runs"]["json"].json
     assert doc["schema"] == "podcheck-report/1" and doc["complete"] is True
-    assert [s["title"] for s in doc["sections"]] == ["Checks"] + SECTIONS[3:]
+    assert [s["title"] for s in doc["sections"]] == ["Toolchain", "Checks"] + SECTIONS[5:]
     checks = doc["checks"]
     torch_build = next(r for r in checks["results"] if r["id"] == "gpu.torch_build")
     assert checks["schema"] == "podcheck/1" and torch_build["status"] == "failed"

@@ -221,7 +221,7 @@ def test_the_command_a_repair_runs_now_is_on_the_page(sim, served):
                                          "last_line": "Downloading torch-2.13.0.whl (800 MB)"})
     base = served(sim, "--select", "pod")
     page = get(base + "/")[1]
-    assert "running: <code>$ pip install torch==2.13.0</code> (312.5 s): Downloading torch-2.13.0.whl (800 MB)" in page
+    assert "running: <code>$ pip install torch==2.13.0</code> (5 min 12 s): Downloading torch-2.13.0.whl (800 MB)" in page
     assert json.loads(get(base + "/api/status")[1])["fix"]["foreground"]["running"]["elapsed_s"] == 312.5
     progress.finish()
     assert "running: <code>" not in get(base + "/")[1]
