@@ -150,13 +150,18 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     selectors = [s.strip() for arg in config.getoption("pod_select") for s in arg.split(",") if s.strip()]
     by_id = {s.id: s for s in specs.values() if s}
     wanted = {cid for cid in by_id if not selectors or matches(cid, selectors)}
-    cfg = _config(config)
-    stack = [cid for cid in wanted if by_id[cid].applies_to(cfg)]
+    per_pod = config.stash.get(HOST_CONFIGS, {})  # a fleet: each pod's own config opens its own gates
+    configs = [cfg, *per_pod.values()]
+
+    def applies(spec: CheckSpec) -> bool:
+        return any(spec.applies_to(c) for c in configs)
+
+    stack = [cid for cid in wanted if applies(by_id[cid])]
     while stack:  # a selected check brings its prerequisites, so blocking still works
         for need in by_id[stack.pop()].needs:
             if need in by_id and need not in wanted:
                 wanted.add(need)
-                if by_id[need].applies_to(cfg):
+                if applies(by_id[need]):
                     stack.append(need)
     no_gpu = gpu_checks(by_id.values()) if profile == "image" else set()
     kept: list[pytest.Item] = []
@@ -165,7 +170,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         spec = specs[item]
         if spec is not None and spec.id in wanted and spec.id in no_gpu:
             item.stash[NOT_RUN] = NO_GPU
-        off = gates.closed(cfg, spec.when) if spec is not None else None
+        off = gates.closed(per_pod.get(_host_key(item), cfg), spec.when) if spec is not None else None
         if off:
             item.stash[NOT_RUN] = off  # the config switches it off: said once, here, for every such check
         ok = spec is None or (spec.id in wanted and (profile in spec.profiles or spec.id in no_gpu))
