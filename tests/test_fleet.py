@@ -15,6 +15,8 @@ import podsim
 import psutil
 import pytest
 
+from podcheck.domain import users
+
 pytestmark = [pytest.mark.ssh, pytest.mark.xdist_group("fleet")]
 
 SELECT = "pod,system,disk,memory,isolation,attention.sage_import,gpu"
@@ -43,7 +45,7 @@ def fleet(tmp_path_factory, torch_python):
     for name in NAMES:
         ws = root / name / "workspace"
         if name != "pod-4":
-            for folder in ("output", "input", "workflows"):
+            for folder in users.KINDS:
                 (ws / folder / "alice").mkdir(parents=True)
         own = {"workspace": str(ws), "python": str(pythons.get(name, bare))}
         if name == "pod-7":
