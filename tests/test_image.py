@@ -77,8 +77,9 @@ def test_fresh_image_passes(image, tmp_path):
         "image.configured": "passed", "image.source_fresh": "passed", "image.entrypoint_flags": "passed",
         "system.ffmpeg": "failed",       # a minbase rootfs has no ffmpeg: unrelated, and stays so
         "gpu.torch_build": "failed",     # nor a pod venv
-        "comfyui.installed": "skipped"}  # [pod] comfyui_dir is on the workspace volume, not in the image
-    assert run.result("comfyui.installed")["message"].startswith("ComfyUI is on the workspace volume (/workspace/ComfyUI)")
+        "gpu.torch_set": "skipped",      # blocked by gpu.torch_build: one root cause, one failure
+        "comfyui.installed": "skipped"}  # blocked by gpu.torch_build too (it imports what ComfyUI imports)
+    assert run.result("gpu.torch_set")["blocked_by"] == run.result("comfyui.installed")["blocked_by"] == "gpu.torch_build"
     not_run = {i: s for i, s in run.statuses().items() if i not in ran}
     assert {"gpu.driver", "gpu.torch_sees_gpu", "memory.vram"} <= set(not_run)  # GPU checks: never "passed"
     assert set(not_run.values()) == {"skipped"}
@@ -87,9 +88,10 @@ def test_fresh_image_passes(image, tmp_path):
     assert run.json["host"] == f"chroot://{image.rootfs}" and run.json["profile"] == "image"
     suite = ET.parse(tmp_path / "image.xml").getroot().find("testsuite")
     skipped = {c.get("name"): c.find("skipped").get("message") for c in suite if c.find("skipped") is not None}
-    assert skipped == {**dict.fromkeys(not_run, NO_GPU), "comfyui.installed": run.result("comfyui.installed")["message"]}
+    assert skipped == {**dict.fromkeys(not_run, NO_GPU), "comfyui.installed": run.result("comfyui.installed")["message"],
+                       "gpu.torch_set": run.result("gpu.torch_set")["message"]}
     assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == (
-        str(len(ran) + len(not_run)), "2", str(len(not_run) + 1))
+        str(len(ran) + len(not_run)), "2", str(len(not_run) + 2))
 
     report = image.pod.podcheck("report", "--format", "json", "--profile", "image", "--hosts", f"chroot://{image.rootfs}")
     doc = report.json
@@ -98,6 +100,15 @@ def test_fresh_image_passes(image, tmp_path):
     assert system["rows"]["os"] == "Debian GNU/Linux 12 (bookworm)" and system["rows"]["target"] == f"chroot://{image.rootfs}"
     comfy = next(s for s in doc["sections"] if s["title"] == "ComfyUI")
     assert comfy["rows"]["ComfyUI processes"] == 0 and any("ComfyUI version" in m for m in comfy["not_collected"])
+
+
+def test_comfyui_on_the_volume_is_not_judged_in_an_image(tmp_path, torch_python):
+    """Where the pod's torch is fine, comfyui.installed in the image profile says why it is not judged."""
+    pod = podsim.cpu_pod(tmp_path, torch_python)
+    run = pod.podcheck("--profile", "image", "--select", "comfyui.installed", "--json", "-")
+    result = run.result("comfyui.installed")
+    assert result["status"] == "skipped" and result["blocked_by"] is None, result
+    assert result["message"].startswith(f"ComfyUI is on the workspace volume ({pod.workspace}/ComfyUI)"), result
 
 
 def test_stale_image_and_missing_flag_fail(image):
@@ -151,7 +162,7 @@ def test_required_flags_follow_the_config():
     assert entrypoint.required_flags(config()) == ["--use-sage-attention"]
     assert entrypoint.required_flags(config(sage="optional")) == []
     assert entrypoint.required_flags(config(sage="off", users=["alice"], extra=["--listen"])) == [
-        "--output-directory", "--input-directory", "--temp-directory", "--listen"]
+        "--output-directory", "--input-directory", "--temp-directory", "--user-directory", "--listen"]
 
 
 def test_launch_lines_of_a_start_script():

@@ -4,7 +4,7 @@ It stands in for testinfra's plugin: `_testinfra_host` / `host` are parametrized
 the plan (ids are the pod names, so two pods on one IP stay apart), and the controller's xdist
 scheduler (PodScheduling) makes each pod one work unit, so a pod's checks run on one worker, in
 order, and its probe runs once. (`xdist_group` + `--dist loadgroup` cannot do it here: xdist 3.8
-renames `item._nodeid`, which pytest 9 no longer reads, so the groups are silently ignored.) Before a pod's first check the worker asks it `true`; a pod that does not answer, that
+renames `item._nodeid`, which pytest 9.2 no longer reads, so the groups are silently ignored.) Before a pod's first check the worker asks it `true`; a pod that does not answer, that
 stops answering after a failing check, or that outlives `host_timeout`, has its remaining checks
 skipped and marked, and the controller reports the pod (not its checks) as unreachable.
 """
