@@ -135,12 +135,17 @@ def probe_args(config) -> dict[str, Any]:
     }
 
 
+def probe_command(config, args: dict[str, Any] | None = None) -> list[str]:
+    """The pod python running probe.py with `args` (default: probe_args(config)), as argv."""
+    return [config.pod.python, "-c", PROBE_SOURCE.read_text(), json.dumps(args if args is not None else probe_args(config))]
+
+
 def run_probe(pod, args: dict[str, Any] | None = None) -> Facts:
     """Run the probe in the pod python: `args` as probe.py takes them (default: probe_args(config))."""
     config = pod.config
     python = config.pod.python
     timeout = config.pod.probe_timeout
-    ran = pod.run(python, "-c", PROBE_SOURCE.read_text(), json.dumps(args if args is not None else probe_args(config)), timeout=timeout)
+    ran = pod.run(*probe_command(config, args), timeout=timeout)
     facts, stage = parse_probe_output(ran.stdout)
     rejected, facts.probe_error = facts.probe_error, None
     if ran.ok and stage == "done":

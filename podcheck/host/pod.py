@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from podcheck.config import Config
+from podcheck.host import early
 
 KILL_GRACE = 2  # seconds between `timeout`'s TERM and its KILL
 #: Set in the environment of every command `Pod.run` starts: at the deadline every process that still
@@ -115,22 +116,21 @@ class Pod:
         carries the command's tag then (a setsid'd child, a daemon holding stdout open) is sent TERM,
         then KILL after KILL_GRACE, from the host's side. Such a command reads as timed out."""
         limit = float(timeout if timeout is not None else self.config.pod.command_timeout)
-        tag = f"{RUN_TAG_ENV}={uuid.uuid4().hex}"
-        prefix = ["timeout", "-k", str(KILL_GRACE), f"{limit:g}", "env", tag]
-        prefix += [f"{k}={v}" for k, v in (env or {}).items()]
-        command = shlex.join(prefix + [str(a) for a in argv])
-        started = time.monotonic()
+        adopted = early.adopt(list(argv), limit, env) if self.is_local else None
+        tag = adopted.tag if adopted else new_tag()
+        command = shlex.join(run_prefix(limit, tag, env) + [str(a) for a in argv])
+        started = adopted.started if adopted else time.monotonic()
         box: dict[str, Any] = {}
 
         def target() -> None:
             try:
-                box["result"] = self.host.run(command)
+                box["result"] = adopted.wait() if adopted else self.host.run(command)
             except Exception as exc:  # noqa: BLE001 - a backend that broke (ssh gone) is a result, not a crash
                 box["error"] = exc
 
         worker = threading.Thread(target=target, daemon=True)
         worker.start()
-        worker.join(limit + 0.2)  # `timeout` sends its TERM at `limit`
+        worker.join(max(0.0, limit + 0.2 - (time.monotonic() - started)))  # `timeout` sends its TERM at `limit`
         reaped = ""
         if worker.is_alive() or _timed_out(box.get("result"), limit, time.monotonic() - started):
             reaped = self._reap(tag, worker)
@@ -165,6 +165,16 @@ class Pod:
         """A file's text on the host, or None when it cannot be read."""
         ran = self.run("cat", "--", path, timeout=timeout)
         return ran.stdout if ran.ok else None
+
+
+def new_tag() -> str:
+    return f"{RUN_TAG_ENV}={uuid.uuid4().hex}"
+
+
+def run_prefix(limit: float, tag: str, env: dict[str, str] | None = None) -> list[str]:
+    """What Pod.run puts before a command: coreutils `timeout` with its KILL grace, and `env` with the
+    command's tag and `env`."""
+    return ["timeout", "-k", str(KILL_GRACE), f"{limit:g}", "env", tag, *(f"{k}={v}" for k, v in (env or {}).items())]
 
 
 def _timed_out(result: Any, limit: float, seconds: float) -> bool:
