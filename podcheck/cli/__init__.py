@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
 
     boot.start_probe(list(sys.argv[1:] if argv is None else argv))
     from podcheck.cli import app  # heavy (typer, pytest, testinfra): imported once the probe runs
-    from podcheck.host import early
+    from podcheck.host import early  # light; imported with the app, after the probe started
 
     try:
         return app.main(argv)

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import os
 
+from podcheck import config as config_mod
+from podcheck.facts import probe_command
+from podcheck.host import early
+from podcheck.host.pod import new_tag, run_prefix
+
 #: Options of a plain local run: flags, and options that take a value. Anything else: no early probe.
 FLAGS = {"--fix", "--dry-run", "--safe-only", "--background", "--no-background", "-q", "--quiet", "-v", "--verbose"}
 VALUED = {"--config", "--json", "--junit-xml", "--prometheus", "--format"}
@@ -42,12 +47,7 @@ def start_probe(argv: list[str]) -> None:
     if path == "" or os.environ.get("PODCHECK_NO_EARLY_PROBE"):
         return
     try:
-        from podcheck import config as config_mod  # light (tomllib); the CLI loads it again, with errors
-        from podcheck.facts import probe_command
-        from podcheck.host import early
-        from podcheck.host.pod import new_tag, run_prefix
-
-        cfg = config_mod.load(path)
+        cfg = config_mod.load(path)  # the CLI loads it again, and reports what is wrong with it
         argv_probe, timeout = probe_command(cfg), float(cfg.pod.probe_timeout)
     except Exception:  # noqa: BLE001 - whatever stops it here, the CLI meets again and reports in one line
         return

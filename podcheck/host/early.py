@@ -5,7 +5,7 @@ run starts that probe first thing (podcheck.cli.boot), so the pod's `import torc
 podcheck's start (typer, pytest, testinfra, collecting the checks). `Pod.run` then adopts the
 running command when it asks for exactly the same one (argv, timeout and env), and times it from
 its real start; nothing else changes (the deadline, the tag every process of it carries, the
-reaping). A command nobody adopted is stopped when podcheck exits. Only the standard library here.
+reaping). A command nobody adopted is stopped when its run ends. Only the standard library here.
 """
 from __future__ import annotations
 
