@@ -14,14 +14,12 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 from podcheck.config import Config
 from podcheck.reports import fleet as view
 from podcheck.results import Report
-from podcheck.services.serve import Cache, bind
+from podcheck.services.serve import Cache, ReadOnlyHandler, bind
 from podcheck.services.watch import CannotStart, redactor_for
 
 MIN_TTL = 30.0
@@ -75,42 +73,15 @@ def _escape(text: str) -> str:
 
 
 def handler_for(service: FleetService):
-    class Handler(BaseHTTPRequestHandler):
-        def version_string(self) -> str:
-            return "podcheck"
+    class Handler(ReadOnlyHandler):  # no HEAD here (501), and no Allow header on the 405
+        def answer_healthz(self) -> tuple[int, str]:
+            return service.healthz()
 
-        def do_GET(self) -> None:
-            path = urlsplit(self.path).path
-            try:
-                if path == "/healthz":
-                    code, text = service.healthz()
-                    self._send(code, "text/plain; charset=utf-8", text)
-                elif path == "/api/status":
-                    self._send(200, "application/json", service.status())
-                elif path in ("/", "/index.html"):
-                    self._send(200, "text/html; charset=utf-8", service.page())
-                else:
-                    self._send(404, "text/plain; charset=utf-8", "not found: /healthz, /api/status, /\n")
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+        def answer_status(self) -> str:
+            return service.status()
 
-        def _refuse(self) -> None:
-            self._send(405, "text/plain; charset=utf-8", "podcheck serve is read-only\n")
-
-        do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
-
-        def _send(self, code: int, kind: str, text: str) -> None:
-            body = text.encode()
-            self.send_response(code)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+        def answer_page(self) -> str:
+            return service.page()
 
     return Handler
 
