@@ -10,7 +10,6 @@ requests during a run wait for it. Everything passes the redactor; nothing is ev
 from __future__ import annotations
 
 import json
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,8 +18,8 @@ from typing import Any, Callable
 from podcheck.config import Config
 from podcheck.reports import fleet as view
 from podcheck.results import Report
-from podcheck.services.serve import Cache, ReadOnlyHandler, bind
-from podcheck.services.watch import CannotStart, redactor_for
+from podcheck.services.serve import Cache, ReadOnlyHandler, address, answer_until_stopped, bind, url
+from podcheck.services.watch import redactor_for
 
 MIN_TTL = 30.0
 
@@ -88,25 +87,10 @@ def handler_for(service: FleetService):
 
 def main(cfg: Config, produce: Callable[[], list[Report]], port: int | None = None, listen: str | None = None,
          echo: Callable[[str], None] = print) -> int:
-    port = cfg.serve.port if port is None else port
-    listen = listen or cfg.serve.listen
-    if not 0 <= port < 65536:
-        raise CannotStart(f"--port must be 0..65535 (0: any free port), got {port}")
+    port, listen = address(cfg, port, listen)
     service = FleetService(cfg, produce)
     server = bind(listen, port, handler_for(service))
     threading.Thread(target=service.cache.get, name="podcheck-fleet-warmup", daemon=True).start()
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    shown = f"[{listen}]" if ":" in listen else listen
-    echo(f"podcheck serve: http://{shown}:{server.server_address[1]}/ (fleet status page, read-only; "
+    echo(f"podcheck serve: {url(listen, server)} (fleet status page, read-only; "
          f"runs cached {service.cache.ttl:g} s; /healthz, /api/status)")
-    try:
-        server.serve_forever(poll_interval=0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
+    return answer_until_stopped(server)

@@ -339,24 +339,25 @@ def bind(listen: str, port: int, handler) -> ThreadingHTTPServer:
         raise CannotStart(f"cannot listen on {listen}:{port}: {exc.strerror or exc}") from None
 
 
-def main(cfg: Config, port: int | None = None, listen: str | None = None, select: list[str] | None = None,
-         profile: str = "runtime", echo: Callable[[str], None] = print) -> int:
-    """`podcheck serve`: answer until SIGTERM/SIGINT."""
+def address(cfg: Config, port: int | None, listen: str | None) -> tuple[int, str]:
+    """Where to listen: the options, else `[serve]`; CannotStart for a port out of range."""
     port = cfg.serve.port if port is None else port
-    listen = listen or cfg.serve.listen
     if not 0 <= port < 65536:
         raise CannotStart(f"--port must be 0..65535 (0: any free port), got {port}")
-    service = Service(cfg, list(select or []), profile)
-    server = bind(listen, port, handler_for(service, port))
+    return port, listen or cfg.serve.listen
 
+
+def url(listen: str, server: ThreadingHTTPServer) -> str:
+    """The server's base URL as the startup line shows it (an IPv6 address in brackets)."""
+    shown = f"[{listen}]" if ":" in listen else listen
+    return f"http://{shown}:{server.server_address[1]}/"
+
+
+def answer_until_stopped(server: ThreadingHTTPServer) -> int:
+    """Serve until SIGTERM/SIGINT, then close the server; 0."""
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    shown = f"[{listen}]" if ":" in listen else listen
-    echo(f"podcheck serve: http://{shown}:{server.server_address[1]}/ (read-only; checks cached "
-         f"{service.cache.ttl:g} s; /healthz, /api/status)")
-    # after the line: the warm-up's pytest captures the process's stdout while it runs
-    threading.Thread(target=service.cache.get, name="podcheck-serve-warmup", daemon=True).start()
     try:
         with daemon.on_signals(stop, (signal.SIGTERM,)):
             server.serve_forever(poll_interval=0.5)
@@ -365,3 +366,16 @@ def main(cfg: Config, port: int | None = None, listen: str | None = None, select
     finally:
         server.server_close()
     return 0
+
+
+def main(cfg: Config, port: int | None = None, listen: str | None = None, select: list[str] | None = None,
+         profile: str = "runtime", echo: Callable[[str], None] = print) -> int:
+    """`podcheck serve`: answer until SIGTERM/SIGINT."""
+    port, listen = address(cfg, port, listen)
+    service = Service(cfg, list(select or []), profile)
+    server = bind(listen, port, handler_for(service, port))
+    echo(f"podcheck serve: {url(listen, server)} (read-only; checks cached "
+         f"{service.cache.ttl:g} s; /healthz, /api/status)")
+    # after the line: the warm-up's pytest captures the process's stdout while it runs
+    threading.Thread(target=service.cache.get, name="podcheck-serve-warmup", daemon=True).start()
+    return answer_until_stopped(server)
