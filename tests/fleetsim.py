@@ -12,13 +12,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-from sshd import SSHD, free_port
+from sshd import SSHD, free_port, keyed_root, ssh_config, sshd_config
 
 
 @dataclass
@@ -102,41 +101,15 @@ def start(names: list[str]) -> SshFleet:
     """sshd for each name (RuntimeError where that cannot run: not root, no sshd, no unshare)."""
     if os.geteuid() != 0 or not os.path.exists(SSHD) or not shutil.which("unshare"):
         raise RuntimeError("simulated ssh pods need root, openssh-server and unshare")
-    root = Path(tempfile.mkdtemp(prefix="sshfleet-", dir="/tmp"))
-    for key in ("hostkey", "clientkey"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / key)], check=True)
-    (root / "authorized_keys").write_text((root / "clientkey.pub").read_text())
-    (root / "authorized_keys").chmod(0o644)
+    root = keyed_root("sshfleet-")
     passwd = Path("/etc/passwd").read_text().splitlines()
     (root / "passwd").write_text("\n".join(
         ":".join(f.split(":")[:6] + ["/bin/sh"]) if f.startswith("root:") else f for f in passwd) + "\n")
-    (root / "sshd_config.in").write_text(f"""Port @PORT@
-ListenAddress 127.0.0.1
-HostKey {root}/hostkey
-AuthorizedKeysFile {root}/authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-UsePAM no
-StrictModes no
-MaxStartups 100:30:200
-MaxSessions 100
-LogLevel ERROR
-""")
-    ssh_config = root / "ssh_config"
-    ssh_config.write_text(f"""Host *
-  IdentityFile {root}/clientkey
-  IdentitiesOnly yes
-  StrictHostKeyChecking no
-  UserKnownHostsFile /dev/null
-  BatchMode yes
-  LogLevel ERROR
-  ControlMaster no
-  KexAlgorithms curve25519-sha256
-""")
+    (root / "sshd_config.in").write_text(sshd_config(root, "@PORT@", "MaxStartups 100:30:200", "MaxSessions 100"))
+    ssh_config_path = root / "ssh_config"
+    ssh_config_path.write_text(ssh_config(root, "/dev/null", "ControlMaster no"))
     os.makedirs("/run/sshd", exist_ok=True)
-    fleet = SshFleet(root, ssh_config)
+    fleet = SshFleet(root, ssh_config_path)
     try:
         for name in names:
             fleet.add(name)

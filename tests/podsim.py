@@ -255,6 +255,26 @@ def stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
             proc.wait()
 
 
+class Background:
+    """Real `podcheck` commands a test runs in the background against SimPods (this process's
+    environment, the pod's PODCHECK_CONFIG, then `env`; stderr piped, text); close() stops each."""
+
+    def __init__(self, stdout: Any = subprocess.PIPE) -> None:
+        self.stdout = stdout
+        self.started: list[subprocess.Popen] = []
+
+    def __call__(self, sim: SimPod, *args: str, env: dict | None = None) -> subprocess.Popen:
+        full = {**os.environ, "PODCHECK_CONFIG": str(sim.config_path), **(env or {})}
+        proc = subprocess.Popen([sys.executable, "-m", "podcheck", *args], env=full, cwd=sim.root,
+                                stdout=self.stdout, stderr=subprocess.PIPE, text=True)
+        self.started.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.started:
+            stop(proc)
+
+
 def path_without(*names: str, root: Path) -> str:
     """A PATH with every command of /usr/bin and /usr/sbin except `names` (a pod where they are gone)."""
     farm = root / f"bin-without-{'-'.join(names)}"

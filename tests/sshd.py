@@ -40,22 +40,22 @@ class Sshd:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start() -> Sshd:
-    """Start sshd with its keys, config and logs in a short new /tmp folder (ssh's ControlPath must
-    fit a unix socket name); raise RuntimeError when it cannot run."""
-    if not os.path.exists(SSHD):
-        raise RuntimeError("openssh-server is not installed")
-    root = Path(tempfile.mkdtemp(prefix="sshd-", dir="/tmp"))
+def keyed_root(prefix: str) -> Path:
+    """A short new /tmp folder (ssh's ControlPath must fit a unix socket name) with a host key, a
+    client key and the authorized_keys that lets the client key in."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     for key in ("hostkey", "clientkey"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / key)], check=True)
     (root / "authorized_keys").write_text((root / "clientkey.pub").read_text())
     (root / "authorized_keys").chmod(0o644)
-    port = free_port()
-    pidfile = root / "sshd.pid"
-    (root / "sshd_config").write_text(f"""Port {port}
+    return root
+
+
+def sshd_config(root: Path, port: int | str, *extra: str) -> str:
+    """sshd on 127.0.0.1 taking root by key only (the keys of `keyed_root`); `extra` lines follow."""
+    return f"""Port {port}
 ListenAddress 127.0.0.1
 HostKey {root}/hostkey
-PidFile {pidfile}
 AuthorizedKeysFile {root}/authorized_keys
 PermitRootLogin prohibit-password
 PasswordAuthentication no
@@ -64,26 +64,40 @@ PubkeyAuthentication yes
 UsePAM no
 StrictModes no
 LogLevel ERROR
-""")
-    ssh_config = root / "ssh_config"
-    ssh_config.write_text(f"""Host *
+""" + "".join(f"{line}\n" for line in extra)
+
+
+def ssh_config(root: Path, known_hosts: str, *extra: str) -> str:
+    """The client's `Host *` block: the client key of `keyed_root`, no host key questions, no prompts;
+    `extra` lines (how it multiplexes) follow."""
+    return f"""Host *
   IdentityFile {root}/clientkey
   IdentitiesOnly yes
   StrictHostKeyChecking no
-  UserKnownHostsFile {root}/known_hosts
+  UserKnownHostsFile {known_hosts}
   BatchMode yes
   LogLevel ERROR
-  ControlMaster auto
-  ControlPath {root}/cm-%C
-  ControlPersist 60s
-  KexAlgorithms curve25519-sha256
-""")
+""" + "".join(f"  {line}\n" for line in extra) + "  KexAlgorithms curve25519-sha256\n"
+
+
+def start() -> Sshd:
+    """Start sshd with its keys, config and logs in a short new /tmp folder; raise RuntimeError when
+    it cannot run."""
+    if not os.path.exists(SSHD):
+        raise RuntimeError("openssh-server is not installed")
+    root = keyed_root("sshd-")
+    port = free_port()
+    pidfile = root / "sshd.pid"
+    (root / "sshd_config").write_text(sshd_config(root, port, f"PidFile {pidfile}"))
+    ssh_config_path = root / "ssh_config"
+    ssh_config_path.write_text(ssh_config(root, f"{root}/known_hosts", "ControlMaster auto",
+                                          f"ControlPath {root}/cm-%C", "ControlPersist 60s"))
     os.makedirs("/run/sshd", exist_ok=True)
     subprocess.run([SSHD, "-f", str(root / "sshd_config"), "-E", str(root / "sshd.log")], check=True, timeout=20)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
-                return Sshd(port, ssh_config, pidfile, root)
+                return Sshd(port, ssh_config_path, pidfile, root)
         time.sleep(0.05)
     raise RuntimeError(f"sshd did not listen on {port}: {(root / 'sshd.log').read_text()[-500:]}")

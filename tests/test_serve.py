@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -31,19 +29,15 @@ def get(url: str, method: str = "GET") -> tuple[int, str]:
 @pytest.fixture
 def served():
     """Start `podcheck serve --port 0` for a SimPod; yields its base URL; stops it afterwards."""
-    started = []
+    podchecks = podsim.Background()
 
     def start(sim: podsim.SimPod, *args: str, env: dict | None = None) -> str:
-        full = {**os.environ, "PODCHECK_CONFIG": str(sim.config_path), **(env or {})}
-        proc = subprocess.Popen([sys.executable, "-m", "podcheck", "serve", "--port", "0", *args], env=full,
-                                cwd=sim.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        started.append(proc)
+        proc = podchecks(sim, "serve", "--port", "0", *args, env=env)
         line = proc.stdout.readline()
         assert line.startswith("podcheck serve: http://"), line + proc.stderr.read()
         return line.split()[2].rstrip("/")
     yield start
-    for proc in started:
-        podsim.stop(proc)
+    podchecks.close()
 
 
 @pytest.fixture

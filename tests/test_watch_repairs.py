@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -26,17 +25,12 @@ def entries(path: Path) -> list[dict]:
 @pytest.fixture
 def watching(tmp_path):
     """Start `podcheck watch` on a SimPod (env overrides allowed); stop it (SIGKILL if need be) at the end."""
-    started = []
+    podchecks = podsim.Background(stdout=subprocess.DEVNULL)
 
     def start(sim: podsim.SimPod, *args: str, env: dict | None = None) -> subprocess.Popen:
-        full = {**os.environ, "PODCHECK_CONFIG": str(sim.config_path), **(env or {})}
-        proc = subprocess.Popen([sys.executable, "-m", "podcheck", "watch", *args], env=full, cwd=sim.root,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        started.append(proc)
-        return proc
+        return podchecks(sim, "watch", *args, env=env)
     yield start
-    for proc in started:
-        podsim.stop(proc)
+    podchecks.close()
 
 
 @pytest.fixture

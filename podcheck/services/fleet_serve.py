@@ -10,19 +10,16 @@ requests during a run wait for it. Everything passes the redactor; nothing is ev
 from __future__ import annotations
 
 import json
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 from podcheck.config import Config
 from podcheck.reports import fleet as view
 from podcheck.results import Report
-from podcheck.services.serve import Cache, bind
-from podcheck.services.watch import CannotStart, redactor_for
+from podcheck.services.serve import Cache, ReadOnlyHandler, address, answer_until_stopped, bind, url
+from podcheck.services.watch import redactor_for
 
 MIN_TTL = 30.0
 
@@ -75,67 +72,25 @@ def _escape(text: str) -> str:
 
 
 def handler_for(service: FleetService):
-    class Handler(BaseHTTPRequestHandler):
-        def version_string(self) -> str:
-            return "podcheck"
+    class Handler(ReadOnlyHandler):  # no HEAD here (501), and no Allow header on the 405
+        def answer_healthz(self) -> tuple[int, str]:
+            return service.healthz()
 
-        def do_GET(self) -> None:
-            path = urlsplit(self.path).path
-            try:
-                if path == "/healthz":
-                    code, text = service.healthz()
-                    self._send(code, "text/plain; charset=utf-8", text)
-                elif path == "/api/status":
-                    self._send(200, "application/json", service.status())
-                elif path in ("/", "/index.html"):
-                    self._send(200, "text/html; charset=utf-8", service.page())
-                else:
-                    self._send(404, "text/plain; charset=utf-8", "not found: /healthz, /api/status, /\n")
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+        def answer_status(self) -> str:
+            return service.status()
 
-        def _refuse(self) -> None:
-            self._send(405, "text/plain; charset=utf-8", "podcheck serve is read-only\n")
-
-        do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
-
-        def _send(self, code: int, kind: str, text: str) -> None:
-            body = text.encode()
-            self.send_response(code)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+        def answer_page(self) -> str:
+            return service.page()
 
     return Handler
 
 
 def main(cfg: Config, produce: Callable[[], list[Report]], port: int | None = None, listen: str | None = None,
          echo: Callable[[str], None] = print) -> int:
-    port = cfg.serve.port if port is None else port
-    listen = listen or cfg.serve.listen
-    if not 0 <= port < 65536:
-        raise CannotStart(f"--port must be 0..65535 (0: any free port), got {port}")
+    port, listen = address(cfg, port, listen)
     service = FleetService(cfg, produce)
     server = bind(listen, port, handler_for(service))
     threading.Thread(target=service.cache.get, name="podcheck-fleet-warmup", daemon=True).start()
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    shown = f"[{listen}]" if ":" in listen else listen
-    echo(f"podcheck serve: http://{shown}:{server.server_address[1]}/ (fleet status page, read-only; "
+    echo(f"podcheck serve: {url(listen, server)} (fleet status page, read-only; "
          f"runs cached {service.cache.ttl:g} s; /healthz, /api/status)")
-    try:
-        server.serve_forever(poll_interval=0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
+    return answer_until_stopped(server)

@@ -237,52 +237,85 @@ def comfyui_link(host_header: str | None, cfg: Config, port: int) -> str:
 
 # --- HTTP --------------------------------------------------------------------------------------------
 
-def handler_for(service: Service, port: int):
-    class Handler(BaseHTTPRequestHandler):
-        def version_string(self) -> str:
-            return "podcheck"
+TEXT = "text/plain; charset=utf-8"
 
-        def do_GET(self) -> None:
-            path = urlsplit(self.path).path
-            try:
-                if path == "/healthz":
-                    code, text = service.healthz()
-                    self._send(code, "text/plain; charset=utf-8", service.redactor.text(text))
-                elif path == "/api/status":
-                    self._send(200, "application/json", json.dumps(service.status(), indent=2) + "\n")
-                elif path in ("/", "/index.html"):
-                    refresh = max(2, int(round(service.cache.ttl)))
-                    body = page(service.status(), comfyui_link(self.headers.get("Host"), service.cfg, port), refresh)
-                    self._send(200, "text/html; charset=utf-8", body)
-                else:
-                    self._send(404, "text/plain; charset=utf-8", "not found: /healthz, /api/status, /\n")
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+
+class ReadOnlyHandler(BaseHTTPRequestHandler):
+    """The routes both `podcheck serve` and `serve --hosts` answer (/healthz, /api/status, /), GET only.
+
+    A subclass says what each route answers; every other method is refused with 405 (and `allow`, if
+    set, as its Allow header). A subclass that takes HEAD sets `head_only` before calling do_GET."""
+
+    allow: str | None = None
+    head_only = False
+
+    def answer_healthz(self) -> tuple[int, str]:
+        raise NotImplementedError
+
+    def answer_status(self) -> str:
+        raise NotImplementedError
+
+    def answer_page(self) -> str:
+        raise NotImplementedError
+
+    def version_string(self) -> str:
+        return "podcheck"
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        try:
+            if path == "/healthz":
+                code, text = self.answer_healthz()
+                self.send_text(code, TEXT, text)
+            elif path == "/api/status":
+                self.send_text(200, "application/json", self.answer_status())
+            elif path in ("/", "/index.html"):
+                self.send_text(200, "text/html; charset=utf-8", self.answer_page())
+            else:
+                self.send_text(404, TEXT, "not found: /healthz, /api/status, /\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def refuse(self) -> None:
+        self.send_text(405, TEXT, "podcheck serve is read-only\n", allow=self.allow)
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = refuse
+
+    def send_text(self, code: int, kind: str, text: str, allow: str | None = None) -> None:
+        body = text.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        if allow:
+            self.send_header("Allow", allow)
+        self.end_headers()
+        if not self.head_only:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: a supervisor's log is not an access log
+        pass
+
+
+def handler_for(service: Service, port: int):
+    class Handler(ReadOnlyHandler):
+        allow = "GET, HEAD"
+
+        def answer_healthz(self) -> tuple[int, str]:
+            code, text = service.healthz()
+            return code, service.redactor.text(text)
+
+        def answer_status(self) -> str:
+            return json.dumps(service.status(), indent=2) + "\n"
+
+        def answer_page(self) -> str:
+            refresh = max(2, int(round(service.cache.ttl)))
+            return page(service.status(), comfyui_link(self.headers.get("Host"), service.cfg, port), refresh)
 
         def do_HEAD(self) -> None:
-            self._head_only = True
+            self.head_only = True
             self.do_GET()
-
-        def _refuse(self) -> None:
-            self._send(405, "text/plain; charset=utf-8", "podcheck serve is read-only\n", allow="GET, HEAD")
-
-        do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
-
-        def _send(self, code: int, kind: str, text: str, allow: str | None = None) -> None:
-            body = text.encode()
-            self.send_response(code)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            if allow:
-                self.send_header("Allow", allow)
-            self.end_headers()
-            if not getattr(self, "_head_only", False):
-                self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet: a supervisor's log is not an access log
-            pass
 
     return Handler
 
@@ -306,24 +339,25 @@ def bind(listen: str, port: int, handler) -> ThreadingHTTPServer:
         raise CannotStart(f"cannot listen on {listen}:{port}: {exc.strerror or exc}") from None
 
 
-def main(cfg: Config, port: int | None = None, listen: str | None = None, select: list[str] | None = None,
-         profile: str = "runtime", echo: Callable[[str], None] = print) -> int:
-    """`podcheck serve`: answer until SIGTERM/SIGINT."""
+def address(cfg: Config, port: int | None, listen: str | None) -> tuple[int, str]:
+    """Where to listen: the options, else `[serve]`; CannotStart for a port out of range."""
     port = cfg.serve.port if port is None else port
-    listen = listen or cfg.serve.listen
     if not 0 <= port < 65536:
         raise CannotStart(f"--port must be 0..65535 (0: any free port), got {port}")
-    service = Service(cfg, list(select or []), profile)
-    server = bind(listen, port, handler_for(service, port))
+    return port, listen or cfg.serve.listen
 
+
+def url(listen: str, server: ThreadingHTTPServer) -> str:
+    """The server's base URL as the startup line shows it (an IPv6 address in brackets)."""
+    shown = f"[{listen}]" if ":" in listen else listen
+    return f"http://{shown}:{server.server_address[1]}/"
+
+
+def answer_until_stopped(server: ThreadingHTTPServer) -> int:
+    """Serve until SIGTERM/SIGINT, then close the server; 0."""
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    shown = f"[{listen}]" if ":" in listen else listen
-    echo(f"podcheck serve: http://{shown}:{server.server_address[1]}/ (read-only; checks cached "
-         f"{service.cache.ttl:g} s; /healthz, /api/status)")
-    # after the line: the warm-up's pytest captures the process's stdout while it runs
-    threading.Thread(target=service.cache.get, name="podcheck-serve-warmup", daemon=True).start()
     try:
         with daemon.on_signals(stop, (signal.SIGTERM,)):
             server.serve_forever(poll_interval=0.5)
@@ -332,3 +366,16 @@ def main(cfg: Config, port: int | None = None, listen: str | None = None, select
     finally:
         server.server_close()
     return 0
+
+
+def main(cfg: Config, port: int | None = None, listen: str | None = None, select: list[str] | None = None,
+         profile: str = "runtime", echo: Callable[[str], None] = print) -> int:
+    """`podcheck serve`: answer until SIGTERM/SIGINT."""
+    port, listen = address(cfg, port, listen)
+    service = Service(cfg, list(select or []), profile)
+    server = bind(listen, port, handler_for(service, port))
+    echo(f"podcheck serve: {url(listen, server)} (read-only; checks cached "
+         f"{service.cache.ttl:g} s; /healthz, /api/status)")
+    # after the line: the warm-up's pytest captures the process's stdout while it runs
+    threading.Thread(target=service.cache.get, name="podcheck-serve-warmup", daemon=True).start()
+    return answer_until_stopped(server)
