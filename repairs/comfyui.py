@@ -14,7 +14,7 @@ import time
 from functools import partial
 from typing import Any
 
-from podcheck.domain import comfyui
+from podcheck.domain import comfyui, comfyui_log
 from podcheck.domain.users import invalid_reason
 from podcheck.fix.pip import installed_version, pip_failure, pip_install
 from podcheck.fix.repair import Context, Outcome, Repair, register
@@ -236,7 +236,7 @@ def _last(ran) -> str:
 
 # --- launch and relaunch ---------------------------------------------------------------------------
 
-# ComfyUI's launch banner comfyui.launch_banner() names its pid (sh's $$ stays the pid through every exec).
+# ComfyUI's launch banner comfyui_log.launch_banner() names its pid (sh's $$ stays the pid through every exec).
 _BANNER = ["sh", "-c", 'echo "[podcheck] ComfyUI launch pid=$$"; exec "$@"', "sh"]
 
 
@@ -329,11 +329,11 @@ def wait_answer(ctx: Context, pid: int, options: list[str]) -> str:
         if comfyui.request(ctx.pod, url, timeout=2.0).ok:
             return ""
         if not procs.alive(ctx.pod, pid):  # a zombie counts as gone (this init reaps late)
-            log = comfyui.read_log(ctx.pod, ctx.cfg.comfyui.log, max_bytes=65536)
+            log = comfyui_log.read_log(ctx.pod, ctx.cfg.comfyui.log, max_bytes=65536)
             if log.text is None:
                 return f"ComfyUI (pid {pid}) exited at start; its log {log.path} cannot be read ({log.error})"
-            lines = comfyui.run_lines(log.text, pid, alone=False) or []
-            said = " | ".join(comfyui.explanation(lines)) or "nothing"
+            lines = comfyui_log.run_lines(log.text, pid, alone=False) or []
+            said = " | ".join(comfyui_log.explanation(lines)) or "nothing"
             return f"ComfyUI (pid {pid}) exited at start; it said: {said[-900:]} (log {log.path})"
         time.sleep(0.2)
     return (f"ComfyUI (pid {pid}) did not answer {url} within {ctx.cfg.fix.launch_timeout:g} s "
@@ -451,12 +451,12 @@ class Relaunch(Repair):
         set pinned (never moving torch): (what was installed, why it failed or None)."""
         if not any(r.id == "comfyui.custom_nodes" for r in ctx.failing(self.id)):
             return [], None
-        log = comfyui.read_log(ctx.pod, ctx.cfg.comfyui.log)
+        log = comfyui_log.read_log(ctx.pod, ctx.cfg.comfyui.log)
         lines = (log.text or "").splitlines()
         procs = comfyui.processes(ctx.pod)
-        _, at = comfyui.since_launch(lines, procs, alone=len(procs) == 1)
+        _, at = comfyui_log.since_launch(lines, procs, alone=len(procs) == 1)
         done: list[str] = []
-        for failure in comfyui.node_failures(lines[at:]):
+        for failure in comfyui_log.node_failures(lines[at:]):
             requirements = posixpath.join(failure.path, "requirements.txt")
             if not ctx.probe("test", "-f", requirements).ok:
                 ctx.log(f"custom node {failure.name} has no requirements.txt: nothing to install for it")
