@@ -1,7 +1,8 @@
 """ComfyUI as it runs on a pod: its processes, their flags read the way ComfyUI's argparse reads them
 (podcheck.domain.comfyui_args), the per-user folders and database each must be given, what it imports
 unlisted, and its HTTP API. Everything goes through the pod, so it works on local, ssh and chroot hosts.
-What its log says is podcheck.domain.comfyui_log.
+The comfyui, attention and isolation checks use it, and so do the comfyui.launch / relaunch and
+memory.free repairs. What its log says is podcheck.domain.comfyui_log.
 
     procs = comfyui.processes(pod)                 # every process running {comfyui_dir}/main.py
     p = procs[0]
@@ -10,9 +11,7 @@ What its log says is podcheck.domain.comfyui_log.
     p.dirs(pod.config.pod.comfyui_dir).temp         # the folders it really uses
     answer = comfyui.request(pod, p.url("/system_stats"))   # bounded by [comfyui] http_timeout
     answer.ok, answer.data["system"]["argv"]
-
-The comfyui, attention and isolation checks use it; so can the comfyui.launch / relaunch and
-memory.free repairs (`request(pod, p.url("/free"), "POST", {"free_memory": True})`).
+    comfyui.request(pod, p.url("/free"), "POST", {"free_memory": True})   # memory.free
 """
 from __future__ import annotations
 

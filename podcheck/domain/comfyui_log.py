@@ -1,14 +1,13 @@
 """What ComfyUI's log says: the log's tail read from the pod, podcheck's launch banners and the lines
 of one run, the attention choice and sage's fallbacks (with their causes), custom nodes that failed to
 load, out-of-memory errors and ComfyUI-Manager's refusals; ComfyUI-Manager's timestamp prefix is read
-through everywhere. The processes, their flags and the HTTP API are podcheck.domain.comfyui.
+through everywhere. The comfyui and attention checks read it, and so do the comfyui.launch and
+relaunch repairs; the processes, their flags and the HTTP API are podcheck.domain.comfyui.
 
     log = comfyui_log.read_log(pod, pod.config.comfyui.log)       # the tail, with its mtime
     lines = (log.text or "").splitlines()
     judged, at = comfyui_log.since_launch(lines, comfyui.processes(pod), alone=True)
     comfyui_log.node_failures(lines[at:]), comfyui_log.oom_lines(lines[at:])
-
-The comfyui and attention checks read it; so do the comfyui.launch and relaunch repairs.
 """
 from __future__ import annotations
 
