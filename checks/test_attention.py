@@ -1,7 +1,7 @@
 """attention: SageAttention imports, its kernels run on this GPU, and the running ComfyUI uses it."""
 import pytest
 
-from podcheck.domain import comfyui, gpu
+from podcheck.domain import comfyui, comfyui_log, gpu
 
 
 @pytest.mark.podcheck(id="attention.sage_import", repair="sage", needs=("gpu.torch_build",), when="attention.sage")
@@ -45,7 +45,7 @@ def test_sage_active(pod, say):
     flagged = [p for p in procs if p.args.use_sage_attention]
     if not flagged:
         pytest.skip("no ComfyUI runs with --use-sage-attention (comfyui.launch_flags judges the flag)")
-    log = comfyui.read_log(pod, pod.config.comfyui.log)
+    log = comfyui_log.read_log(pod, pod.config.comfyui.log)
     if log.text is None:
         pytest.skip(f"cannot read ComfyUI's log {log.path} ({log.error}): set [comfyui] log to the file it writes")
     lines = log.text.splitlines()
@@ -57,12 +57,12 @@ def test_sage_active(pod, say):
     oldest = min((p.started for p in judged if p.started), default=None)
     if log.mtime is not None and oldest is not None and log.mtime < oldest - 2:
         pytest.skip(f"{log.path} was last written before {who} started: it logs elsewhere ([comfyui] log)")
-    run = [comfyui.strip_prefix(line).strip() for line in lines[start:]]
+    run = [comfyui_log.strip_prefix(line).strip() for line in lines[start:]]
     if comfyui.ATTENTION["--use-sage-attention"] not in run:
         pytest.skip(f"{who} has not logged its attention choice yet (still starting?)")
-    errors = [line for line in run if line.startswith(comfyui.SAGE_FALLBACK)]
+    errors = [line for line in run if line.startswith(comfyui_log.SAGE_FALLBACK)]
     if errors:
-        cause, rebuild = comfyui.sage_cause(errors[-1])
+        cause, rebuild = comfyui_log.sage_cause(errors[-1])
         remedy = ("restarting it after rebuilding sage for this GPU makes the check judge a new run" if rebuild
                   else "restarting it lets the check judge a new run; reinstalling sage would not help")
         raise AssertionError(
@@ -75,10 +75,10 @@ def test_sage_active(pod, say):
 
 
 def _since_launch(lines, flagged, alone):
-    """comfyui.since_launch, for sage runs: without a banner, judged only when the last start logged sage."""
-    judged, start = comfyui.since_launch(lines, flagged, alone)
-    if judged and not any(comfyui.launch_line(lines, p.pid) is not None for p in judged):
-        last = comfyui.last_start(lines)
+    """comfyui_log.since_launch, for sage runs: without a banner, judged only when the last start logged sage."""
+    judged, start = comfyui_log.since_launch(lines, flagged, alone)
+    if judged and not any(comfyui_log.launch_line(lines, p.pid) is not None for p in judged):
+        last = comfyui_log.last_start(lines)
         if not last or last[1] != comfyui.ATTENTION["--use-sage-attention"] or last[0] < start:
             return [], 0
     return judged, start

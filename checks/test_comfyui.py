@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from podcheck.domain import comfyui
+from podcheck.domain import comfyui, comfyui_log
 from podcheck.domain.users import invalid_reason
 from podcheck.host import paths
 
@@ -107,7 +107,7 @@ def test_running(pod, say):
 
 def _nothing_runs(pod):
     message = f"no ComfyUI runs: no process runs {pod.config.pod.comfyui_dir}/main.py"
-    log = comfyui.read_log(pod, pod.config.comfyui.log, max_bytes=16384)
+    log = comfyui_log.read_log(pod, pod.config.comfyui.log, max_bytes=16384)
     last = [line.strip() for line in (log.text or "").splitlines() if line.strip()]
     if last:
         message += f"; its log {log.path} ends with: {last[-1][:300]}"
@@ -231,11 +231,11 @@ def run_log(pod):
     procs = comfyui.processes(pod)
     if not procs:
         pytest.skip(f"no ComfyUI runs {pod.config.pod.comfyui_dir}/main.py (comfyui.running judges that)")
-    log = comfyui.read_log(pod, pod.config.comfyui.log)
+    log = comfyui_log.read_log(pod, pod.config.comfyui.log)
     if log.text is None:
         pytest.skip(f"cannot read ComfyUI's log {log.path} ({log.error}): set [comfyui] log to the file it writes")
     lines = log.text.splitlines()
-    judged, start = comfyui.since_launch(lines, procs, alone=len(procs) == 1)
+    judged, start = comfyui_log.since_launch(lines, procs, alone=len(procs) == 1)
     if not judged:
         pytest.skip(f"cannot tell which lines of {log.path} are from pid(s) {', '.join(str(p.pid) for p in procs)}: "
                     "they were not launched by podcheck (no launch banner)")
@@ -249,7 +249,7 @@ def test_custom_nodes(pod, say):
     `(IMPORT FAILED)` line since launch. The repair installs a failed node's requirements.txt (torch set
     pinned) and restarts ComfyUI."""
     judged, lines, path = run_log(pod)
-    failures = comfyui.node_failures(lines)
+    failures = comfyui_log.node_failures(lines)
     who = " and ".join(str(p) for p in judged)
     assert not failures, f"{who} could not load {len(failures)} custom node(s): " + "; ".join(
         f"{f.name} ({'missing module ' + f.missing_module if f.missing_module else f.error[:200]})" for f in failures
@@ -269,7 +269,7 @@ def test_oom(pod, say):
     """No generation ran out of GPU memory since ComfyUI started (`torch.OutOfMemoryError`, `Allocation on
     device`). No repair: the remedy is in the workflow or the flags, the message says which."""
     judged, lines, path = run_log(pod)
-    found = comfyui.oom_lines(lines)
+    found = comfyui_log.oom_lines(lines)
     who = " and ".join(str(p) for p in judged)
     assert not found, (f"{who} ran out of GPU memory {len(found)} time(s) since launch; last: {found[-1][:300]} "
                        f"(in {path}). Remedies: {OOM_REMEDY}")
@@ -298,7 +298,7 @@ def test_manager_security(pod, say):
     if not pod.exists(f"{pod.config.pod.comfyui_dir}/custom_nodes/ComfyUI-Manager"):
         pytest.skip("ComfyUI-Manager is not installed (custom_nodes/ComfyUI-Manager)")
     judged, lines, log_path = run_log(pod)
-    refused = comfyui.manager_refusals(lines)
+    refused = comfyui_log.manager_refusals(lines)
     notes = []
     for proc in judged:
         path, level = manager_config(pod, proc)

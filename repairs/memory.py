@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from podcheck.domain import comfyui
 from podcheck.fix.repair import Context, Outcome, Repair, register
-from podcheck.repairs.comfyui import idle
+from podcheck.repairs.comfyui_launch import idle
 
 FREE = {"unload_models": True, "free_memory": True}
 PLANNED = SimpleNamespace(ok=True, status=200, error=None, data=None)  # a dry run's answer: not sent

@@ -1,5 +1,5 @@
-"""podcheck.domain.comfyui: the argv parser against ComfyUI's own argparse declarations, process discovery and
-HTTP on local and command-only (chroot) hosts, and the log helpers."""
+"""podcheck.domain.comfyui and comfyui_log: the argv parser against ComfyUI's own argparse declarations, process discovery and
+HTTP on local and command-only (chroot) hosts, and the log helpers (comfyui_log)."""
 from __future__ import annotations
 
 import contextlib
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from podcheck import config
-from podcheck.domain import comfyui
+from podcheck.domain import comfyui, comfyui_log
 from podcheck.host.pod import Pod
 
 
@@ -164,13 +164,13 @@ def test_launch_line_and_last_start():
     lines = ["[podcheck] ComfyUI launch pid=9", "Using sage attention", "Error running sage attention: old",
              "[podcheck] ComfyUI launch pid=9", "Total VRAM 1 MB", "Using sage attention", "To see the GUI go to: x",
              "[podcheck] ComfyUI launch pid=12", "Using pytorch attention"]
-    assert comfyui.launch_line(lines, 9) == 3, "the last launch of that pid"
-    assert comfyui.launch_line(lines, 12) == 7
-    assert comfyui.launch_line(lines, 99) is None
-    assert comfyui.last_start(lines) == (8, "Using pytorch attention")
-    assert comfyui.last_start(lines[:7]) == (5, "Using sage attention")
-    assert comfyui.last_start(["Using sub quadratic optimization for attention, if you have ..."])
-    assert comfyui.last_start(["nothing"]) is None
+    assert comfyui_log.launch_line(lines, 9) == 3, "the last launch of that pid"
+    assert comfyui_log.launch_line(lines, 12) == 7
+    assert comfyui_log.launch_line(lines, 99) is None
+    assert comfyui_log.last_start(lines) == (8, "Using pytorch attention")
+    assert comfyui_log.last_start(lines[:7]) == (5, "Using sage attention")
+    assert comfyui_log.last_start(["Using sub quadratic optimization for attention, if you have ..."])
+    assert comfyui_log.last_start(["nothing"]) is None
 
 
 # --- real processes, local and through commands only -----------------------------------------
@@ -222,9 +222,9 @@ def test_read_log(tmp_path, torch_python):
     path.parent.mkdir(parents=True)
     path.write_text("a\n" * 10 + "last line\n")
     for pod in pods(sim):
-        log = comfyui.read_log(pod, str(path), max_bytes=10)
+        log = comfyui_log.read_log(pod, str(path), max_bytes=10)
         assert log.text == "last line\n" and abs(log.mtime - path.stat().st_mtime) < 1
-        missing = comfyui.read_log(pod, str(tmp_path / "nope.log"))
+        missing = comfyui_log.read_log(pod, str(tmp_path / "nope.log"))
         assert missing.text is None and "No such file" in missing.error
 
 
@@ -261,21 +261,21 @@ def test_explanation_drops_traceback_frames_and_keeps_comfyuis_words():
     lines = ["[podcheck] ComfyUI launch pid=7", "Total VRAM 24106 MB, total RAM 24106 MB", "Traceback (most recent call last):",
              '  File "/w/ComfyUI/main.py", line 1, in <module>', "    import requests", "           ^^^^^^",
              "ModuleNotFoundError: No module named 'requests'"]
-    assert comfyui.explanation(comfyui.run_lines("\n".join(lines), 7)) == [
+    assert comfyui_log.explanation(comfyui_log.run_lines("\n".join(lines), 7)) == [
         "Total VRAM 24106 MB, total RAM 24106 MB", "ModuleNotFoundError: No module named 'requests'"]
     sage = ["To use the `--use-sage-attention` feature, the `sageattention` package must be installed first.",
             "command:", "\t/w/venv/bin/python -m pip install sageattention"]
-    assert comfyui.explanation(sage)[-1] == "/w/venv/bin/python -m pip install sageattention"
-    assert comfyui.run_lines("x\n", 8, alone=False) is None
+    assert comfyui_log.explanation(sage)[-1] == "/w/venv/bin/python -m pip install sageattention"
+    assert comfyui_log.run_lines("x\n", 8, alone=False) is None
 
 
 def test_manager_prefix_and_sage_causes():
     line = "[2026-12-01 22:19:40.123] Error running sage attention: Input tensors must be on cuda., using pytorch attention instead."
-    bare = comfyui.strip_prefix(line)
-    assert bare.startswith(comfyui.SAGE_FALLBACK)
-    assert comfyui.sage_cause(bare) == (comfyui.SAGE_CAUSES[0][1], False)
-    assert comfyui.sage_cause("Error running sage attention: Unsupported head_dim: 72")[1] is False
-    assert comfyui.sage_cause("Error running sage attention: CUDA error: no kernel image is available")[1] is True
+    bare = comfyui_log.strip_prefix(line)
+    assert bare.startswith(comfyui_log.SAGE_FALLBACK)
+    assert comfyui_log.sage_cause(bare) == (comfyui_log.SAGE_CAUSES[0][1], False)
+    assert comfyui_log.sage_cause("Error running sage attention: Unsupported head_dim: 72")[1] is False
+    assert comfyui_log.sage_cause("Error running sage attention: CUDA error: no kernel image is available")[1] is True
 
 
 def test_node_failures_name_the_node_and_the_module():
@@ -283,7 +283,7 @@ def test_node_failures_name_the_node_and_the_module():
              "Cannot import /w/ComfyUI/custom_nodes/needs_tabulate module for custom nodes: No module named 'tabulate'",
              "Import times for custom nodes:", "   0.0 seconds: /w/ComfyUI/custom_nodes/websocket_image_save.py",
              "[2026-12-01 22:19:40.123]    0.0 seconds (IMPORT FAILED): /w/ComfyUI/custom_nodes/needs_tabulate"]
-    [failure] = comfyui.node_failures(lines)
+    [failure] = comfyui_log.node_failures(lines)
     assert (failure.name, failure.missing_module) == ("needs_tabulate", "tabulate")
 
 
