@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import podsim  # noqa: E402
 import sim_comfyui  # noqa: E402
 
-from podcheck import syncloop  # noqa: E402
+from podcheck.domain import syncloop_control  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -136,10 +136,10 @@ def healthy_pod(root: Path):
     launcher.start(pod.workspace / "ComfyUI", "--cpu", *sim_comfyui.user_flags(pod.workspace, "alice"),
                    python=python, log=root / "state" / "comfyui.log", port=port)
     live = pod.live()
-    syncloop.start(live)
+    syncloop_control.start(live)
 
     def stop() -> None:
-        syncloop.stop(live, timeout=5)
+        syncloop_control.stop(live, timeout=5)
         launcher.stop_all()
     return pod, stop
 

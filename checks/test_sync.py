@@ -4,7 +4,7 @@ import re
 import pytest
 
 from podcheck import syncloop
-from podcheck.domain import rclone, syncjobs
+from podcheck.domain import rclone, syncjobs, syncloop_control
 from podcheck.domain.users import users
 from podcheck.host import procs
 
@@ -65,8 +65,8 @@ def test_running(pod, say):
     The loop is podcheck's managed loop (pidfile and status in state_dir), or a shell loop or script
     that runs rclone, or a process matching [sync] process_pattern (alive is all that can be told of those)."""
     s = _sync(pod)
-    status = syncloop.status(pod) or {}
-    pid = syncloop.running_pid(pod)
+    status = syncloop_control.status(pod) or {}
+    pid = syncloop_control.running_pid(pod)
     now = procs.now(pod)
     max_age = s.max_age_minutes * 60
     limit = f"[sync] max_age_minutes = {s.max_age_minutes:g}"
@@ -134,8 +134,8 @@ def test_per_user(pod, say):
     for job in syncjobs.find(pod, pattern=_pattern(pod)):
         mappings += [(job.what, t.src, t.dst) for t in job.transfers]
     problems = []
-    if syncloop.running_pid(pod):
-        loop = (syncloop.status(pod) or {}).get("settings") or {}
+    if syncloop_control.running_pid(pod):
+        loop = (syncloop_control.status(pod) or {}).get("settings") or {}
         started_for = (loop.get("remote"), loop.get("remote_root"))
         if loop and started_for != (s.remote, s.remote_root.strip("/")):
             problems.append(f"the sync loop writes to {started_for[0]}:{started_for[1]}, but [sync] now says "

@@ -16,10 +16,11 @@ What protects the remote: the default mode is `copy`, which never deletes there.
 any (a new pod's empty, just-created folder never wipes a user's backup), and every sync runs with
 `--max-delete [sync] max_delete`, so a folder emptied by mistake costs at most that many files.
 
-Host side (podcheck): settings(), plan(), start(), stop(), status(), running_pid().
-Pod side: `python -m podcheck.syncloop SETTINGS.json`. It needs only the standard library,
-podcheck.domain.users and podcheck.host.files, so for a remote pod those files are shipped to
-`<state_dir>/syncloop-code/` and run with the pod's python3.
+This module is the loop program and what it is started with: settings() (from the config), plan(),
+destination(), judge_mapping(). Starting, stopping and watching it is podcheck.domain.syncloop_control's.
+Pod side: `python -m podcheck.syncloop SETTINGS.json`. It needs only the standard library and the
+files in SHIPPED (podcheck.domain.users, podcheck.host.files and what they import), so for a remote
+pod those files are shipped to `<state_dir>/syncloop-code/` and run with the pod's python3.
 """
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +41,17 @@ from podcheck.host.files import append_text, write_atomic
 
 MARKER = "podcheck.syncloop"   # in the loop's argv: tells our loop from a reused pid
 LOG_ROTATE_BYTES = 20 * 1024 * 1024
+#: What a remote pod gets of podcheck to run this loop: paths below podcheck/, this module and everything
+#: it imports (the wing packages' __init__ files import nothing, so these run alone).
+SHIPPED = ("__init__.py", "host/__init__.py", "host/files.py", "host/paths.py", "host/sides.py", "domain/__init__.py",
+           "domain/users.py", "syncloop.py")
+
 
 class SyncLoopError(Exception):
     """The loop could not be started or stopped; one line."""
 
 
-# --- host side ------------------------------------------------------------------------------------
+# --- the settings: from the config, on podcheck's side --------------------------------------------
 
 def scope(config: Any) -> str:
     """'alice' for a pod that serves alice, 'all' otherwise."""
@@ -137,103 +142,6 @@ def judge_mapping(workspace: str, comfyui_dir: str, remote: str, remote_root: st
     if dst.rstrip("/") != expected:
         return f"maps {src} to {dst}, not to {expected}"
     return None
-
-
-def status(pod: Any) -> dict[str, Any] | None:
-    """The loop's status document (pid, started, last_success, last_pass, users, settings), or None."""
-    from podcheck.host.state import State  # host side only: not shipped with the pod-side loop
-    return State(pod).read(names(pod.config)["status"])
-
-
-def running_pid(pod: Any) -> int | None:
-    """The pid of this pod's loop when it runs on this host, else None."""
-    text = pod.read_text(names(pod.config)["pidfile"])
-    try:
-        pid = int((text or "").split()[0])
-    except (IndexError, ValueError):
-        return None
-    from podcheck.host import procs  # host side only: not shipped with the pod-side loop
-    return pid if procs.alive(pod, pid, MARKER) else None
-
-
-@dataclass
-class Started:
-    changed: bool
-    pid: int
-    message: str
-
-
-def start(pod: Any, wait: float = 10.0, act: Any = None) -> Started:
-    """Start the loop detached on the pod's host unless it already runs; wait until it reports in.
-    `act` makes the changes (podcheck.host.actor.Actor; a repair's Context records them, and in a
-    dry run only records them)."""
-    from podcheck.host.actor import Actor  # host side only: not shipped with the pod-side loop
-    from podcheck.host.state import State  # host side only: not shipped with the pod-side loop
-
-    act = act or Actor(pod)
-    pid = running_pid(pod)
-    if pid:
-        return Started(False, pid, f"the sync loop already runs (pid {pid})")
-    config = pod.config
-    wanted = settings(config)
-    state = State(pod)
-    n = names(config)
-    act.do(f"write {state.path(n['settings'])}", lambda: state.write(n["settings"], wanted), None)
-    from podcheck.host import shell, sides  # host side only: not shipped with the pod-side loop
-    side = sides.of(pod)
-    python, pythonpath = side.python, _ship(pod, act) if side.needs_shipping else ""
-    env = ["env", f"PYTHONPATH={pythonpath}"] if pythonpath else []
-    pid, ran = shell.start_detached(act.run, [*env, python, "-m", MARKER, state.path(n["settings"])], wanted["log"],
-                                    dry_run=act.dry_run)
-    if act.dry_run:
-        return Started(True, 0, f"would start the sync loop, log {wanted['log']}")
-    if pid is None:
-        raise SyncLoopError(f"cannot start the sync loop: {ran.why()}")
-    deadline = time.monotonic() + wait
-    from podcheck.host import procs  # host side only: not shipped with the pod-side loop
-    while time.monotonic() < deadline:
-        current = status(pod) or {}
-        if current.get("pid") == pid and not current.get("stopped"):
-            return Started(True, pid, f"started the sync loop (pid {pid}), log {wanted['log']}")
-        if not procs.alive(pod, pid):
-            break
-        time.sleep(0.05)
-    tail = ([ln for ln in shell.tail(pod.run, wanted["log"], 3) if ln.strip()] or ["no output"])[-1].strip()
-    raise SyncLoopError(f"the sync loop (pid {pid}) did not start: {tail[:300]}")
-
-
-def stop(pod: Any, timeout: float = 10.0, act: Any = None) -> int | None:
-    """Stop this pod's loop (TERM to its process group, KILL after `timeout`); its pid, or None if none ran.
-    `act`: as for start()."""
-    from podcheck.host import shell  # host side only: not shipped with the pod-side loop
-    from podcheck.host.actor import Actor  # host side only: not shipped with the pod-side loop
-
-    act = act or Actor(pod)
-    pid = running_pid(pod)
-    if pid is None:
-        return None
-    shell.stop(pod, act.run, pid, timeout, MARKER, poll=0.05, dry_run=act.dry_run)
-    return pid
-
-
-# Paths below podcheck/; the wing packages' __init__ files import nothing, so these run alone.
-_SHIPPED = ("__init__.py", "host/__init__.py", "host/files.py", "host/paths.py", "host/sides.py", "domain/__init__.py",
-            "domain/users.py", "syncloop.py")
-
-
-def _ship(pod: Any, act: Any = None) -> str:
-    """Copy the loop's code to <state_dir>/syncloop-code/podcheck/ on the host; return the PYTHONPATH."""
-    from podcheck.host import shell  # host side only: not shipped with the pod-side loop
-    from podcheck.host.actor import Actor  # host side only: not shipped with the pod-side loop
-
-    act = act or Actor(pod)
-    root = f"{pod.config.pod.state_dir}/syncloop-code"
-    here = Path(__file__).parent
-    for name in _SHIPPED:
-        ran = shell.write(act.run, f"{root}/podcheck/{name}", (here / name).read_text())
-        if not ran.ok:
-            raise SyncLoopError(f"cannot copy the sync loop to {root}: {ran.why()}")
-    return root
 
 
 # --- pod side: the loop ---------------------------------------------------------------------------

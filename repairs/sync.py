@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from podcheck import syncloop
-from podcheck.domain import rclone
+from podcheck.domain import rclone, syncloop_control
 from podcheck.fix.repair import Context, Outcome, Repair, register
 from podcheck.host import shell
 
@@ -166,16 +166,16 @@ class SyncStart(Repair):
     def apply(self, ctx: Context) -> Outcome:
         try:
             wanted = syncloop.settings(ctx.cfg)
-            pid = syncloop.running_pid(ctx.pod)
+            pid = syncloop_control.running_pid(ctx.pod)
             why = None
             if pid:
-                current = (syncloop.status(ctx.pod) or {}).get("settings")
+                current = (syncloop_control.status(ctx.pod) or {}).get("settings")
                 stale = [r.id for r in ctx.failing(self.id) if r.id == "sync.running"]
                 if current == wanted and not stale:
                     return Outcome.unchanged(f"the sync loop runs (pid {pid}) with the configured settings")
                 why = "its last pass is too old" if stale else "its settings differ from [sync]"
-                syncloop.stop(ctx.pod, act=ctx)
-            started = syncloop.start(ctx.pod, act=ctx)
+                syncloop_control.stop(ctx.pod, act=ctx)
+            started = syncloop_control.start(ctx.pod, act=ctx)
         except syncloop.SyncLoopError as exc:
             return Outcome.failed(str(exc))
         if why:

@@ -14,7 +14,7 @@ import podsim
 import pytest
 
 from podcheck import syncloop
-from podcheck.domain import rclone
+from podcheck.domain import rclone, syncloop_control
 from podcheck.host import procs
 
 SELECT = ["--select", "sync", "--select", "pod", "--select", "disk", "--json", "-"]
@@ -52,20 +52,20 @@ def sync_pod(cpu_pod, tmp_path):
                       pod={"user": ""})
     cpu_pod.drive = drive
     yield cpu_pod
-    syncloop.stop(cpu_pod.live(), timeout=3)
+    syncloop_control.stop(cpu_pod.live(), timeout=3)
 
 
 
 def first_pass(pod):
-    return podsim.wait_for(lambda: (syncloop.status(pod) or {}).get("last_pass"), what="the loop's first pass")
+    return podsim.wait_for(lambda: (syncloop_control.status(pod) or {}).get("last_pass"), what="the loop's first pass")
 
 
 def test_managed_loop_syncs_each_user_and_all_checks_pass(sync_pod):
     pod = sync_pod.live()
-    started = syncloop.start(pod)
+    started = syncloop_control.start(pod)
     assert started.changed and started.pid
     first_pass(pod)
-    again = syncloop.start(pod)
+    again = syncloop_control.start(pod)
     assert not again.changed and again.pid == started.pid, "a second start must leave the running loop alone"
 
     remote = sync_pod.drive / "ComfyUI-Output" / "output"
@@ -73,7 +73,7 @@ def test_managed_loop_syncs_each_user_and_all_checks_pass(sync_pod):
     assert (remote / "bob" / "bob-001.png").exists()
     assert not (remote / "alice" / "half.partial").exists(), "*.partial is excluded"
     assert not (remote / "bad name").exists(), "an invalid user name never becomes a path"
-    status = syncloop.status(pod)
+    status = syncloop_control.status(pod)
     assert status["last_pass"]["ok"] and status["last_success"]
     assert status["users"]["bad name"] == {"skipped": "user name contains whitespace"}
     assert status["users"]["alice"]["output"]["rc"] == 0
@@ -92,9 +92,9 @@ def test_managed_loop_syncs_each_user_and_all_checks_pass(sync_pod):
     assert ("the sync loop writes to gdrive:ComfyUI-Output, but [sync] now says gdrive:Elsewhere: restart it"
             in run.result("sync.per_user")["message"])
 
-    assert syncloop.stop(pod) == started.pid
-    assert syncloop.running_pid(pod) is None
-    assert (syncloop.status(pod) or {}).get("stopped")
+    assert syncloop_control.stop(pod) == started.pid
+    assert syncloop_control.running_pid(pod) is None
+    assert (syncloop_control.status(pod) or {}).get("stopped")
 
 
 def backed_up(drive: Path, user: str, count: int = 6) -> dict[str, bytes]:
@@ -122,24 +122,24 @@ def test_fix_on_a_new_workspace_never_wipes_the_remote(cpu_pod, tmp_path):
         run = cpu_pod.podcheck("--fix", "--select", "isolation.user_dirs", "--select", "sync", "--json", "-")
         assert {r["id"]: r["status"] for r in run.json["repairs"]}.get("sync.start") == "changed", run.stdout
         pod = cpu_pod.live()
-        podsim.wait_for(lambda: (syncloop.status(pod) or {}).get("passes", 0) >= 2, what="two passes")
+        podsim.wait_for(lambda: (syncloop_control.status(pod) or {}).get("passes", 0) >= 2, what="two passes")
         assert (cpu_pod.workspace / "output" / "alice").is_dir()
         assert remote_files(drive, "alice") == backup, "the default mode (copy) deletes nothing remotely"
 
-        syncloop.stop(pod, timeout=3)
+        syncloop_control.stop(pod, timeout=3)
         cpu_pod.configure(sync={"mode": "sync"})
-        started = syncloop.start(cpu_pod.live())
-        podsim.wait_for(lambda: (syncloop.status(pod) or {}).get("passes", 0) >= 2
-                        and (syncloop.status(pod) or {}).get("pid") == started.pid, what="two sync passes")
+        started = syncloop_control.start(cpu_pod.live())
+        podsim.wait_for(lambda: (syncloop_control.status(pod) or {}).get("passes", 0) >= 2
+                        and (syncloop_control.status(pod) or {}).get("pid") == started.pid, what="two sync passes")
         assert remote_files(drive, "alice") == backup, "an empty new folder is never mirrored over the backup"
-        result = syncloop.status(pod)["users"]["alice"]["output"]
+        result = syncloop_control.status(pod)["users"]["alice"]["output"]
         assert result["refused"] and "holds no file while" in result["error"] and "holds 6" in result["error"]
         run = cpu_pod.podcheck("--select", "sync.running", "--json", "-")
         assert run.status("sync.running") == "failed"
         assert "protects the remote" in run.result("sync.running")["message"]
         assert "rclone copy gdrive:ComfyUI-Output/output/alice" in run.result("sync.running")["message"]
     finally:
-        syncloop.stop(cpu_pod.live(), timeout=3)
+        syncloop_control.stop(cpu_pod.live(), timeout=3)
 
 
 def test_user_folder_that_was_a_link_out_of_the_workspace(cpu_pod, tmp_path):
@@ -160,11 +160,11 @@ def test_user_folder_that_was_a_link_out_of_the_workspace(cpu_pod, tmp_path):
         assert {r["id"]: r["status"] for r in run.json["repairs"]}.get("isolation.user_dirs") == "changed", run.stdout
         assert not (cpu_pod.workspace / "output" / "alice").is_symlink()
         pod = cpu_pod.live()
-        podsim.wait_for(lambda: (syncloop.status(pod) or {}).get("passes", 0) >= 2, what="two passes")
+        podsim.wait_for(lambda: (syncloop_control.status(pod) or {}).get("passes", 0) >= 2, what="two passes")
         assert remote_files(drive, "alice") == backup
         assert (elsewhere / "mine.png").read_bytes() == b"mine", "the link's target is left alone"
     finally:
-        syncloop.stop(cpu_pod.live(), timeout=3)
+        syncloop_control.stop(cpu_pod.live(), timeout=3)
 
 
 def test_sync_mode_deletes_at_most_max_delete(sync_pod):
@@ -172,11 +172,11 @@ def test_sync_mode_deletes_at_most_max_delete(sync_pod):
     backed_up(sync_pod.drive, "alice", count=6)
     sync_pod.configure(sync={"mode": "sync", "max_delete": 2})
     pod = sync_pod.live()
-    syncloop.start(pod)
+    syncloop_control.start(pod)
     first_pass(pod)
     left = [n for n in remote_files(sync_pod.drive, "alice") if "backup" in n]
     assert len(left) >= 4, left
-    assert syncloop.status(pod)["users"]["alice"]["output"]["rc"] != 0, "rclone reports the limit as an error"
+    assert syncloop_control.status(pod)["users"]["alice"]["output"]["rc"] != 0, "rclone reports the limit as an error"
 
 
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYPLANTEDKEY"  # 40 characters, as AWS makes them
@@ -212,10 +212,10 @@ def test_cut_messages_leak_no_piece_of_a_secret(sync_pod, spawn):
 
 def test_loop_killed_is_dead(sync_pod):
     pod = sync_pod.live()
-    pid = syncloop.start(pod).pid
+    pid = syncloop_control.start(pod).pid
     first_pass(pod)
     os.killpg(pid, signal.SIGKILL)
-    podsim.wait_for(lambda: syncloop.running_pid(pod) is None, what="the loop to die")
+    podsim.wait_for(lambda: syncloop_control.running_pid(pod) is None, what="the loop to die")
 
     run = sync_pod.podcheck(*SELECT)
     msg = run.result("sync.running")["message"]
@@ -229,21 +229,21 @@ def test_loop_killed_is_dead(sync_pod):
 def test_loop_stale_and_failing(sync_pod):
     sync_pod.configure(sync={"max_age_minutes": 0.02})  # 1.2 s; the loop's next pass is 60 s away
     pod = sync_pod.live()
-    syncloop.start(pod)
+    syncloop_control.start(pod)
     first_pass(pod)
     time.sleep(1.4)
     run = sync_pod.podcheck(*SELECT)
     assert run.status("sync.running") == "failed"
     assert "is stale: its last successful pass was" in run.result("sync.running")["message"]
     assert run.status("sync.per_user") == "passed" and run.status("sync.config") == "passed"
-    syncloop.stop(pod)
+    syncloop_control.stop(pod)
 
     # The remote's folder cannot be created (its parent is a file): every pass fails, and the check says why.
     blocker = sync_pod.root / "blocker"
     blocker.write_text("a file, not a folder")
     write_conf(sync_pod.root / "rclone.conf", f"[gdrive]\ntype = alias\nremote = {blocker}/drive\n")
     pod = sync_pod.live()
-    syncloop.start(pod)
+    syncloop_control.start(pod)
     first_pass(pod)
     time.sleep(1.3)
     run = sync_pod.podcheck(*SELECT)
@@ -358,7 +358,7 @@ def test_sync_disabled_skips_the_area(cpu_pod):
 def test_shipped_loop_runs_without_podcheck_installed(sync_pod, tmp_path):
     """The copy a remote pod gets (podcheck/{__init__,files,paths,users,syncloop}.py) runs on a bare python3."""
     pod = sync_pod.live()
-    root = syncloop._ship(pod)
+    root = syncloop_control.ship(pod)
     settings = syncloop.settings(pod.config)
     path = tmp_path / "settings.json"
     path.write_text(json.dumps(settings))
@@ -370,7 +370,7 @@ def test_shipped_loop_runs_without_podcheck_installed(sync_pod, tmp_path):
                             start_new_session=True)
     try:
         status = first_pass(pod)
-        assert status["ok"], syncloop.status(pod)
+        assert status["ok"], syncloop_control.status(pod)
         assert (sync_pod.drive / "ComfyUI-Output" / "output" / "bob" / "bob-001.png").exists()
     finally:
         proc.terminate()
@@ -423,6 +423,27 @@ def test_judge_mapping():
     assert syncloop.plan(settings, ["alice", "../evil"]) == [
         ("/w/output/alice", "g:output/alice"), ("/w/workflows/alice", "g:workflows/alice")]
 
+
+def test_shipped_files_hold_everything_the_loop_imports():
+    """SHIPPED is closed under podcheck imports: every podcheck module a shipped file imports (in
+    functions too), and the packages on its way, are shipped, or a remote pod's loop fails to start."""
+    import ast
+
+    package = Path(syncloop.__file__).parent
+    shipped = set(syncloop.SHIPPED)
+    assert "syncloop.py" in shipped
+    for name in sorted(shipped):
+        needed: set[str] = set()
+        for node in ast.walk(ast.parse((package / name).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                modules = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for parts in (m.split(".")[1:] for m in modules if m.split(".")[0] == "podcheck"):
+                for path in ("/".join([*parts, "__init__.py"]), "/".join(parts) + ".py"):
+                    if (package / path).is_file():  # a module (not a name in one), and the packages on its way
+                        needed |= {path, *("/".join([*parts[:k], "__init__.py"]) for k in range(len(parts)))}
+        assert needed <= shipped, f"{name} imports what SHIPPED lacks: {sorted(needed - shipped)}"
 
 
 # --- what real users and real rclone 1.60 configs do ---------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from podcheck import config
+from podcheck import config, config_sections
 from podcheck.cli import main
 
 
@@ -137,7 +137,7 @@ def test_pytest_runs_the_checks_directly(cpu_pod):
 SCALARS = st.one_of(st.integers(-5, 10**6), st.floats(allow_nan=False), st.booleans(),
                     st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=8),
                     st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
-KNOWN = [(s, k) for s, keys in config.DEFAULTS.items() for k in keys]
+KNOWN = [(s, k) for s, keys in config_sections.DEFAULTS.items() for k in keys]
 
 
 def _toml_value(v):
@@ -167,7 +167,7 @@ def test_wrong_types_give_one_line(tmp_path, key, value):
     except config.ConfigError as exc:
         assert "\n" not in str(exc) and f"[{section}] {name}" in str(exc)
         return
-    default = config.DEFAULTS[section][name]
+    default = config_sections.DEFAULTS[section][name]
     got = getattr(getattr(cfg, section), name)
     assert type(got) is type(default) or (isinstance(default, float) and isinstance(got, float))
 
@@ -254,7 +254,7 @@ def test_sections_are_typed_and_know_where_each_value_came_from(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text("[comfyui]\nport = 8190\n")
     cfg = config.load(path, env={"PODCHECK_USER": "alice"})
-    assert isinstance(cfg.comfyui, config.ComfyUISection) and cfg.comfyui.port == 8190
+    assert isinstance(cfg.comfyui, config_sections.ComfyUISection) and cfg.comfyui.port == 8190
     assert cfg.origin("comfyui", "port") == "file" and cfg.origin("pod", "user") == "env PODCHECK_USER"
     assert cfg.origin("disk", "min_free_gib") == "default"
 
@@ -296,7 +296,7 @@ def test_config_shows_every_key_its_origin_and_redacts(tmp_path):
     assert 'user = "alice"' in done.stdout and "# env PODCHECK_USER" in done.stdout
     assert re.search(r'index_url = "https://user:\S*@wheels.example/simple"\s+# file', done.stdout)
     assert "s3cretPassw0rd" not in done.stdout
-    keys = sum(len(v) for v in config.DEFAULTS.values())
+    keys = sum(len(v) for v in config_sections.DEFAULTS.values())
     assert len(re.findall(r"  # (default|file|env \w+)$", done.stdout, re.M)) == keys
     js = subprocess.run([sys.executable, "-m", "podcheck", "config", "--config", str(path), "--json"],
                         capture_output=True, text=True, timeout=60)

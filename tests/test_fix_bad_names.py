@@ -7,7 +7,7 @@ import fixsim
 import pytest
 from sim_comfyui import comfy_pod, free_port
 
-from podcheck import syncloop
+from podcheck.domain import syncloop_control
 
 NAMES = [(["alice", "bob", "../evil"], "'../evil' contains '/'"),
          ([], "'my pics' contains whitespace")]  # no [pod] users: the folders under output/ are the users
@@ -42,5 +42,5 @@ def test_a_bad_name_is_reported_and_the_valid_users_are_served(tmp_path, torch_p
         fixsim.wait_for(lambda: (drive / "Out" / "output" / "alice" / "a.png").exists(), timeout=30)
         assert not (drive / "Out" / "output" / "my pics").exists()
     finally:
-        syncloop.stop(pod.live(), timeout=3)
+        syncloop_control.stop(pod.live(), timeout=3)
         fixsim.stop_pod(tmp_path)

@@ -13,7 +13,7 @@ import testinfra
 import trainsim
 
 from podcheck import config as config_mod
-from podcheck.domain import resume, trainscript
+from podcheck.domain import checkpoints, resume, trainscript
 from podcheck.fix.repair import Context
 from podcheck.host.pod import Pod
 from podcheck.host.state import State
@@ -117,15 +117,15 @@ def test_newest_checkpoint_by_step_then_mtime(pod, tmp_path):
     make_state(out, "y-step00000500-state", step=500, epoch=9)                   # another run's states
     (out / "x-step00000040-state").mkdir()
     (out / "x-step00000040-state" / "train_state.json").write_text("{torn")       # a torn save
-    found = resume.checkpoints(pod, str(out), "x")
+    found = checkpoints.checkpoints(pod, str(out), "x")
     assert [os.path.basename(c.path) for c in found] == ["x-000002-state", "x-step00000030-state"]
     assert found[-1].step == 30
     make_state(out, "x-step00000030b-state", step=30, epoch=2)                   # not a kohya name
     make_state(out, "x-000003-state", step=30, epoch=3, mtime=now - 50)
-    assert os.path.basename(resume.checkpoints(pod, str(out), "x")[-1].path) == "x-000003-state"
+    assert os.path.basename(checkpoints.checkpoints(pod, str(out), "x")[-1].path) == "x-000003-state"
     make_state(out, "x-state", step=32, epoch=4)                                 # end of training
-    assert os.path.basename(resume.checkpoints(pod, str(out), "x")[-1].path) == "x-state"
-    assert resume.checkpoints(pod, str(tmp_path / "missing"), "x") == []
+    assert os.path.basename(checkpoints.checkpoints(pod, str(out), "x")[-1].path) == "x-state"
+    assert checkpoints.checkpoints(pod, str(tmp_path / "missing"), "x") == []
 
 
 def test_a_state_counts_only_when_accelerate_finished_writing_it(pod, tmp_path):
@@ -138,7 +138,7 @@ def test_a_state_counts_only_when_accelerate_finished_writing_it(pod, tmp_path):
     trainsim.make_state(out, "x-000005-state", step=10, epoch=5)
     (out / "x-000005-state" / "random_states_0.pkl").write_bytes(b"")          # created, never written
     rejected = []
-    found = resume.checkpoints(pod, str(out), "x", rejected)
+    found = checkpoints.checkpoints(pod, str(out), "x", rejected)
     assert [os.path.basename(c.path) for c in found] == ["x-000002-state"]
     assert sorted(rejected) == ["x-000003-state (incomplete: no optimizer.bin, random_states_0.pkl)",
                                 "x-000004-state (incomplete: no random_states_0.pkl)",

@@ -75,7 +75,7 @@ def test_watch_resumes_a_stuck_training_and_replaces_resume_on_the_next_stall(si
 
 
 def test_the_sync_loop_killed_is_back_within_one_interval(sim, watching, tmp_path):
-    from podcheck import syncloop
+    from podcheck.domain import syncloop_control
 
     drive = tmp_path / "drive"
     drive.mkdir()
@@ -94,12 +94,12 @@ def test_the_sync_loop_killed_is_back_within_one_interval(sim, watching, tmp_pat
         watching(sim, "--select", "sync.running", "--interval", str(interval))
         # No loop at first: watch starts it.
         podsim.wait_for(lambda: any(e["event"] == "recheck" and e["result"] == "passed" for e in entries(log)))
-        first = syncloop.running_pid(pod)
+        first = syncloop_control.running_pid(pod)
         assert first and (drive / "ComfyUI-Output" / "output" / "alice" / "alice-001.png").exists()
 
         os.killpg(first, signal.SIGKILL)
         killed = time.monotonic()
-        back = podsim.wait_for(lambda: (syncloop.running_pid(pod) or 0) not in (0, first) and syncloop.running_pid(pod),
+        back = podsim.wait_for(lambda: (syncloop_control.running_pid(pod) or 0) not in (0, first) and syncloop_control.running_pid(pod),
                         timeout=interval + 10, step=0.05)
         took = time.monotonic() - killed
         assert took <= interval + 3.0, f"the loop came back after {took:.1f} s"  # a round, plus the repair itself
@@ -111,7 +111,7 @@ def test_the_sync_loop_killed_is_back_within_one_interval(sim, watching, tmp_pat
         assert len(started) == 2 and started[-1]["outcome"] == "changed" and str(back) in started[-1]["message"]
         assert events[-1]["event"] == "recheck" and events[-1]["message"] == "repaired by sync.start"
     finally:
-        syncloop.stop(pod, timeout=3)
+        syncloop_control.stop(pod, timeout=3)
 
 
 def test_a_repair_that_always_fails_is_attempted_no_more_than_the_limit(sim, watching, tmp_path):

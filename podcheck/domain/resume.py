@@ -8,26 +8,28 @@ Given any pid of a stuck run, `resume(pod, pid)`:
    period, and verifies every process is gone;
 4. picks the newest complete state checkpoint (`<name>-<epoch:06d>-state`, `<name>-step<step:08d>-state`,
    `<name>-state`, each with a train_state.json and the files accelerate writes after it, see
-   missing_parts) under the output folder the running trainer was given (its expanded argv and cwd)
-   and writes `--resume <absolute path>` into the
-   script after a timestamped backup; no checkpoint: the script runs again from the beginning;
+   podcheck.domain.checkpoints) under the output folder the running trainer was given (its expanded
+   argv and cwd) and writes `--resume <absolute path>` into the script after a timestamped backup;
+   no checkpoint: the script runs again from the beginning;
 5. relaunches the script detached (own session), with the stuck run's working directory and
    environment, output appended to podcheck-resume.log beside the script, and records the new pid.
+Finding and stopping the run is podcheck.domain.trainrun's; which state folders are complete,
+podcheck.domain.checkpoints'; this module backs the script up, rewrites it and relaunches it.
 Everything goes through `pod.run`, so it works on local and remote pods alike; every change goes
 through an actor (podcheck.host.actor: the repair's recorded runner, which in a dry run records the
 change and does not make it).
 """
 from __future__ import annotations
 
-import json
 import posixpath
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 from podcheck.domain import trainings, trainscript
+from podcheck.domain.checkpoints import Checkpoint, checkpoints
 from podcheck.domain.samples import Samples, below_for
+from podcheck.domain.trainrun import Run, cmdline, descendants, find_run, processes, stop
 from podcheck.facts import read_nvml
 from podcheck.host import procs as procs_mod
 from podcheck.host import shell
@@ -38,17 +40,6 @@ from podcheck.host.state import State
 LOG_NAME = "podcheck-resume.log"
 ENV_NAME = ".podcheck-resume.env"
 STATE_NAME = "training-resume"
-
-#: kohya sd-scripts' state folder names (library/train_util.py): epoch, step, end of training.
-STATE_DIR = re.compile(r"^(?P<name>.+?)-(?:(?P<epoch>\d{6})|step(?P<step>\d{8}))?-?state$")
-
-
-@dataclass
-class Checkpoint:
-    path: str
-    step: int  # train_state.json's current_step (or the number in the name)
-    epoch: int
-    mtime: float
 
 
 @dataclass
@@ -62,243 +53,6 @@ class Outcome:
     backup: str | None = None
     log: str | None = None
     commands: list[str] = field(default_factory=list)
-
-
-# --- processes: the host's process table (podcheck.host.procs) -------------------------------------
-
-def processes(pod) -> dict[int, Proc]:
-    return procs_mod.table(pod)
-
-
-def cmdline(pod, pid: int) -> list[str]:
-    text = pod.read_text(f"/proc/{pid}/cmdline") or ""
-    return [a for a in text.split("\0") if a] if text else []
-
-
-descendants = procs_mod.descendants
-alive = procs_mod.same
-
-
-# --- the run ----------------------------------------------------------------------------------------
-
-@dataclass
-class Run:
-    pid: int          # the launcher: `bash train.sh`
-    script: str       # absolute path of the launch script
-    cwd: str          # its working directory (FluxGym: the fluxgym folder)
-    text: str = ""    # the script's text
-    live: trainings.Options | None = None  # the settings of its running trainer (expanded argv and cwd)
-
-    @property
-    def folder(self) -> str:
-        return posixpath.dirname(self.script)
-
-    @property
-    def output_dir(self) -> str | None:
-        """Where the run writes its states: the running trainer's --output_dir (the shell expanded it,
-        relative to the trainer's own cwd); without one running, the script's literal value. None when
-        only the script is known and its value needs the shell (`"$OUT"`, or a `cd` before it)."""
-        if self.live and self.live.output_dir:
-            return self.live.output_dir
-        value = trainscript.flag_value(self.text, "--output_dir")
-        if value is None:
-            return self.folder
-        if any(c in value for c in "$`") or (not value.startswith("/") and trainscript.changes_directory(self.text)):
-            return None
-        return posixpath.normpath(posixpath.join(self.cwd, value))
-
-    @property
-    def output_name(self) -> str | None:
-        if self.live and (self.live.output_name or self.live.output_dir):
-            return self.live.output_name
-        value = trainscript.flag_value(self.text, "--output_name")
-        return None if value and any(c in value for c in "$`") else value
-
-    @property
-    def save_state(self) -> bool:
-        return bool(self.live and self.live.save_state) or trainscript.has_flag(self.text, "--save_state")
-
-
-def trainer_options(pod, launcher: int, procs: dict[int, Proc]) -> trainings.Options | None:
-    """The settings of the training process under `launcher` (accelerate's child or itself), read from
-    its /proc argv and cwd: what the shell really passed, never the script's variables made up."""
-    for p in descendants(procs, launcher):
-        argv = cmdline(pod, p.pid)
-        if p.pid != launcher and argv and trainings.script_of(argv):
-            cwd = (pod.run("readlink", f"/proc/{p.pid}/cwd").stdout.strip() or "").removesuffix(" (deleted)")
-            return trainings.options(pod, argv, cwd or None)
-    return None
-
-
-def find_run(pod, pid: int, procs: dict[int, Proc] | None = None) -> Run | None:
-    """The run that `pid` belongs to: the nearest ancestor (or itself) that runs a script file."""
-    procs = procs if procs is not None else processes(pod)
-    seen = set()
-    while pid in procs and pid not in seen and pid > 1:
-        seen.add(pid)
-        argv = cmdline(pod, pid)
-        script = _script_of(argv)
-        if script:
-            cwd = (pod.run("readlink", f"/proc/{pid}/cwd").stdout.strip() or "/").removesuffix(" (deleted)")
-            return Run(pid, posixpath.normpath(posixpath.join(cwd, script)), cwd,
-                       live=trainer_options(pod, pid, procs))
-        pid = procs[pid].ppid
-    return None
-
-
-def _script_of(argv: list[str]) -> str | None:
-    """`bash "/x/train.sh"` -> /x/train.sh (also sh/dash, and a .bat handed to any interpreter)."""
-    if not argv:
-        return None
-    shell = posixpath.basename(argv[0])
-    if shell in ("bash", "sh", "dash", "zsh") or shell.endswith(".sh") or shell.endswith(".bat"):
-        if shell.endswith((".sh", ".bat")):
-            return argv[0]
-        for arg in argv[1:]:
-            if not arg.startswith("-"):
-                return arg if arg.endswith((".sh", ".bat")) else None
-    return next((a for a in argv[1:] if a.endswith(".bat")), None)
-
-
-# --- stopping ---------------------------------------------------------------------------------------
-
-def stop(pod, root: int, grace: float, act=None) -> tuple[bool, str]:
-    """Stop the run under `root`: TERM, KILL after `grace` s, then verify; (all gone, what happened).
-    A dry run plans the KILL for the processes that ignore SIGTERM (their /proc status says so)."""
-    act = act or Actor(pod)
-    procs = processes(pod)
-    members = descendants(procs, root)
-    member_pids = {p.pid for p in members}
-    own = procs_mod.own_groups(pod)
-    groups = {p.pgid for p in members if p.pgid in member_pids and p.pgid not in own and p.pgid > 1}
-    watched = members + [p for p in procs.values() if p.pgid in groups and p.pid not in member_pids]
-    singles = [p.pid for p in members if p.pgid not in groups and p.pid not in own]
-    targets = [f"-{g}" for g in sorted(groups)] + [str(p) for p in singles]
-    if not targets:
-        return True, "nothing left to stop"
-    _signal(act, "TERM", targets)
-    left = _ignoring_term(pod, watched) if act.dry_run else _wait_gone(pod, watched, grace)
-    killed = len(left)
-    if left:
-        _signal(act, "KILL", targets + [str(p.pid) for p in left])
-        left = [] if act.dry_run else _wait_gone(pod, left, 5.0)
-    what = f"{len(watched)} process{'es' if len(watched) != 1 else ''} (pids {', '.join(str(p.pid) for p in watched[:8])}"
-    what += ", ...)" if len(watched) > 8 else ")"
-    how = "SIGTERM" + (f", SIGKILL for {killed} still there after {grace:g} s" if killed else "")
-    if left:
-        return False, f"could not stop {', '.join(str(p.pid) for p in left)} of the run (sent {how})"
-    return True, f"stopped {what} with {how}"
-
-
-def _signal(act, name: str, targets: list[str]) -> None:
-    shell.send(act.run, name, targets)
-
-
-def _ignoring_term(pod, watched: list[Proc]) -> list[Proc]:
-    """Those of `watched` whose signal mask ignores SIGTERM (SigIgn in /proc/<pid>/status)."""
-    ran = pod.run("sh", "-c", 'for p; do printf "%s " "$p"; grep -s "^SigIgn:" "/proc/$p/status" || echo; done; true',
-                  "sh", *[str(p.pid) for p in watched])
-    ignored = set()
-    for line in ran.stdout.splitlines():
-        pid, _, rest = line.partition(" ")
-        mask = rest.partition(":")[2].strip()
-        if mask and pid.isdigit() and int(mask, 16) & (1 << 14):  # bit 15-1: SIGTERM
-            ignored.add(int(pid))
-    return [p for p in watched if p.pid in ignored]
-
-
-def _wait_gone(pod, watched: list[Proc], limit: float) -> list[Proc]:
-    deadline = time.monotonic() + limit
-    while True:
-        procs = processes(pod)
-        left = [p for p in watched if alive(procs, p)]
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.1)
-
-
-# --- checkpoints ------------------------------------------------------------------------------------
-
-_LIST_STATES = r"""
-for d in "$1"/*-state; do
-  [ -f "$d/train_state.json" ] || continue
-  printf '%s\0' "$d"; find "$d" -maxdepth 0 -printf '%T@\0'; head -c 4096 "$d/train_state.json"; printf '\0'
-  find "$d" -mindepth 1 -maxdepth 1 -printf '%y %s %f\n'; printf '\0'
-done; true
-"""
-
-#: What accelerate's save_state writes into a state folder, in this order (accelerate/checkpointing.py):
-#: the weights (`model.safetensors`, `model_1.safetensors`..., `pytorch_model*.bin`; FSDP/DeepSpeed: a
-#: `pytorch_model*` folder), `optimizer*.bin` (FSDP: an `optimizer_*` folder), `scheduler*.bin`,
-#: `sampler*.bin`, `scaler.pt`, and last `random_states_<process>.pkl`. sd-scripts' pre-hook writes
-#: train_state.json before all of them, so a save that died or hangs leaves a folder with
-#: train_state.json and only some of the rest, which `load_state` cannot load.
-_WEIGHTS = re.compile(r"^(?:model|pytorch_model)(?:_\d+)?\.(?:safetensors|bin)$|^pytorch_model\w*$")
-_OPTIMIZER = re.compile(r"^optimizer(?:_\d+)?(?:\.bin)?$")
-_RANDOM = re.compile(r"^random_states_\d+\.pkl$")
-
-
-def missing_parts(entries: dict[str, tuple[str, int]]) -> list[str]:
-    """What a state folder lacks for accelerate's load_state, given {name: (type f|d, size)}; [] when complete.
-
-    An empty file counts as missing (a write that never got its bytes)."""
-    def has(pattern: re.Pattern[str]) -> bool:
-        return any(pattern.match(name) and (kind == "d" or size > 0) for name, (kind, size) in entries.items())
-    out = []
-    if not has(_WEIGHTS):
-        out.append("model.safetensors")
-    deepspeed = any(name == "pytorch_model" and kind == "d" for name, (kind, _) in entries.items())
-    if not deepspeed and not has(_OPTIMIZER):
-        out.append("optimizer.bin")
-    if not has(_RANDOM):
-        out.append("random_states_0.pkl")
-    return out
-
-
-def checkpoints(pod, output_dir: str, output_name: str | None = None,
-                rejected: list[str] | None = None) -> list[Checkpoint]:
-    """Complete state checkpoints in output_dir, oldest first: by step (train_state.json, else the name's
-    number), then epoch, then mtime. A folder without a readable train_state.json, or without what
-    accelerate writes after it (missing_parts), is no checkpoint; such folders are described in `rejected`."""
-    names = {output_name} if output_name else {"epoch", "at", "last"}  # kohya's defaults without --output_name
-    fields = pod.run("sh", "-c", _LIST_STATES, "sh", output_dir).stdout.split("\0")
-    found = []
-    for path, mtime, body, listing in zip(fields[0::4], fields[1::4], fields[2::4], fields[3::4]):
-        path = path.lstrip("\n")
-        match = STATE_DIR.match(posixpath.basename(path))
-        if not match or match["name"] not in names:
-            continue
-        try:
-            data = json.loads(body)
-            when = float(mtime)
-        except ValueError:
-            if rejected is not None:
-                rejected.append(f"{posixpath.basename(path)} (train_state.json is not JSON)")
-            continue
-        if not isinstance(data, dict):
-            continue
-        entries = {}
-        for line in listing.splitlines():
-            kind, _, rest = line.partition(" ")
-            size, _, name = rest.partition(" ")
-            if name and size.isdigit():
-                entries[name] = (kind, int(size))
-        lacking = missing_parts(entries)
-        if lacking:
-            if rejected is not None:
-                rejected.append(f"{posixpath.basename(path)} (incomplete: no {', '.join(lacking)})")
-            continue
-        number = int(match["step"] or match["epoch"] or 0)
-        final = not (match["step"] or match["epoch"])
-        step = _int(data.get("current_step"), number if match["step"] else -1)
-        epoch = _int(data.get("current_epoch"), number if match["epoch"] else -1)
-        found.append((step, epoch, final, when, Checkpoint(path, step, epoch, when)))
-    found.sort(key=lambda t: t[:4])
-    return [t[-1] for t in found]
-
-
-def _int(value, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
 # --- files on the pod -------------------------------------------------------------------------------

@@ -11,9 +11,9 @@ A repair is a class registered under its id (a contract), in the repairs/ module
 
 `apply` is idempotent: when there is nothing to do it returns `unchanged` without running an
 installer. It changes the pod only through `ctx.run` and `ctx.do` (recorded, logged), or hands `ctx`
-as the actor to a domain helper that changes it (podcheck.syncloop.start, podcheck.domain.resume);
-it reads through `ctx.probe` and the pod's read helpers, a timeout on every command, so the same
-repair works on local://, ssh:// and a chroot.
+as the actor to a domain helper that changes it (podcheck.domain.syncloop_control.start,
+podcheck.domain.resume); it reads through `ctx.probe` and the pod's read helpers, a timeout on every
+command, so the same repair works on local://, ssh:// and a chroot.
 
 `--dry-run` is check mode on the same code path (as ansible's): `apply` runs with a Context whose
 `dry_run` is set, so `ctx.run`/`ctx.do` record what they would do and change nothing, while

@@ -10,8 +10,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from podcheck import __version__, facts, runner, syncloop
-from podcheck.domain import cgroup, comfyui, memory, toolchain
+from podcheck import __version__, facts, runner
+from podcheck.domain import cgroup, comfyui, memory, syncloop_control, toolchain
 from podcheck.host import procs
 from podcheck.host.pod import Pod, quote
 from podcheck.results import Report
@@ -182,8 +182,8 @@ def _sync(ctx: Context, s: Section) -> None:
                     pass
     row(ctx, s, "rclone version", "rclone", "version")
 
-    s.rows["sync loop pid"] = syncloop.running_pid(ctx.pod) or "not running"
-    status = syncloop.status(ctx.pod)
+    s.rows["sync loop pid"] = syncloop_control.running_pid(ctx.pod) or "not running"
+    status = syncloop_control.status(ctx.pod)
     if status is not None:
         s.texts["sync loop status"] = json.dumps(status, indent=2)
     rclones = [f"{p.pid} {p.args}" for p in procs.listing(ctx.pod) if re.search(r"(^|/)rclone\s", p.args)]
