@@ -6,8 +6,10 @@ during import torch", and the checks that need the probe fail with it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import signal as signals
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,9 +18,11 @@ from typing import Any
 
 from podcheck.domain import gpu
 from podcheck.host.pod import KILL_GRACE
+from podcheck.host.state import State
 
 MARK = "@@podcheck@@ "
 PROBE_SOURCE = Path(__file__).with_name("probe.py")
+PROBE_HASH = hashlib.sha256(PROBE_SOURCE.read_bytes()).hexdigest()[:16]
 
 
 @dataclass
@@ -30,6 +34,7 @@ class Facts:
     sage: dict[str, Any] = field(default_factory=dict)
     requirements: dict[str, Any] = field(default_factory=dict)
     torchset: dict[str, Any] = field(default_factory=dict)
+    install: dict[str, Any] = field(default_factory=dict)  # the install fingerprint; reused: torchset, requirements kept
     probe_error: str | None = None
     nvml: dict[str, Any] = field(default_factory=dict)
 
@@ -47,8 +52,8 @@ class Facts:
         return gpu.cuda_from_driver_int(value) if isinstance(value, int) else None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"python": self.python, "torch": self.torch, "sage": self.sage,
-                "requirements": self.requirements, "torchset": self.torchset, "probe_error": self.probe_error, "nvml": self.nvml}
+        return {"python": self.python, "torch": self.torch, "sage": self.sage, "requirements": self.requirements,
+                "torchset": self.torchset, "install": self.install, "probe_error": self.probe_error, "nvml": self.nvml}
 
 
 class ProbeCache:
@@ -71,7 +76,7 @@ class ProbeCache:
             return None
         cached = entry[1]
         return Facts(python=cached.python, torch=cached.torch, sage=cached.sage, requirements=cached.requirements,
-                     torchset=cached.torchset)
+                     torchset=cached.torchset, install=cached.install)
 
     def put(self, key: str, facts: Facts) -> None:
         if facts.probe_error is None:
@@ -135,13 +140,73 @@ def probe_args(config) -> dict[str, Any]:
     }
 
 
-def probe_command(config, args: dict[str, Any] | None = None) -> list[str]:
-    """The pod python running probe.py with `args` (default: probe_args(config)), as argv."""
-    return [config.pod.python, "-c", PROBE_SOURCE.read_text(), json.dumps(args if args is not None else probe_args(config))]
+def probe_command(config, args: dict[str, Any]) -> list[str]:
+    """The pod python running probe.py with `args`, as argv."""
+    return [config.pod.python, "-c", PROBE_SOURCE.read_text(), json.dumps(args)]
+
+
+# --- install facts kept between runs -------------------------------------------------------------
+# torchset and requirements import torchvision, torchaudio and every module ComfyUI imports: seconds
+# more than `import torch`, for facts that change only with an install. The probe fingerprints what
+# they depend on (probe.install_fingerprint, which includes the pod's host name: every new pod judges
+# afresh); while the fingerprint holds, a run on the same pod takes them from {state_dir}, written once.
+
+REUSABLE = ("torchset", "requirements")
+KEEP_S = 24 * 3600  # judged afresh at least daily, whatever the fingerprint says
+
+
+def kept_name(config, host: str) -> str:
+    """The state document of one pod's kept install facts (pods share state_dir: one per host and python)."""
+    return "probe-install-" + hashlib.sha256(f"{host}\0{config.pod.python}".encode()).hexdigest()[:16]
+
+
+def reusable(doc: Any, base: dict[str, Any]) -> dict[str, Any] | None:
+    """The kept document when it was made by this probe with these arguments, and is young enough."""
+    if not isinstance(doc, dict) or doc.get("probe") != PROBE_HASH or doc.get("args") != base:
+        return None
+    if not isinstance(doc.get("written"), (int, float)) or not 0 <= time.time() - doc["written"] < KEEP_S:
+        return None
+    return doc if isinstance(doc.get("fingerprint"), str) else None
+
+
+def with_reuse(base: dict[str, Any], kept: dict[str, Any] | None) -> dict[str, Any]:
+    return {**base, "reuse": kept["fingerprint"]} if kept else base
+
+
+def local_probe_args(config) -> dict[str, Any]:
+    """The probe's arguments for the local pod (podcheck.cli.boot starts it before the Pod exists)."""
+    base = probe_args(config)
+    try:
+        doc = json.loads((Path(config.pod.state_dir) / f"{kept_name(config, socket.gethostname())}.json").read_text())
+    except (OSError, ValueError):
+        doc = None
+    return with_reuse(base, reusable(doc, base))
 
 
 def run_probe(pod, args: dict[str, Any] | None = None) -> Facts:
-    """Run the probe in the pod python: `args` as probe.py takes them (default: probe_args(config))."""
+    """Run the probe in the pod python: `args` as probe.py takes them (default: probe_args(config),
+    reusing the install facts this pod kept)."""
+    config = pod.config
+    if args is not None:
+        return _probe(pod, args)
+    base = probe_args(config)
+    state, name = State(pod), kept_name(config, socket.gethostname() if pod.is_local else pod.name)
+    kept = reusable(state.read(name), base)
+    facts = _probe(pod, with_reuse(base, kept))
+    if facts.probe_error is None and facts.install.get("reused") and kept:
+        for section in REUSABLE:
+            if section != "torchset" or "error" not in facts.torch:  # as the probe runs it: only on a torch
+                setattr(facts, section, kept.get(section) or {})
+    elif facts.probe_error is None and facts.install.get("fingerprint"):
+        try:
+            state.write(name, {"fingerprint": facts.install["fingerprint"], "probe": PROBE_HASH, "args": base,
+                               "written": time.time(), **{s: getattr(facts, s) for s in REUSABLE}})
+        except OSError:
+            pass  # only a later run's time is lost
+    return facts
+
+
+def _probe(pod, args: dict[str, Any]) -> Facts:
     config = pod.config
     python = config.pod.python
     timeout = config.pod.probe_timeout
@@ -170,7 +235,7 @@ def run_probe(pod, args: dict[str, Any] | None = None) -> Facts:
 #: A probe line longer than this is not read: the real probe's longest section is a few KiB, and
 #: a flooding interpreter must not cost minutes of parsing and redaction.
 MAX_LINE = 256 * 1024
-SECTIONS = ("python", "torch", "sage", "requirements", "torchset")
+SECTIONS = ("python", "torch", "sage", "requirements", "torchset", "install")
 
 
 def parse_probe_output(stdout: str) -> tuple[Facts, str | None]:

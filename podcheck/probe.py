@@ -5,7 +5,10 @@ once, and `@@podcheck@@ {"stage": ...}` before each risky step. If the interpret
 (a torch import on a broken driver, a sage kernel that segfaults), the sections already printed
 survive and the last stage names where it stopped.
 
-Argument: one JSON object: {"requirements": path or null, "gpu": bool, "sage": bool, "torchset": bool}.
+Argument: one JSON object: {"requirements": path or null, "gpu": bool, "sage": bool, "torchset": bool,
+"reuse": fingerprint or absent}. The `install` section is the fingerprint of what the install-only
+sections (torchset, requirements: seconds of imports) depend on; when it equals `reuse`, podcheck
+still holds them from an earlier run on this pod and they are not run again.
 """
 import json
 import os
@@ -300,14 +303,51 @@ def requirement_facts(path):
             "import_failures": failures}
 
 
+#: What can change an import's outcome besides the installed files.
+IMPORT_ENV = ("LD_LIBRARY_PATH", "LD_PRELOAD", "PYTHONPATH", "PYTHONHOME", "CUDA_HOME", "CUDA_PATH")
+
+
+def install_fingerprint(requirements):
+    """One hash of what an import depends on, cheap to compute: this host (a new pod is a new
+    container, with its own system libraries), the interpreter, the import environment, the linker
+    cache (apt installs of libraries change it), every sys.path entry (pip adds and removes
+    *.dist-info folders there, so the folder changes with every install) and its .pth files, and
+    the requirements file with the ComfyUI files start_imports reads."""
+    import hashlib
+    parts = [platform.node(), sys.executable, os.path.realpath(sys.executable)]
+    parts += ["%s=%s" % (name, os.environ.get(name, "")) for name in IMPORT_ENV]
+    files = ["/etc/ld.so.cache"] + list(sys.path)
+    for entry in sys.path:
+        try:
+            names = sorted(os.listdir(entry)) if entry and os.path.isdir(entry) else []
+        except OSError:
+            names = []
+        files += [os.path.join(entry, name) for name in names if name.endswith(".pth")]
+    if requirements:
+        files += [requirements] + [os.path.join(os.path.dirname(requirements), rel) for _, rel in START_IMPORTS]
+    for path in files:
+        try:
+            st = os.stat(path)
+            parts.append("%s %d %d %d" % (path, st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            parts.append("%s -" % path)
+    return hashlib.sha256("\n".join(parts).encode("utf-8", "replace")).hexdigest()
+
+
 def main():
     args = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     emit(section="python", data=python_facts())
+    fingerprint = install_fingerprint(args.get("requirements"))
+    reused = bool(args.get("reuse")) and args.get("reuse") == fingerprint
+    emit(section="install", data={"fingerprint": fingerprint, "reused": reused})
     torch = torch_facts(bool(args.get("gpu")))
     emit(section="torch", data=torch)
     torch_ok = "error" not in torch and torch.get("cuda_available")
     if args.get("sage"):
         emit(section="sage", data=sage_facts(bool(args.get("gpu")), torch_ok))
+    if reused:
+        emit(stage="done")
+        return
     if args.get("torchset") and "error" not in torch:
         emit(section="torchset", data=torchset_facts())
     if args.get("requirements"):
@@ -318,3 +358,8 @@ def main():
 
 if __name__ == "__main__":
     main()
+    # Everything is printed and flushed: skip the interpreter's teardown, which for torch, triton and
+    # their CUDA libraries takes most of a second, spent after the facts are known.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from podcheck import config as config_mod
-from podcheck.facts import probe_command
+from podcheck.facts import local_probe_args, probe_command
 from podcheck.host import early
 from podcheck.host.pod import new_tag, run_prefix
 
@@ -48,7 +48,7 @@ def start_probe(argv: list[str]) -> None:
         return
     try:
         cfg = config_mod.load(path)  # the CLI loads it again, and reports what is wrong with it
-        argv_probe, timeout = probe_command(cfg), float(cfg.pod.probe_timeout)
+        argv_probe, timeout = probe_command(cfg, local_probe_args(cfg)), float(cfg.pod.probe_timeout)
     except Exception:  # noqa: BLE001 - whatever stops it here, the CLI meets again and reports in one line
         return
     tag = new_tag()
