@@ -199,12 +199,23 @@ def gpu_checks(specs: Iterable[CheckSpec]) -> set[str]:
 
 
 def _ordered(items: list[pytest.Item], specs: dict) -> list[pytest.Item]:
-    """Prerequisites first; checks that wait for the facts probe last, so the probe overlaps the rest."""
-    preferred = sorted(items, key=_waits_for_facts)
+    """Prerequisites first; checks that wait for the facts probe, themselves or through a prerequisite,
+    last, so the probe overlaps the rest."""
     by_key: dict[tuple, list[pytest.Item]] = {}
-    for item in preferred:
+    for item in items:
         if specs[item]:
             by_key.setdefault((_host_key(item), specs[item].id), []).append(item)
+    waiting: dict[int, bool] = {}
+
+    def waits(item: pytest.Item, trail: tuple = ()) -> bool:
+        if id(item) not in waiting:
+            spec = specs[item]
+            deps = [d for need in (spec.needs if spec else ()) for d in by_key.get((_host_key(item), need), [])
+                    if id(d) not in trail]
+            waiting[id(item)] = _waits_for_facts(item) or any(waits(d, trail + (id(item),)) for d in deps)
+        return waiting[id(item)]
+
+    preferred = sorted(items, key=waits)
     out: list[pytest.Item] = []
     placed: set[int] = set()
 
