@@ -239,3 +239,26 @@ def bare_pod(root: Path, *, cuda: str = "13.0", sage: str = "required", user: st
     )
     pod.env.update(pip_env())
     return pod
+
+
+def healthy_pod(root: Path, *, user: str = "alice") -> podsim.SimPod:
+    """A pod that passes every check once one `podcheck --fix` has launched ComfyUI and the sync loop:
+    the real ComfyUI 0.3.64 (+ Manager) checkout, a pod venv layered on the cached CUDA-torch venv
+    (nothing to install), sage required and importable, the user's folders, and a sync remote (an
+    rclone alias on local disk). For the benchmarks, which need a pod that is really healthy."""
+    import fixsim
+
+    pod = fixsim.bare_pod(root, sage="required", user=user)
+    ws = pod.workspace
+    python = layered_python(ws / "venv")
+    checkout(ws / "ComfyUI")
+    pod.configure(
+        pod={"python": str(python), "probe_timeout": 600.0},
+        torch={"cuda": "13.0", "spec": TORCH_SET[0], "vision_spec": TORCH_SET[1], "audio_spec": TORCH_SET[2],
+               "index_url": ""},
+        attention={"sage_spec": EXTRA[1]},
+        comfyui={"repo": str(upstream(root)), "listen": "0.0.0.0", "http_timeout": 10.0, "extra_args": []},
+        fix={"pip_args": pip_args() + ["--find-links", str(wheelhouse())], "launch_timeout": 600.0},
+    )
+    pod.env.update(pip_env())
+    return pod
