@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import signal as signals
 import socket
 import threading
@@ -197,7 +198,8 @@ def run_probe(pod, args: dict[str, Any] | None = None) -> Facts:
         for section in REUSABLE:
             if section != "torchset" or "error" not in facts.torch:  # as the probe runs it: only on a torch
                 setattr(facts, section, kept.get(section) or {})
-    elif facts.probe_error is None and facts.install.get("fingerprint"):
+    elif facts.probe_error is None and facts.install.get("fingerprint") and pod.is_dir(posixpath.dirname(state.root.rstrip("/"))):
+        # (only beside what is there: a check run never makes a missing workspace, the unattached volume's mount point)
         try:
             state.write(name, {"fingerprint": facts.install["fingerprint"], "probe": PROBE_HASH, "args": base,
                                "written": time.time(), **{s: getattr(facts, s) for s in REUSABLE}})

@@ -84,3 +84,13 @@ def test_checks_that_wait_for_the_probe_through_a_prerequisite_run_last():
     disk = item("disk.workspace")
     order = plugin._ordered([running, torch_build, disk], {i: i.spec for i in (running, torch_build, disk)})
     assert [i.name for i in order] == ["disk.workspace", "gpu.torch_build", "comfyui.running"]
+
+
+def test_keeping_them_never_makes_a_missing_workspace(cpu_pod, tmp_path):
+    """The fleet test's pod without a volume: the kept facts once created {workspace}/.podcheck, so the
+    next run saw a workspace (the unattached volume's mount point, on the container's disk)."""
+    python = podsim.layered_venv(tmp_path / "venv")
+    shutil.rmtree(cpu_pod.workspace)
+    cpu_pod.configure(pod={"python": str(python)})
+    assert facts_of(cpu_pod)["torchset"]
+    assert not cpu_pod.workspace.exists()
