@@ -51,9 +51,22 @@ def test_installed(pod, facts, say, pytestconfig):
     failures = {m: why for m, why in (req.get("import_failures") or {}).items() if m not in TORCH_SET}
     assert not failures, (
         f"ComfyUI cannot start: the pod python {pod.config.pod.python} cannot import "
-        + "; ".join(f"{module} ({why})" for module, why in failures.items()))
+        + "; ".join(f"{module} ({why})" for module, why in failures.items())
+        + numpy_abi_remedy(req.get("numpy"), [m for m in req.get("numpy_abi") or [] if m in failures]))
     unparsed = req.get("unparsed") or []
     say(f"ComfyUI in {root}; requirements met" + (f" ({len(unparsed)} line(s) not judged)" if unparsed else ""))
+
+
+def numpy_abi_remedy(numpy, modules):
+    """What to say when `modules` were compiled for another numpy than the installed one ('' if none)."""
+    if not modules:
+        return ""
+    names = ", ".join(modules)
+    major = int(numpy.split(".")[0]) if numpy and numpy.split(".")[0].isdigit() else None
+    pin = '"numpy<2"' if major is not None and major >= 2 else '"numpy>=2"'
+    return (f". numpy {numpy or '(unknown version)'} is not the numpy {names} was compiled for (numpy's ABI "
+            f"differs between 1.x and 2.x): pip install {pin} into the pod python, or upgrade {names} to a "
+            f"release built for numpy {numpy or 'as installed'}")
 
 
 @pytest.mark.podcheck(id="comfyui.upstream", repair="comfyui", needs=("comfyui.installed",), when="comfyui.enabled")

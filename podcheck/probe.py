@@ -289,18 +289,22 @@ def requirement_facts(path):
             if spec is not None and len(spec) and not spec.contains(version, prereleases=True):
                 mismatched.append("%s (installed %s)" % (line, version))
     emit(stage="import ComfyUI's modules")
-    failures = {}
+    failures, numpy_abi = {}, []
     modules = import_names(present)
     wanted = [modules[d] for d in present if d in modules] + start_imports(os.path.dirname(path))
     for module in list(dict.fromkeys(wanted)):
         if module in failures:
             continue
         emit(stage="import %s" % module)
-        error, _ = quiet_import(module)
+        error, said = quiet_import(module)
+        if any(s in (error or "") + said for s in NUMPY_ABI):
+            # compiled for another numpy: an import that only printed so still fails at first use
+            numpy_abi.append(module)
+            error = error or said.strip().splitlines()[-1]
         if error:
             failures[module] = error[:500]
     return {"path": path, "missing": missing, "mismatched": mismatched, "unparsed": unparsed,
-            "import_failures": failures}
+            "import_failures": failures, "numpy": dist_version("numpy"), "numpy_abi": numpy_abi}
 
 
 #: What can change an import's outcome besides the installed files.

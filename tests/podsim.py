@@ -55,13 +55,14 @@ def _venv(path: Path, with_pip: bool = True) -> None:
     subprocess.run(args, check=True)
 
 
-def pip(python: Path | str, *args: str, target: Path | None = None) -> None:
-    """pip install into `python`'s venv (or into `target` with the test runner's own pip), quietly."""
+def pip(python: Path | str, *args: str, target: Path | None = None, env: dict[str, str] | None = None) -> None:
+    """pip install into `python`'s venv (or into `target` with the test runner's own pip), quietly;
+    `env` is added to this process's environment."""
     cmd = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args]
     if target is not None:
         cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
                "--no-deps", "--target", str(target), *args]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if done.returncode != 0:
         noise = "is ignored"
         err = "\n".join(ln for ln in done.stderr.splitlines() if noise not in ln)
@@ -99,6 +100,22 @@ def layered_venv(dest: Path, *packages: str) -> Path:
     if packages:
         pip(sys.executable, *packages, target=sp)
     return dest / "bin" / "python"
+
+
+#: pandas 1.5.3's cp311 wheels are compiled against numpy 1.x: under numpy 2 `import pandas` fails.
+PANDAS_NUMPY1_SPEC, NUMPY2_SPEC, NUMPY1_SPEC = "pandas==1.5.3", "numpy==2.2.6", "numpy==1.26.4"
+
+
+def numpy_abi_wheelhouse() -> Path:
+    """Wheels from the registry for a pod python whose numpy is not the one a compiled extension was
+    built for: pandas 1.5.3 and its dependencies, numpy 2.2.6, and numpy 1.26.4 (the repair). Built once."""
+    def build(tmp: Path) -> None:
+        for wanted in ([PANDAS_NUMPY1_SPEC, NUMPY2_SPEC], ["--no-deps", NUMPY1_SPEC]):
+            done = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+                                   "-d", str(tmp), *wanted], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"pip download {' '.join(wanted)} failed:\n{done.stderr[-2000:]}")
+    return cached("numpy-abi-wheelhouse", build)
 
 
 ACCELERATE_SPEC = "accelerate==1.15.0"
