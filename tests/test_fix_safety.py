@@ -34,6 +34,17 @@ def quarantined(pod) -> Path:
     return stamp
 
 
+def gpu_changed(ws: Path) -> tuple[float, float]:
+    """A GPU history whose GPU changed 100 s ago (an A100 before, an RTX 5090 now): (now, when it changed)."""
+    now = time.time()
+    changed_at = now - 100
+    (ws / ".podcheck").mkdir(parents=True)
+    (ws / ".podcheck" / "gpu-history.json").write_text(json.dumps({"entries": [
+        {"fingerprint": "NVIDIA A100-SXM4-80GB:8.0", "first_seen": now - 86400, "last_seen": changed_at - 10},
+        {"fingerprint": "NVIDIA GeForce RTX 5090:12.0", "first_seen": changed_at, "last_seen": changed_at}]}))
+    return now, changed_at
+
+
 @pytest.fixture
 def pod(tmp_path, torch_python):
     pod = podsim.cpu_pod(tmp_path, torch_python)
@@ -101,12 +112,7 @@ def test_cache_clear_deletes_stale_kernels_only_inside_the_cache_roots(tmp_path,
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    now = time.time()
-    changed_at = now - 100
-    (ws / ".podcheck").mkdir(parents=True)
-    (ws / ".podcheck" / "gpu-history.json").write_text(json.dumps({"entries": [
-        {"fingerprint": "NVIDIA A100-SXM4-80GB:8.0", "first_seen": now - 86400, "last_seen": changed_at - 10},
-        {"fingerprint": "NVIDIA GeForce RTX 5090:12.0", "first_seen": changed_at, "last_seen": changed_at}]}))
+    now, changed_at = gpu_changed(ws)
 
     def put(path: Path, data: bytes, age: float) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,12 +154,7 @@ def test_cache_clear_trusts_a_root_only_when_it_is_a_cache(tmp_path, monkeypatch
     $HOME/.triton a link into a user's folder made caches.clear delete 16 user and ComfyUI files
     written under the old GPU. Such roots are refused, and said so; a real cache is still cleared."""
     home, ws = tmp_path / "home", tmp_path / "workspace"
-    now = time.time()
-    changed_at = now - 100
-    (ws / ".podcheck").mkdir(parents=True)
-    (ws / ".podcheck" / "gpu-history.json").write_text(json.dumps({"entries": [
-        {"fingerprint": "NVIDIA A100-SXM4-80GB:8.0", "first_seen": now - 86400, "last_seen": changed_at - 10},
-        {"fingerprint": "NVIDIA GeForce RTX 5090:12.0", "first_seen": changed_at, "last_seen": changed_at}]}))
+    now, changed_at = gpu_changed(ws)
 
     def put(path: Path, data: bytes) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
