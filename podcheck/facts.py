@@ -23,7 +23,8 @@ from podcheck.host.state import State
 
 MARK = "@@podcheck@@ "
 PROBE_SOURCE = Path(__file__).with_name("probe.py")
-PROBE_HASH = hashlib.sha256(PROBE_SOURCE.read_bytes()).hexdigest()[:16]
+PROBE_TEXT = PROBE_SOURCE.read_text()  # read once: every probe command (early, adopted, watch rounds) sends it
+PROBE_HASH = hashlib.sha256(PROBE_TEXT.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -143,7 +144,7 @@ def probe_args(config) -> dict[str, Any]:
 
 def probe_command(config, args: dict[str, Any]) -> list[str]:
     """The pod python running probe.py with `args`, as argv."""
-    return [config.pod.python, "-c", PROBE_SOURCE.read_text(), json.dumps(args)]
+    return [config.pod.python, "-c", PROBE_TEXT, json.dumps(args)]
 
 
 # --- install facts kept between runs -------------------------------------------------------------

@@ -12,8 +12,7 @@ import os
 
 from podcheck import config as config_mod
 from podcheck.facts import local_probe_args, probe_command
-from podcheck.host import early
-from podcheck.host.pod import new_tag, run_prefix
+from podcheck.host.pod import start_early
 
 #: Options of a plain local run: flags, and options that take a value. Anything else: no early probe.
 FLAGS = {"--fix", "--dry-run", "--safe-only", "--background", "--no-background", "-q", "--quiet", "-v", "--verbose"}
@@ -51,5 +50,4 @@ def start_probe(argv: list[str]) -> None:
         argv_probe, timeout = probe_command(cfg, local_probe_args(cfg)), float(cfg.pod.probe_timeout)
     except Exception:  # noqa: BLE001 - whatever stops it here, the CLI meets again and reports in one line
         return
-    tag = new_tag()
-    early.start(argv_probe, timeout, tag, run_prefix(timeout, tag))
+    start_early(argv_probe, timeout)

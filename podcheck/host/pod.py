@@ -167,6 +167,13 @@ class Pod:
         return ran.stdout if ran.ok else None
 
 
+def start_early(argv: list[str], timeout: float) -> None:
+    """Start `argv` on the local host now, as `Pod.run(*argv, timeout=timeout)` would, for that call
+    to adopt (podcheck.host.early)."""
+    tag = new_tag()
+    early.start(argv, timeout, tag, run_prefix(timeout, tag))
+
+
 def new_tag() -> str:
     return f"{RUN_TAG_ENV}={uuid.uuid4().hex}"
 
